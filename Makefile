@@ -1,0 +1,43 @@
+# Two commands: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
+
+.PHONY: run test test-sqlite test-postgres lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/flask --app wsgi db upgrade
+	$(BIN)/flask --app wsgi org ensure-dev
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check $(RUFF_ARGS) app tests bench wsgi.py gunicorn.conf.py
+
+test: lint test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+# Runs again on PostgreSQL + Redis when they answer on loopback; says so when they do not.
+test-postgres: $(VENV)/.dev
+	@if $(BIN)/python tests/services.py "$(PG_TEST_URL)" "$(REDIS_TEST_URL)"; then \
+		USHER_TEST_DATABASE_URL="$(PG_TEST_URL)" USHER_TEST_REDIS_URL="$(REDIS_TEST_URL)" $(BIN)/python -m pytest; \
+	else echo "PostgreSQL or Redis not answering on loopback: the PostgreSQL + Redis run was NOT done"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,48 @@
+"""Usher: an identity provider for consumer-facing commerce apps."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+__version__ = "0.1.0"
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build an app: config, database, extensions, blueprints, CLI and error handlers."""
+    from app.api.admin import blp as admin_blp
+    from app.api.consumer import blp as consumer_blp
+    from app.cli import register_cli
+    from app.config import load_config
+    from app.db import Database
+    from app.errors import register_error_handlers
+    from app.extensions import api, limiter
+    from app.openapi import docs_config, swagger_assets_blueprint
+    from app.state import Usher
+
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.update(docs_config(__version__))
+    app.config.update(load_config())
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    trusted = int(app.config["TRUSTED_PROXY_COUNT"])
+    if trusted:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted, x_host=0, x_port=0, x_prefix=0)
+
+    usher = Usher(db=Database(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"]))
+    app.extensions["usher"] = usher
+    app.teardown_appcontext(usher.teardown)
+
+    limiter.init_app(app)
+    api.init_app(app)
+    api.register_blueprint(consumer_blp)
+    api.register_blueprint(admin_blp)
+    app.register_blueprint(swagger_assets_blueprint())
+    register_error_handlers(app)
+    register_cli(app)
+    return app

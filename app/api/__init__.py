@@ -1,0 +1,1 @@
+"""HTTP blueprints: consumer, admin and well-known."""

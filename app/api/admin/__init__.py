@@ -1,0 +1,8 @@
+"""The admin blueprint: everything a merchant's server does with its secret key."""
+
+from app.openapi import Blueprint
+
+blp = Blueprint("admin", __name__, url_prefix="/api/v1",
+                description="Admin API: secret key (`Authorization: Bearer sk_…`), server-side only.")
+
+from app.api.admin import experiences, keys, settings  # noqa: E402,F401  (registers routes)

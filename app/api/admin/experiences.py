@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from flask.views import MethodView
+from sqlalchemy import select
+
+from app.api.admin import blp
+from app.api.helpers import db_session, tenant_get, transaction
+from app.db import utcnow
+from app.errors import ApiError
+from app.models import Experience, new_id
+from app.openapi import ErrorSchema
+from app.schemas.admin import (
+    ExperienceIn,
+    ExperienceOut,
+    ExperiencePage,
+    ExperiencePatch,
+)
+from app.schemas.common import PageArgs
+from app.security.context import current_context, requires
+from app.services.paging import page
+
+
+@blp.route("/experiences")
+class Experiences(MethodView):
+    @requires("secret")
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, ExperiencePage)
+    def get(self, args):
+        """List experiences
+
+        Newest last; keyset paging with `limit` and `startingAfter`.
+        """
+        ctx = current_context()
+        query = select(Experience).where(Experience.organization_id == ctx.organization_id,
+                                         Experience.mode == ctx.mode)
+        return page(db_session(), query, Experience.id, args["limit"], args.get("starting_after"))
+
+    @requires("secret")
+    @blp.arguments(ExperienceIn, example={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})
+    @blp.response(201, ExperienceOut)
+    @blp.alt_response(400, schema=ErrorSchema, description="Validation error")
+    def post(self, data):
+        """Create an experience"""
+        ctx = current_context()
+        now = utcnow()
+        experience = Experience(id=new_id("exp"), organization_id=ctx.organization_id, mode=ctx.mode,
+                                created_at=now, updated_at=now, **data)
+        with transaction() as session:
+            session.add(experience)
+        return experience
+
+
+@blp.route("/experiences/<string:experience_id>")
+class ExperienceById(MethodView):
+    @requires("secret")
+    @blp.arguments(ExperiencePatch(partial=True))
+    @blp.response(200, ExperienceOut)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience")
+    def patch(self, data, experience_id):
+        """Update an experience
+
+        Only the fields sent change; `null` clears an optional field.
+        """
+        ctx = current_context()
+        with transaction() as session:
+            experience = tenant_get(session, Experience, experience_id, ctx)
+            open_at = data.get("open_at", experience.open_at)
+            close_at = data.get("close_at", experience.close_at)
+            if open_at and close_at and close_at <= open_at:
+                raise ApiError("validation_error", details={"closeAt": ["Must be after openAt."]})
+            for name, value in data.items():
+                setattr(experience, name, value)
+            experience.updated_at = utcnow()
+        return experience
+
+    @requires("secret")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience")
+    def delete(self, experience_id):
+        """Delete an experience"""
+        ctx = current_context()
+        with transaction() as session:
+            session.delete(tenant_get(session, Experience, experience_id, ctx))

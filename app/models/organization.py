@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, utcnow
+
+
+class Organization(Base):
+    """A merchant. Its settings apply to both of its modes."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    access_token_ttl: Mapped[int] = mapped_column(default=3600)
+    refresh_token_ttl: Mapped[int] = mapped_column(default=30 * 24 * 3600)
+    otp_ttl: Mapped[int] = mapped_column(default=300)
+    otp_length: Mapped[int] = mapped_column(default=6)
+
+
+class ApiKey(Base):
+    """A publishable or secret key of one organization and mode.
+
+    `lookup` is the publishable value itself, or HMAC-SHA256(APP_SECRET, secret value) in hex:
+    a secret value is never stored.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("mode IN ('test', 'live')", name="mode"),
+        CheckConstraint("type IN ('publishable', 'secret')", name="type"),
+        Index("ix_api_keys_org_mode", "organization_id", "mode"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(4))
+    type: Mapped[str] = mapped_column(String(11))
+    lookup: Mapped[str] = mapped_column(String(100), unique=True)
+    last4: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    rolled_from_id: Mapped[str | None] = mapped_column(String(40))

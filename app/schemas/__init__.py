@@ -1,0 +1,1 @@
+"""marshmallow 4 schemas: camelCase on the wire, unknown fields rejected."""

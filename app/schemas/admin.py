@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
+
+from app.schemas.common import Instant, Schema, page_schema
+
+DAY = 24 * 3600
+
+
+class Theme(Schema):
+    primary_color = fields.String(data_key="primaryColor", allow_none=True,
+                                  validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
+    background_color = fields.String(data_key="backgroundColor", allow_none=True,
+                                     validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
+    logo_url = fields.Url(data_key="logoUrl", allow_none=True, schemes={"https"},
+                          validate=validate.Length(max=2000))
+
+
+class ExperienceIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200),
+                         metadata={"example": "Holiday Sale"})
+    open_at = Instant(data_key="openAt", allow_none=True)
+    close_at = Instant(data_key="closeAt", allow_none=True)
+    time_zone = fields.String(data_key="timeZone", allow_none=True,
+                              metadata={"description": "IANA name", "example": "America/New_York"})
+    theme = fields.Nested(Theme, allow_none=True)
+
+    @validates("time_zone")
+    def _time_zone(self, value, **_kwargs):
+        if value is None:
+            return
+        if value not in _zone_names():
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValidationError("Not an IANA time zone name.") from None
+
+    @validates_schema
+    def _window(self, data, **_kwargs):
+        if data.get("open_at") and data.get("close_at") and data["close_at"] <= data["open_at"]:
+            raise ValidationError("Must be after openAt.", "closeAt")
+
+
+_ZONES: set[str] = set()
+
+
+def _zone_names() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+    return _ZONES
+
+
+class ExperiencePatch(ExperienceIn):
+    name = fields.String(validate=validate.Length(1, 200))
+
+
+class ExperienceOut(Schema):
+    id = fields.String(metadata={"example": "exp_01HXYZ123456789ABCDEFGHJK"})
+    name = fields.String()
+    open_at = Instant(data_key="openAt", allow_none=True)
+    close_at = Instant(data_key="closeAt", allow_none=True)
+    time_zone = fields.String(data_key="timeZone", allow_none=True)
+    theme = fields.Nested(Theme, allow_none=True)
+    i18n = fields.Constant(None, allow_none=True, dump_default=None)
+    sequences = fields.Constant(None, allow_none=True, dump_default=None)
+    created_at = Instant(data_key="createdAt")
+
+
+ExperiencePage = page_schema(ExperienceOut, "ExperiencePage")
+
+
+class SettingsSchema(Schema):
+    access_token_ttl = fields.Integer(data_key="accessTokenTtl", validate=validate.Range(1, DAY),
+                                      metadata={"description": "Seconds (1 s – 1 day)", "example": 3600})
+    refresh_token_ttl = fields.Integer(data_key="refreshTokenTtl", validate=validate.Range(60, 365 * DAY),
+                                       metadata={"description": "Seconds (1 min – 1 year)", "example": 2592000})
+    otp_ttl = fields.Integer(data_key="otpTtl", validate=validate.Range(1, 600),
+                             metadata={"description": "Seconds (1 s – 10 min)", "example": 300})
+    otp_length = fields.Integer(data_key="otpLength", validate=validate.Range(6, 10),
+                                metadata={"description": "Digits (6–10)", "example": 6})
+
+
+class KeyOut(Schema):
+    id = fields.String(metadata={"example": "key_01HXYZ123456789ABCDEFGHJK"})
+    type = fields.String(metadata={"enum": ["publishable", "secret"]})
+    mode = fields.String(metadata={"enum": ["test", "live"]})
+    last4 = fields.String()
+    created_at = Instant(data_key="createdAt")
+    expires_at = Instant(data_key="expiresAt", allow_none=True)
+    last_used_at = Instant(data_key="lastUsedAt", allow_none=True)
+
+
+class KeyCreated(KeyOut):
+    key = fields.String(metadata={"description": "The key's value, shown this once."})
+
+
+class KeyList(Schema):
+    data = fields.List(fields.Nested(KeyOut), required=True)
+
+
+class KeyCreate(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(["publishable", "secret"]))
+
+
+class KeyRoll(Schema):
+    expires_in = fields.Integer(data_key="expiresIn", load_default=0, validate=validate.Range(0, 30 * DAY),
+                                metadata={"description": "Seconds the old value keeps working (0 = now)."})

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+
+class Schema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+class Instant(fields.AwareDateTime):
+    """An instant in UTC, written ISO 8601 with `Z`; any offset accepted on input."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {}).setdefault("example", "2024-12-01T09:00:00Z")
+        super().__init__(format="iso", **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+
+
+class PageArgs(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100),
+                           metadata={"description": "Items per page (1–100)."})
+    starting_after = fields.String(data_key="startingAfter", validate=validate.Length(1, 40),
+                                   metadata={"description": "The last id of the previous page."})
+
+
+def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
+    return type(name, (Schema,), {
+        "data": fields.List(fields.Nested(item), required=True),
+        "has_more": fields.Boolean(data_key="hasMore", required=True,
+                                   metadata={"description": "Pass the last id as `startingAfter` for more."}),
+    })

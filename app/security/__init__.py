@@ -1,0 +1,1 @@
+"""Who is calling: keys, the request context, and the decorators that demand a credential."""

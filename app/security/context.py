@@ -1,0 +1,145 @@
+"""Resolve the caller of a request, once, into a `RequestContext` on `flask.g`.
+
+Every protected view goes through `authenticate`; nothing else reads credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import wraps
+
+from flask import current_app, g, request
+from sqlalchemy import select, update
+
+from app.db import utcnow
+from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
+from app.models import ApiKey, Organization
+from app.openapi import Blueprint
+from app.security.keys import constant_time_equal, key_lookup, parse_key
+
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass
+class RequestContext:
+    organization: Organization
+    mode: str
+    key_type: str
+    key_id: str
+    consumer_id: str | None = None
+    session_id: str | None = None
+    claims: dict = field(default_factory=dict)
+
+    @property
+    def organization_id(self) -> str:
+        return self.organization.id
+
+
+def unauthenticated() -> ApiError:
+    return ApiError(AUTHENTICATION_REQUIRED)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _load_key(value: str, expected_type: str) -> RequestContext:
+    parsed = parse_key(value)
+    if parsed is None or parsed[0] != expected_type:
+        raise unauthenticated()
+    key_type, mode = parsed
+    lookup = key_lookup(current_app.config["APP_SECRET"], key_type, value)
+    session = current_app.extensions["usher"].session()
+    row = session.execute(
+        select(ApiKey, Organization).join(Organization, Organization.id == ApiKey.organization_id)
+        .where(ApiKey.lookup == lookup)
+    ).first()
+    now = utcnow()
+    if row is None:
+        raise unauthenticated()
+    key, organization = row
+    if (not constant_time_equal(key.lookup, lookup) or key.type != key_type or key.mode != mode
+            or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now)):
+        raise unauthenticated()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        # Recorded at most once a minute per key, so the hot path stays read-only.
+        usher = current_app.extensions["usher"]
+        with usher.db.transaction(session) as tx:
+            tx.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    return RequestContext(organization=organization, mode=mode, key_type=key_type, key_id=key.id)
+
+
+def authenticate(kind: str) -> RequestContext:
+    """Resolve the caller for a view that needs `kind` (publishable, secret)."""
+    if kind == "secret":
+        ctx = _secret_caller()
+    elif kind == "publishable":
+        ctx = _publishable_caller()
+    else:
+        raise ValueError(kind)
+    g.usher_ctx = ctx
+    return ctx
+
+
+def _publishable_caller() -> RequestContext:
+    value = request.headers.get("X-Publishable-Key")
+    if not value:
+        raise unauthenticated()
+    return _load_key(value, "publishable")
+
+
+def _secret_caller() -> RequestContext:
+    token = _bearer()
+    if token is not None and token.startswith("sk_"):
+        return _load_key(token, "secret")
+    # A valid consumer credential on a server endpoint: say which credential is needed.
+    if token is not None and token.startswith("pk_"):
+        _load_key(token, "publishable")
+        raise ApiError(SECRET_KEY_REQUIRED)
+    if request.headers.get("X-Publishable-Key"):
+        _publishable_caller()
+        raise ApiError(SECRET_KEY_REQUIRED)
+    raise unauthenticated()
+
+
+def current_context() -> RequestContext:
+    return g.usher_ctx
+
+
+SECURITY_REQUIREMENTS = {
+    "publishable": [{"publishableKey": []}],
+    "secret": [{"secretKey": []}],
+    "access": [{"publishableKey": [], "accessToken": []}],
+}
+
+
+def requires(*kinds: str):
+    """Decorator: the view needs one of these credentials, resolved before it runs.
+
+    With several kinds, a secret key in `Authorization` selects "secret", else the first other.
+    Also marks the operation in the OpenAPI document so that Swagger UI's Authorize works.
+    """
+
+    def choose() -> str:
+        if len(kinds) > 1 and "secret" in kinds:
+            token = _bearer()
+            if token is not None and token.startswith("sk_"):
+                return "secret"
+            return next(kind for kind in kinds if kind != "secret")
+        return kinds[0]
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            authenticate(choose())
+            return view(*args, **kwargs)
+
+        security = [req for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
+        return Blueprint.doc(security=security)(wrapper)
+
+    return decorator

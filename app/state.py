@@ -1,0 +1,31 @@
+"""What one app owns: its database, and later its keyring and grant registry.
+
+Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import g
+from sqlalchemy.orm import Session
+
+from app.db import Database
+
+
+@dataclass
+class Usher:
+    db: Database
+    registries: dict = field(default_factory=dict)
+
+    def session(self) -> Session:
+        """The request's session (one per request, closed at teardown)."""
+        session = g.get("usher_session")
+        if session is None:
+            session = g.usher_session = self.db.sessionmaker()
+        return session
+
+    def teardown(self, _exc=None) -> None:
+        session = g.pop("usher_session", None)
+        if session is not None:
+            session.close()

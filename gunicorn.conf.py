@@ -1,0 +1,28 @@
+"""gunicorn settings; BIND and WEB_CONCURRENCY (and GUNICORN_* below) apply.
+
+In-memory rate limits live in one process, so with `RATELIMIT_STORAGE_URI=memory://` (the
+development default) a single gthread worker serves, unless WEB_CONCURRENCY says otherwise.
+With Redis (production) several sync workers share the limits.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+_memory_limits = os.environ.get("RATELIMIT_STORAGE_URI", "memory://").startswith("memory://")
+if "WEB_CONCURRENCY" in os.environ or not _memory_limits:
+    workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+    worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+    threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+else:
+    workers = 1
+    worker_class = "gthread"
+    threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+accesslog = os.environ.get("GUNICORN_ACCESSLOG")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# Never put query strings (they could carry a credential) into gunicorn's access log.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'

@@ -1,0 +1,69 @@
+"""Fixtures: one app per test session on a real database (a SQLite file, or PostgreSQL when
+USHER_TEST_DATABASE_URL is set by `make test`), and a fresh organization per test, so tests
+stay independent without rebuilding the schema."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.cli import upgrade_database
+from tests.helpers import Actions
+
+APP_SECRET = "test-app-secret-" + "x" * 32
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = os.environ.get("USHER_TEST_DATABASE_URL")
+    if url:
+        _reset_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'usher.sqlite3'}"
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def app_config(database_url) -> dict:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "APP_SECRET": APP_SECRET,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "ISSUER": "http://usher.test",
+    }
+
+
+@pytest.fixture(scope="session")
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    app.extensions["usher"].db.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def actions(app, client) -> Actions:
+    return Actions(app, client)
+
+
+@pytest.fixture
+def org(actions) -> dict:
+    """A new organization: {"organizationId", "keys": {mode: {publishableKey, secretKey}}}."""
+    return actions.create_org()
