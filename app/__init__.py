@@ -14,13 +14,17 @@ def create_app(config: dict | None = None) -> Flask:
     """Build an app: config, database, extensions, blueprints, CLI and error handlers."""
     from app.api.admin import blp as admin_blp
     from app.api.consumer import blp as consumer_blp
+    from app.api.wellknown import blp as wellknown_blp
     from app.cli import register_cli
     from app.config import load_config
     from app.db import Database
     from app.errors import register_error_handlers
     from app.extensions import api, limiter
+    from app.grants.registry import build_auth_server
     from app.openapi import docs_config, swagger_assets_blueprint
     from app.state import Usher
+    from app.tokens.keyring import Keyring
+    from app.tokens.service import TokenService
 
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(docs_config(__version__))
@@ -34,7 +38,10 @@ def create_app(config: dict | None = None) -> Flask:
     if trusted:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted, x_host=0, x_port=0, x_prefix=0)
 
-    usher = Usher(db=Database(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"]))
+    db = Database(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    keyring = Keyring(db, app.config["APP_SECRET"], app.config["KEYRING_CACHE_SECONDS"])
+    tokens = TokenService(keyring, app.config["ISSUER"], app.config["TOKEN_LEEWAY_SECONDS"])
+    usher = Usher(db=db, auth=build_auth_server(db, tokens, app.config))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
 
@@ -42,6 +49,7 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     api.register_blueprint(consumer_blp)
     api.register_blueprint(admin_blp)
+    api.register_blueprint(wellknown_blp)
     app.register_blueprint(swagger_assets_blueprint())
     register_error_handlers(app)
     register_cli(app)

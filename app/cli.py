@@ -69,6 +69,19 @@ def org_ensure_dev():
     click.echo(f"  Authorization: Bearer {keys['secretKey']}")
 
 
+signing_key_cli = AppGroup("signing-key", help="Token signing keys.")
+
+
+@signing_key_cli.command("rotate")
+def signing_key_rotate():
+    """Add a new signing key and make it current; old keys stay published until their tokens expire."""
+    usher = current_app.extensions["usher"]
+    with usher.db.transaction() as session:
+        kid = usher.auth.tokens.keyring.rotate(session)
+    click.echo(kid)
+
+
 def register_cli(app) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(org_cli)
+    app.cli.add_command(signing_key_cli)

@@ -45,5 +45,6 @@ def load_config() -> dict:
         "GUEST_RATE_LIMIT": os.environ.get("GUEST_RATE_LIMIT", "60 per minute"),
         "OTP_EMAIL_SENDER": os.environ.get("OTP_EMAIL_SENDER", "console"),
         "OTP_SMS_SENDER": os.environ.get("OTP_SMS_SENDER", "console"),
+        "ENABLED_GRANTS": [g for g in os.environ.get("ENABLED_GRANTS", "").split(",") if g],
         "SQLITE_BUSY_TIMEOUT_MS": _int("SQLITE_BUSY_TIMEOUT_MS", 10000),
     }

@@ -1,22 +1,23 @@
-"""What one app owns: its database, and later its keyring and grant registry.
+"""What one app owns: its database, and the auth server (token service, grant registry).
 
 Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import g
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.grants.base import AuthServer
 
 
 @dataclass
 class Usher:
     db: Database
-    registries: dict = field(default_factory=dict)
+    auth: AuthServer
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

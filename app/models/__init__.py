@@ -1,7 +1,11 @@
 """Typed models, one module per aggregate. No Flask imports here."""
 
 from app.models.base import new_id
+from app.models.consumer import AuthSession, Consumer
 from app.models.experience import Experience
 from app.models.organization import ApiKey, Organization
+from app.models.queue import Queue, QueueEntry
+from app.models.signing_key import SigningKey
 
-__all__ = ["ApiKey", "Experience", "Organization", "new_id"]
+__all__ = ["ApiKey", "AuthSession", "Consumer", "Experience", "Organization", "Queue", "QueueEntry",
+           "SigningKey", "new_id"]

@@ -14,9 +14,10 @@ from sqlalchemy import select, update
 
 from app.db import utcnow
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
-from app.models import ApiKey, Organization
+from app.models import ApiKey, AuthSession, Organization
 from app.openapi import Blueprint
 from app.security.keys import constant_time_equal, key_lookup, parse_key
+from app.tokens.service import ACCESS, TokenError
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -75,15 +76,55 @@ def _load_key(value: str, expected_type: str) -> RequestContext:
 
 
 def authenticate(kind: str) -> RequestContext:
-    """Resolve the caller for a view that needs `kind` (publishable, secret)."""
+    """Resolve the caller for a view that needs `kind`.
+
+    - publishable: `X-Publishable-Key`;
+    - secret: `Authorization: Bearer sk_…`;
+    - access: the publishable key and a consumer access token of the same organization and mode;
+    - token: a consumer access token, with the publishable key optional (seed's logout).
+    """
     if kind == "secret":
         ctx = _secret_caller()
     elif kind == "publishable":
         ctx = _publishable_caller()
+    elif kind == "access":
+        ctx = _consumer_caller(_publishable_caller())
+    elif kind == "token":
+        ctx = _consumer_caller(_publishable_caller() if request.headers.get("X-Publishable-Key") else None)
     else:
         raise ValueError(kind)
     g.usher_ctx = ctx
     return ctx
+
+
+def _consumer_caller(key_ctx: RequestContext | None) -> RequestContext:
+    """Verify the bearer access token, then check that its session is still live."""
+    token = _bearer()
+    if token is None:
+        raise unauthenticated()
+    usher = current_app.extensions["usher"]
+    try:
+        claims = usher.auth.tokens.verify(token, ACCESS, key_ctx.organization_id if key_ctx else None,
+                                          key_ctx.mode if key_ctx else None)
+    except TokenError:
+        raise unauthenticated() from None
+    session = usher.session()
+    live = session.execute(
+        select(AuthSession.id).where(AuthSession.id == claims["sessionId"], AuthSession.revoked_at.is_(None),
+                                     AuthSession.consumer_id == claims["consumerId"],
+                                     AuthSession.organization_id == claims["organizationId"])
+    ).first()
+    if live is None:
+        raise unauthenticated()
+    if key_ctx is None:
+        organization = session.get(Organization, claims["organizationId"])
+        if organization is None:
+            raise unauthenticated()
+        key_ctx = RequestContext(organization=organization, mode=claims["mode"], key_type="token", key_id="")
+    key_ctx.consumer_id = claims["consumerId"]
+    key_ctx.session_id = claims["sessionId"]
+    key_ctx.claims = claims
+    return key_ctx
 
 
 def _publishable_caller() -> RequestContext:
@@ -115,6 +156,7 @@ SECURITY_REQUIREMENTS = {
     "publishable": [{"publishableKey": []}],
     "secret": [{"secretKey": []}],
     "access": [{"publishableKey": [], "accessToken": []}],
+    "token": [{"accessToken": []}],
 }
 
 

@@ -1,0 +1,1 @@
+"""Login methods, one flow a file, in the Authlib grant vocabulary."""

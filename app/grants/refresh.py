@@ -1,0 +1,58 @@
+"""Refresh token rotation with a grace window; reuse after the window means theft.
+
+Each refresh token works once. Holders of the predecessor who race inside the grace window
+(browser tabs) get the current pair again, byte for byte; a rotated token presented later
+revokes the whole session (microblog-api's and OAuth 2.0 Security BCP's reuse detection).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.db import utcnow
+from app.errors import ApiError
+from app.grants.base import BaseGrant
+from app.models import AuthSession
+from app.security.keys import constant_time_equal
+from app.services.sessions import refresh_hash, resign_successor, revoke, rotate, successor_jtis
+from app.tokens.service import REFRESH, TokenError
+
+
+class RefreshTokenGrant(BaseGrant):
+    GRANT_TYPE = "refresh_token"
+
+    def validate_token_request(self) -> None:
+        ctx = self.request.ctx
+        try:
+            self.claims = self.server.tokens.verify(self.request.data["refresh_token"], REFRESH,
+                                                    ctx.organization_id, ctx.mode)
+        except TokenError as exc:
+            raise ApiError("refresh_token_expired" if exc.expired else "refresh_token_invalid") from None
+
+    def create_token_response(self) -> tuple[int, dict]:
+        claims, secret = self.claims, self.server.app_secret
+        grace = timedelta(seconds=self.server.config["REFRESH_GRACE_SECONDS"])
+        presented = refresh_hash(secret, claims["jti"])
+        reused = False
+        kid = self.server.tokens.keyring.current().kid
+        with self.server.db.transaction(self.request.session) as tx:
+            row = tx.scalar(select(AuthSession).where(AuthSession.id == claims["sessionId"]).with_for_update())
+            if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
+                    or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]):
+                raise ApiError("refresh_token_invalid")
+            if constant_time_equal(presented, row.refresh_hash):
+                access, refresh = rotate(row, self.server.tokens, kid, secret, self.request.ctx.organization,
+                                         claims["jti"])
+            elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
+                  and utcnow() - row.rotated_at <= grace
+                  and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
+                                          row.refresh_hash)):
+                access, refresh = resign_successor(row, self.server.tokens, secret, claims["jti"])
+            else:
+                revoke(tx, "refresh_token_reused", AuthSession.id == row.id)
+                reused = True
+        if reused:
+            raise ApiError("refresh_token_reused")
+        return 200, {"access_token": access, "refresh_token": refresh}

@@ -1,0 +1,91 @@
+"""Issue and verify Usher's tokens: PyJWT, EdDSA (Ed25519) only, our own key set only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+
+from app.tokens.keyring import Keyring
+
+ALGORITHMS = ["EdDSA"]  # the only algorithm ever accepted; never derived from the token
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+class TokenError(Exception):
+    """A token that must be refused; `expired` tells an expired but otherwise valid token apart."""
+
+    def __init__(self, reason: str, expired: bool = False):
+        super().__init__(reason)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a token pair is made of; signing it twice gives the same bytes (Ed25519)."""
+
+    kid: str
+    organization_id: str
+    mode: str
+    consumer_id: str
+    session_id: str
+    access_jti: str
+    refresh_jti: str
+    iat: int
+    access_exp: int
+    refresh_exp: int
+
+
+class TokenService:
+    def __init__(self, keyring: Keyring, issuer: str, leeway: int):
+        self.keyring = keyring
+        self.issuer = issuer
+        self.leeway = leeway
+
+    def sign_pair(self, gen: Generation) -> tuple[str, str]:
+        key = self.keyring.get(gen.kid)
+        if key is None:
+            raise TokenError("signing key is no longer published")
+        base = {"consumerId": gen.consumer_id, "organizationId": gen.organization_id,
+                "sessionId": gen.session_id, "iat": gen.iat}
+        headers = {"kid": gen.kid, "typ": "JWT"}
+        access = jwt.encode({**base, "exp": gen.access_exp, "iss": self.issuer, "sub": gen.consumer_id,
+                             "jti": gen.access_jti, "mode": gen.mode, "tokenType": ACCESS},
+                            key.private, algorithm="EdDSA", headers=headers)
+        refresh = jwt.encode({**base, "exp": gen.refresh_exp, "iss": self.issuer, "sub": gen.consumer_id,
+                              "jti": gen.refresh_jti, "mode": gen.mode, "tokenType": REFRESH},
+                             key.private, algorithm="EdDSA", headers=headers)
+        return access, refresh
+
+    def verify(self, token: str, token_type: str, organization_id: str | None, mode: str | None) -> dict:
+        """Claims of a valid token of this type (and organization and mode, when given)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError("malformed") from exc
+        kid = header.get("kid")
+        if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
+            raise TokenError("algorithm or kid")
+        key = self.keyring.get(kid)
+        if key is None:
+            raise TokenError("unknown kid")
+        try:
+            claims = jwt.decode(token, key.public, algorithms=ALGORITHMS, issuer=self.issuer, leeway=self.leeway,
+                                options={"require": ["exp", "iat", "iss", "sub", "jti"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("expired", expired=True) from exc
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid") from exc
+        if claims.get("tokenType") != token_type:
+            raise TokenError("token type")
+        for name in ("consumerId", "organizationId", "sessionId", "mode"):
+            if not isinstance(claims.get(name), str):
+                raise TokenError(f"missing {name}")
+        if claims["sub"] != claims["consumerId"]:
+            raise TokenError("subject")
+        if organization_id is not None and claims["organizationId"] != organization_id:
+            raise TokenError("organization")
+        if mode is not None and claims["mode"] != mode:
+            raise TokenError("mode")
+        return claims
