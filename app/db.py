@@ -80,6 +80,16 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5)
 
 
+@contextmanager
+def outside_write_intent() -> Iterator[None]:
+    """Run reads on another connection as plain reads, even inside a write transaction."""
+    token = _write_intent.set(False)
+    try:
+        yield
+    finally:
+        _write_intent.reset(token)
+
+
 class Database:
     """The engine and session factory of one app."""
 

@@ -11,7 +11,8 @@ from sqlalchemy import create_engine, text
 
 from app import create_app
 from app.cli import upgrade_database
-from tests.helpers import Actions
+from tests.helpers import Actions, TenantActions
+from tests.live import LiveServer
 
 APP_SECRET = "test-app-secret-" + "x" * 32
 
@@ -43,6 +44,7 @@ def app_config(database_url) -> dict:
         "APP_SECRET": APP_SECRET,
         "RATELIMIT_STORAGE_URI": "memory://",
         "ISSUER": "http://usher.test",
+        "GUEST_RATE_LIMIT": "100000 per minute",  # the limit itself is tested on an app of its own
     }
 
 
@@ -67,3 +69,23 @@ def actions(app, client) -> Actions:
 def org(actions) -> dict:
     """A new organization: {"organizationId", "keys": {mode: {publishableKey, secretKey}}}."""
     return actions.create_org()
+
+
+@pytest.fixture
+def tenant(client, org) -> TenantActions:
+    """Actions in the test mode of a new organization."""
+    return TenantActions(client, org["keys"]["test"])
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url, tmp_path_factory):
+    """A real gunicorn (4 sync workers) on a spare loopback port, on the test database."""
+    env = {"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "ISSUER": "http://usher.test",
+           "WEB_CONCURRENCY": "4", "REFRESH_GRACE_SECONDS": "3", "GUEST_RATE_LIMIT": "100000 per minute"}
+    redis_url = os.environ.get("USHER_TEST_REDIS_URL")
+    if redis_url:
+        env["RATELIMIT_STORAGE_URI"] = redis_url
+    server = LiveServer(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server.start()
+    yield server
+    server.stop()

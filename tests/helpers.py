@@ -27,3 +27,39 @@ class Actions:
         response = self.client.post("/api/v1/experiences", json=body, headers=secret(secret_key))
         assert response.status_code == 201, response.json
         return response.json
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def consumer(publishable_key: str, access_token: str) -> dict:
+    return {**publishable(publishable_key), **bearer(access_token)}
+
+
+class TenantActions:
+    """Actions of one organization and mode."""
+
+    def __init__(self, client, keys: dict):
+        self.client = client
+        self.pk = keys["publishableKey"]
+        self.sk = keys["secretKey"]
+
+    def guest(self) -> dict:
+        response = self.client.post("/api/v1/auth/guest", headers=publishable(self.pk))
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def refresh(self, refresh_token: str):
+        return self.client.post("/api/v1/auth/refresh", headers=publishable(self.pk),
+                                json={"refreshToken": refresh_token})
+
+    def queue(self, **body) -> dict:
+        experience = self.client.post("/api/v1/experiences", json={"name": "Drop"}, headers=secret(self.sk)).json
+        body = {"experienceId": experience["id"], "name": "Main", **body}
+        response = self.client.post("/api/v1/queues", json=body, headers=secret(self.sk))
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def status(self, queue_id: str, access_token: str):
+        return self.client.get(f"/api/v1/queues/{queue_id}/status", headers=consumer(self.pk, access_token))

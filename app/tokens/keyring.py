@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db import Database, utcnow
+from app.db import Database, outside_write_intent, utcnow
 from app.models import SigningKey, new_id
 
 # A retired key stays published for the longest token lifetime the settings allow (1 year).
@@ -84,16 +84,18 @@ class Keyring:
         return row.kid
 
     # -- cache -------------------------------------------------------------------------------
+    def _rows(self) -> list[SigningKey]:
+        with outside_write_intent(), self.db.sessionmaker() as session:
+            return list(session.scalars(select(SigningKey).order_by(SigningKey.kid)))
+
     def _load(self) -> None:
         now = utcnow()
-        with self.db.sessionmaker() as session:
-            rows = list(session.scalars(select(SigningKey).order_by(SigningKey.kid)))
+        rows = self._rows()
         if not rows:
             with self.db.transaction() as session:
                 if session.scalar(select(SigningKey.kid).limit(1)) is None:
                     session.add(self._new_row(now))
-            with self.db.sessionmaker() as session:
-                rows = list(session.scalars(select(SigningKey).order_by(SigningKey.kid)))
+            rows = self._rows()
         keys = {}
         for row in rows:
             entry = self._keys.get(row.kid)
@@ -120,6 +122,10 @@ class Keyring:
     def current(self) -> KeyEntry:
         self._fresh()
         return self._current
+
+    def signing_key(self, kid: str) -> KeyEntry | None:
+        """The key `kid` from the cache as it is (for signing with a kid just read from it)."""
+        return self._keys.get(kid) or self.get(kid)
 
     def get(self, kid: str) -> KeyEntry | None:
         """A published key by id; an unknown id triggers one early reload (rate-limited)."""

@@ -44,7 +44,7 @@ class TokenService:
         self.leeway = leeway
 
     def sign_pair(self, gen: Generation) -> tuple[str, str]:
-        key = self.keyring.get(gen.kid)
+        key = self.keyring.signing_key(gen.kid)
         if key is None:
             raise TokenError("signing key is no longer published")
         base = {"consumerId": gen.consumer_id, "organizationId": gen.organization_id,

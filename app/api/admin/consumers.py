@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from flask.views import MethodView
+from sqlalchemy import select
+
+from app.api.admin import blp
+from app.api.helpers import db_session, tenant_get, transaction
+from app.models import AuthSession, Consumer
+from app.openapi import ErrorSchema
+from app.schemas.consumers import ConsumerListArgs, ConsumerOut, ConsumerPage, SessionList
+from app.security.context import current_context, requires
+from app.services.paging import page
+from app.services.sessions import revoke
+
+
+def consumer_view(consumer: Consumer) -> dict:
+    return {"id": consumer.id, "email": consumer.email, "phone": consumer.phone, "external_identities": [],
+            "merged_into": consumer.merged_into, "created_at": consumer.created_at}
+
+
+@blp.route("/consumers")
+class Consumers(MethodView):
+    @requires("secret")
+    @blp.arguments(ConsumerListArgs, location="query")
+    @blp.response(200, ConsumerPage)
+    def get(self, args):
+        """List consumers
+
+        Filter by `email` (case-insensitive) or `phone` (E.164); keyset paging.
+        """
+        ctx = current_context()
+        query = select(Consumer).where(Consumer.organization_id == ctx.organization_id, Consumer.mode == ctx.mode)
+        if args.get("email"):
+            query = query.where(Consumer.email == args["email"].strip().lower())
+        if args.get("phone"):
+            query = query.where(Consumer.phone == args["phone"].strip())
+        result = page(db_session(), query, Consumer.id, args["limit"], args.get("starting_after"))
+        result["data"] = [consumer_view(c) for c in result["data"]]
+        return result
+
+
+@blp.route("/consumers/<string:consumer_id>")
+class ConsumerById(MethodView):
+    @requires("secret")
+    @blp.response(200, ConsumerOut)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
+    def get(self, consumer_id):
+        """Get a consumer"""
+        return consumer_view(tenant_get(db_session(), Consumer, consumer_id, current_context()))
+
+
+@blp.route("/consumers/<string:consumer_id>/sessions")
+class ConsumerSessions(MethodView):
+    @requires("secret")
+    @blp.response(200, SessionList)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
+    def get(self, consumer_id):
+        """List a consumer's sessions (newest last, revoked ones included)"""
+        session = db_session()
+        consumer = tenant_get(session, Consumer, consumer_id, current_context())
+        rows = session.scalars(select(AuthSession).where(AuthSession.consumer_id == consumer.id)
+                               .order_by(AuthSession.id)).all()
+        return {"data": rows}
+
+    @requires("secret")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
+    def delete(self, consumer_id):
+        """Revoke all of a consumer's sessions"""
+        with transaction() as session:
+            consumer = tenant_get(session, Consumer, consumer_id, current_context())
+            revoke(session, "admin", AuthSession.consumer_id == consumer.id)
+
+
+@blp.route("/sessions/<string:session_id>")
+class SessionById(MethodView):
+    @requires("secret")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown session")
+    def delete(self, session_id):
+        """Revoke a session
+
+        Its refresh token fails and its access token is refused from now on.
+        """
+        with transaction() as session:
+            row = tenant_get(session, AuthSession, session_id, current_context())
+            revoke(session, "admin", AuthSession.id == row.id)

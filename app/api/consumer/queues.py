@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from flask.views import MethodView
+
+from app.api.consumer import blp
+from app.api.helpers import db_session, tenant_get, transaction
+from app.errors import ApiError
+from app.models import Experience, Queue
+from app.openapi import ErrorSchema
+from app.schemas.queues import QueueConsumerState, QueueOut
+from app.security.context import current_context, requires
+from app.services import queues
+
+
+def _queue(session, queue_id: str) -> Queue:
+    try:
+        return tenant_get(session, Queue, queue_id, current_context())
+    except ApiError:
+        raise ApiError("not_found", "Queue not found") from None
+
+
+@blp.route("/queues/<string:queue_id>")
+class QueueById(MethodView):
+    @requires("publishable", "secret")
+    @blp.response(200, QueueOut)
+    @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
+    def get(self, queue_id):
+        """Get a queue
+
+        With the publishable key (browsers) or the secret key (servers).
+        """
+        session = db_session()
+        queue = _queue(session, queue_id)
+        experience = session.get(Experience, queue.experience_id)
+        return queues.queue_view(session, queue, experience.time_zone if experience else None)
+
+
+@blp.route("/queues/<string:queue_id>/enter")
+class EnterQueue(MethodView):
+    @requires("access")
+    @blp.response(200, QueueConsumerState)
+    @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
+    @blp.alt_response(409, schema=ErrorSchema, description="The queue is pending, closed or full")
+    def post(self, queue_id):
+        """Enter a queue
+
+        Idempotent: entering again returns the place already held. Places are first come, first served.
+        """
+        ctx = current_context()
+        with transaction() as session:
+            queue = _queue(session, queue_id)
+            entry = queues.enter(session, queue, ctx.consumer_id)
+            return queues.state_view(session, entry)
+
+
+@blp.route("/queues/<string:queue_id>/status")
+class QueueStatus(MethodView):
+    @requires("access")
+    @blp.response(200, QueueConsumerState)
+    @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
+    def get(self, queue_id):
+        """The caller's place in a queue"""
+        session = db_session()
+        queue = _queue(session, queue_id)
+        entry = queues.find_entry(session, queue.id, current_context().consumer_id)
+        if entry is None:
+            raise ApiError("not_found", "You have not entered this queue.")
+        return queues.state_view(session, entry)
+
+
+@blp.route("/queues/<string:queue_id>/leave")
+class LeaveQueue(MethodView):
+    @requires("access")
+    @blp.response(200, QueueConsumerState)
+    @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
+    def post(self, queue_id):
+        """Leave a queue"""
+        with transaction() as session:
+            queue = _queue(session, queue_id)
+            entry = queues.leave(session, queue, current_context().consumer_id)
+            return queues.state_view(session, entry)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from app.schemas.common import Instant, PageArgs, Schema, page_schema
+
+
+class QueueIn(Schema):
+    experience_id = fields.String(data_key="experienceId", required=True, validate=validate.Length(1, 40),
+                                  metadata={"example": "exp_01HXYZ123456789ABCDEFGHJK"})
+    name = fields.String(required=True, validate=validate.Length(1, 200), metadata={"example": "Main queue"})
+    capacity = fields.Integer(allow_none=True, validate=validate.Range(1, 10_000_000),
+                              metadata={"description": "Most consumers queued at once; null = unlimited."})
+    open_at = Instant(data_key="openAt", allow_none=True)
+    close_at = Instant(data_key="closeAt", allow_none=True)
+
+    @validates_schema
+    def _window(self, data, **_kwargs):
+        if data.get("open_at") and data.get("close_at") and data["close_at"] <= data["open_at"]:
+            raise ValidationError("Must be after openAt.", "closeAt")
+
+
+class QueueOut(Schema):
+    id = fields.String(metadata={"example": "queue_01HXYZ123456789ABCDEFGHJK"})
+    name = fields.String()
+    experience_id = fields.String(data_key="experienceId")
+    sequence_id = fields.Constant(None, data_key="sequenceId", allow_none=True, dump_default=None)
+    capacity = fields.Integer(allow_none=True)
+    open_at = Instant(data_key="openAt", allow_none=True)
+    close_at = Instant(data_key="closeAt", allow_none=True)
+    time_zone = fields.String(data_key="timeZone", allow_none=True)
+    status = fields.String(metadata={"enum": ["PENDING", "OPEN", "CLOSED"]})
+    consumer_count = fields.Integer(data_key="consumerCount", metadata={"description": "Consumers queued now."})
+
+
+QueuePage = page_schema(QueueOut, "QueuePage")
+
+
+class QueueListArgs(PageArgs):
+    experience_id = fields.String(data_key="experienceId", validate=validate.Length(1, 40))
+
+
+class QueueConsumerState(Schema):
+    queue_id = fields.String(data_key="queueId")
+    consumer_id = fields.String(data_key="consumerId")
+    status = fields.String(metadata={"enum": ["QUEUED", "ADMITTED", "COMPLETED", "DENIED", "LEFT"]})
+    position = fields.Integer(allow_none=True, metadata={
+        "description": "1 + the number of consumers queued ahead (first come, first served); null unless QUEUED."})
+    entered_at = Instant(data_key="enteredAt")
+    admitted_at = Instant(data_key="admittedAt", allow_none=True)
+    admission_token = fields.Constant(None, data_key="admissionToken", allow_none=True, dump_default=None)
+    deny_reason = fields.Constant(None, data_key="denyReason", allow_none=True, dump_default=None)

@@ -1,0 +1,84 @@
+"""Queues: first come, first served, idempotent enter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import ApiError
+from app.models import Queue, QueueEntry
+
+
+def queue_status(queue: Queue, now: datetime) -> str:
+    if queue.open_at is not None and now < queue.open_at:
+        return "PENDING"
+    if queue.close_at is not None and now >= queue.close_at:
+        return "CLOSED"
+    return "OPEN"
+
+
+def queued_count(session: Session, queue_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(QueueEntry)
+                          .where(QueueEntry.queue_id == queue_id, QueueEntry.status == "QUEUED"))
+
+
+def queue_view(session: Session, queue: Queue, time_zone: str | None) -> dict:
+    return {"id": queue.id, "name": queue.name, "experience_id": queue.experience_id, "capacity": queue.capacity,
+            "open_at": queue.open_at, "close_at": queue.close_at, "time_zone": time_zone,
+            "status": queue_status(queue, utcnow()), "consumer_count": queued_count(session, queue.id)}
+
+
+def state_view(session: Session, entry: QueueEntry) -> dict:
+    position = None
+    if entry.status == "QUEUED":
+        ahead = session.scalar(select(func.count()).select_from(QueueEntry).where(
+            QueueEntry.queue_id == entry.queue_id, QueueEntry.status == "QUEUED",
+            QueueEntry.sequence < entry.sequence))
+        position = ahead + 1
+    return {"queue_id": entry.queue_id, "consumer_id": entry.consumer_id, "status": entry.status,
+            "position": position, "entered_at": entry.entered_at, "admitted_at": entry.admitted_at}
+
+
+def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry | None:
+    return session.scalar(select(QueueEntry).where(QueueEntry.queue_id == queue_id,
+                                                   QueueEntry.consumer_id == consumer_id))
+
+
+def enter(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
+    """Join the back of the queue, or return the place already held. Call inside a transaction.
+
+    The queue row is locked first (FOR UPDATE on PostgreSQL; SQLite write transactions are
+    serialized), so arrival order, capacity and the sequence counter agree under concurrency.
+    """
+    session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
+    entry = find_entry(session, queue.id, consumer_id)
+    if entry is not None and entry.status != "LEFT":
+        return entry
+    status = queue_status(queue, utcnow())
+    if status != "OPEN":
+        raise ApiError("conflict", f"The queue is {status.lower()}.")
+    if queue.capacity is not None and queued_count(session, queue.id) >= queue.capacity:
+        raise ApiError("conflict", "The queue is full.")
+    sequence = session.scalar(update(Queue).where(Queue.id == queue.id)
+                              .values(next_sequence=Queue.next_sequence + 1).returning(Queue.next_sequence))
+    now = utcnow()
+    if entry is None:
+        entry = QueueEntry(queue_id=queue.id, consumer_id=consumer_id, sequence=sequence, status="QUEUED",
+                           entered_at=now)
+        session.add(entry)
+    else:  # re-entering after leaving: to the back of the line
+        entry.sequence, entry.status, entry.entered_at, entry.left_at = sequence, "QUEUED", now, None
+    session.flush()
+    return entry
+
+
+def leave(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
+    entry = find_entry(session, queue.id, consumer_id)
+    if entry is None:
+        raise ApiError("not_found", "You have not entered this queue.")
+    if entry.status == "QUEUED":
+        entry.status, entry.left_at = "LEFT", utcnow()
+    return entry

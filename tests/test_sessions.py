@@ -1,0 +1,248 @@
+"""Refresh rotation (with real concurrency on a real gunicorn), logout scopes, admin sessions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import jwt
+from sqlalchemy import select
+
+from app.models import AuthSession
+from tests.helpers import TenantActions, bearer, consumer, publishable, secret
+from tests.live import http
+
+AUTH_REQUIRED = {"error": "Authentication required"}
+
+
+def race(count: int, call):
+    """Run `call` from `count` threads released at the same instant."""
+    barrier = threading.Barrier(count)
+
+    def go(_):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(go, range(count)))
+
+
+def test_refresh_rotates_and_each_token_works_once(tenant):
+    guest = tenant.guest()
+    first = tenant.refresh(guest["refreshToken"])
+    assert first.status_code == 200
+    assert set(first.json) == {"accessToken", "refreshToken"}
+    assert first.json["refreshToken"] != guest["refreshToken"]
+    second = tenant.refresh(first.json["refreshToken"])
+    assert second.status_code == 200
+    claims = jwt.decode(second.json["accessToken"], options={"verify_signature": False})
+    assert claims["sessionId"] == guest["session"]["sessionId"]
+    assert claims["consumerId"] == guest["session"]["consumerId"]
+
+
+def test_refresh_tokens_are_stored_only_as_hashes(app, tenant):
+    guest = tenant.guest()
+    refreshed = tenant.refresh(guest["refreshToken"]).json
+    with app.extensions["usher"].db.sessionmaker() as session:
+        row = session.get(AuthSession, guest["session"]["sessionId"])
+        stored = " ".join(str(getattr(row, c.key)) for c in AuthSession.__table__.columns)
+    for token in (guest["refreshToken"], refreshed["refreshToken"]):
+        assert token not in stored
+        assert jwt.decode(token, options={"verify_signature": False})["jti"] not in stored
+
+
+def test_malformed_and_expired_refresh_tokens(tenant, app):
+    for bad in ("not-a-jwt", "a.b.c", ""):
+        response = tenant.refresh(bad)
+        assert response.status_code in (400, 401)
+        assert response.json["error"] in ("refresh_token_invalid", "validation_error")
+    guest = tenant.guest()
+    key = app.extensions["usher"].auth.tokens.keyring.current()
+    claims = jwt.decode(guest["refreshToken"], options={"verify_signature": False})
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 3600}, key.private, algorithm="EdDSA",
+                         headers={"kid": key.kid})
+    response = tenant.refresh(expired)
+    assert response.status_code == 401
+    assert response.json == {"error": "refresh_token_expired", "message": "The refresh token has expired."}
+
+
+def _live_refresh(server, pk, token):
+    return http("POST", server.url + "/api/v1/auth/refresh", publishable(pk), {"refreshToken": token})
+
+
+def test_concurrent_refreshes_get_one_identical_successor_on_gunicorn(live_server, actions):
+    keys = actions.create_org()["keys"]["test"]
+    pk = keys["publishableKey"]
+    guest = http("POST", live_server.url + "/api/v1/auth/guest", publishable(pk)).body
+    replies = race(20, lambda: _live_refresh(live_server, pk, guest["refreshToken"]))
+    assert [r.status for r in replies] == [200] * 20, [r.body for r in replies if r.status != 200]
+    pairs = {(r.body["accessToken"], r.body["refreshToken"]) for r in replies}
+    assert len(pairs) == 1
+    _access, refresh = pairs.pop()
+    # The successor works normally afterwards, and the session is intact.
+    onward = _live_refresh(live_server, pk, refresh)
+    assert onward.status == 200
+    assert jwt.decode(onward.body["accessToken"], options={"verify_signature": False})["sessionId"] == \
+        guest["session"]["sessionId"]
+    logout = http("POST", live_server.url + "/api/v1/auth/logout", bearer(onward.body["accessToken"]))
+    assert logout.status == 204
+
+
+def test_reuse_after_the_grace_window_revokes_the_session_on_gunicorn(live_server, actions):
+    keys = actions.create_org()["keys"]["test"]
+    pk = keys["publishableKey"]
+    guest = http("POST", live_server.url + "/api/v1/auth/guest", publishable(pk)).body
+    successor = _live_refresh(live_server, pk, guest["refreshToken"]).body
+    time.sleep(3.5)  # the live server's REFRESH_GRACE_SECONDS is 3
+    reused = _live_refresh(live_server, pk, guest["refreshToken"])
+    assert reused.status == 401
+    assert reused.body["error"] == "refresh_token_reused"
+    # The whole session is gone: the successor refresh token and its access token too.
+    assert _live_refresh(live_server, pk, successor["refreshToken"]).body["error"] == "refresh_token_invalid"
+    assert http("POST", live_server.url + "/api/v1/auth/logout", bearer(successor["accessToken"])).status == 401
+    sessions = http("GET", live_server.url + f"/api/v1/consumers/{guest['session']['consumerId']}/sessions",
+                    secret(keys["secretKey"])).body["data"]
+    assert sessions[0]["revokedReason"] == "refresh_token_reused"
+
+
+def test_predecessor_inside_the_window_gets_the_same_pair(tenant):
+    guest = tenant.guest()
+    first = tenant.refresh(guest["refreshToken"]).json
+    again = tenant.refresh(guest["refreshToken"])
+    assert again.status_code == 200
+    assert again.json == first
+
+
+def test_two_generations_back_is_reuse_even_inside_the_window(tenant):
+    guest = tenant.guest()
+    first = tenant.refresh(guest["refreshToken"]).json
+    tenant.refresh(first["refreshToken"])
+    response = tenant.refresh(guest["refreshToken"])
+    assert response.status_code == 401
+    assert response.json["error"] == "refresh_token_reused"
+
+
+def _three_sessions(tenant, app):
+    """One guest consumer with three sessions (two more started by the service for it)."""
+    from app.services.sessions import start_session
+
+    guest = tenant.guest()
+    usher = app.extensions["usher"]
+    kid = usher.auth.tokens.keyring.current().kid
+    sessions = [guest]
+    with usher.db.transaction() as tx:
+        from app.models import Organization
+
+        claims = jwt.decode(guest["accessToken"], options={"verify_signature": False})
+        organization = tx.get(Organization, claims["organizationId"])
+        for _ in range(2):
+            row, access, refresh = start_session(tx, usher.auth.tokens, kid, usher.auth.app_secret, organization,
+                                                 "test", claims["consumerId"], "guest")
+            sessions.append({"accessToken": access, "refreshToken": refresh, "session": {"sessionId": row.id}})
+    return sessions
+
+
+def _alive(tenant, queue_id, session) -> bool:
+    status = tenant.client.post(f"/api/v1/queues/{queue_id}/enter", headers=consumer(tenant.pk, session["accessToken"]))
+    return status.status_code == 200
+
+
+def _refreshable(tenant, session) -> bool:
+    return tenant.refresh(session["refreshToken"]).status_code == 200
+
+
+def test_logout_local_ends_only_this_session(tenant, app):
+    queue = tenant.queue()
+    this, other1, other2 = _three_sessions(tenant, app)
+    assert tenant.client.post("/api/v1/auth/logout", json={}, headers=bearer(this["accessToken"])).status_code == 204
+    assert not _alive(tenant, queue["id"], this) and not _refreshable(tenant, this)
+    assert _alive(tenant, queue["id"], other1) and _refreshable(tenant, other2)
+
+
+def test_logout_others_ends_every_other_session(tenant, app):
+    queue = tenant.queue()
+    this, other1, other2 = _three_sessions(tenant, app)
+    response = tenant.client.post("/api/v1/auth/logout", json={"scope": "others"},
+                                  headers=consumer(tenant.pk, this["accessToken"]))
+    assert response.status_code == 204
+    assert _alive(tenant, queue["id"], this)
+    for other in (other1, other2):
+        assert not _alive(tenant, queue["id"], other) and not _refreshable(tenant, other)
+
+
+def test_logout_global_ends_all_sessions_and_both_tokens_die_everywhere(tenant, app):
+    queue = tenant.queue()
+    sessions = _three_sessions(tenant, app)
+    response = tenant.client.post("/api/v1/auth/logout", json={"scope": "global"},
+                                  headers=bearer(sessions[1]["accessToken"]))
+    assert response.status_code == 204
+    for session in sessions:
+        assert not _alive(tenant, queue["id"], session)
+        assert tenant.status(queue["id"], session["accessToken"]).json == AUTH_REQUIRED
+        refused = tenant.refresh(session["refreshToken"])
+        assert refused.status_code == 401 and refused.json["error"] == "refresh_token_invalid"
+        again = tenant.client.post("/api/v1/auth/logout", headers=bearer(session["accessToken"]))
+        assert again.status_code == 401
+
+
+def test_logout_rejects_an_unknown_scope_and_a_missing_token(tenant):
+    guest = tenant.guest()
+    bad = tenant.client.post("/api/v1/auth/logout", json={"scope": "everything"}, headers=bearer(guest["accessToken"]))
+    assert bad.status_code == 400 and "scope" in bad.json["details"]
+    assert tenant.client.post("/api/v1/auth/logout").json == AUTH_REQUIRED
+    assert tenant.client.post("/api/v1/auth/logout", headers=publishable(tenant.pk)).json == AUTH_REQUIRED
+
+
+def test_admin_lists_consumers_and_sessions_and_revokes(tenant, client, actions):
+    queue = tenant.queue()
+    guest = tenant.guest()
+    consumer_id = guest["session"]["consumerId"]
+    got = client.get(f"/api/v1/consumers/{consumer_id}", headers=secret(tenant.sk))
+    assert got.status_code == 200
+    assert got.json == {"id": consumer_id, "email": None, "phone": None, "externalIdentities": [],
+                        "mergedInto": None, "createdAt": got.json["createdAt"]}
+    listed = client.get("/api/v1/consumers?limit=100", headers=secret(tenant.sk)).json
+    assert consumer_id in [c["id"] for c in listed["data"]]
+    sessions = client.get(f"/api/v1/consumers/{consumer_id}/sessions", headers=secret(tenant.sk)).json["data"]
+    assert [s["id"] for s in sessions] == [guest["session"]["sessionId"]]
+    assert sessions[0]["type"] == "guest" and sessions[0]["revokedAt"] is None
+
+    assert client.delete(f"/api/v1/sessions/{sessions[0]['id']}", headers=secret(tenant.sk)).status_code == 204
+    assert tenant.status(queue["id"], guest["accessToken"]).json == AUTH_REQUIRED
+    assert tenant.refresh(guest["refreshToken"]).json["error"] == "refresh_token_invalid"
+
+    second = tenant.guest()
+    other = TenantActions(client, actions.create_org("Other")["keys"]["test"])
+    for path in (f"/api/v1/consumers/{consumer_id}", f"/api/v1/consumers/{consumer_id}/sessions"):
+        assert client.get(path, headers=secret(other.sk)).status_code == 404
+    assert client.delete(f"/api/v1/sessions/{second['session']['sessionId']}",
+                         headers=secret(other.sk)).status_code == 404
+    assert client.delete(f"/api/v1/consumers/{second['session']['consumerId']}/sessions",
+                         headers=secret(tenant.sk)).status_code == 204
+    assert tenant.refresh(second["refreshToken"]).json["error"] == "refresh_token_invalid"
+
+
+def test_guest_sessions_are_limited_per_client_ip(app_config):
+    from app import create_app
+
+    app = create_app({**app_config, "GUEST_RATE_LIMIT": "3 per minute"})
+    client = app.test_client()
+    with app.extensions["usher"].db.transaction() as session:
+        from app.services.orgs import create_organization
+
+        pk = create_organization(session, app.config["APP_SECRET"], "Limited")["keys"]["test"]["publishableKey"]
+    statuses = [client.post("/api/v1/auth/guest", headers=publishable(pk)).status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    limited = client.post("/api/v1/auth/guest", headers=publishable(pk))
+    assert limited.json["error"] == "rate_limited" and int(limited.headers["Retry-After"]) > 0
+    other_ip = client.post("/api/v1/auth/guest", headers=publishable(pk), environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other_ip.status_code == 201
+    app.extensions["usher"].db.dispose()
+
+
+def test_guest_writes_one_consumer_and_one_session(app, tenant):
+    guest = tenant.guest()
+    with app.extensions["usher"].db.sessionmaker() as session:
+        rows = session.scalars(select(AuthSession).where(AuthSession.consumer_id == guest["session"]["consumerId"]))
+        assert [r.id for r in rows] == [guest["session"]["sessionId"]]
