@@ -11,17 +11,21 @@ __version__ = "0.1.0"
 
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build an app: config, database, extensions, blueprints, CLI and error handlers."""
+    """Build an app: config, database, extensions, blueprints, CLI and error handlers.
+
+    Everything stateful (database, keyring, grants, limiter, OpenAPI) is made here, per app.
+    """
     from app.api.admin import blp as admin_blp
     from app.api.consumer import blp as consumer_blp
     from app.api.wellknown import blp as wellknown_blp
     from app.cli import register_cli
     from app.config import load_config
     from app.db import Database
+    from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
-    from app.extensions import api, limiter
     from app.grants.registry import build_auth_server
-    from app.openapi import docs_config, swagger_assets_blueprint
+    from app.openapi import Api, docs_config, swagger_assets_blueprint
+    from app.ratelimit import RateLimits, build_limiter
     from app.state import Usher
     from app.tokens.keyring import Keyring
     from app.tokens.service import TokenService
@@ -41,12 +45,13 @@ def create_app(config: dict | None = None) -> Flask:
     db = Database(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"])
     keyring = Keyring(db, app.config["APP_SECRET"], app.config["KEYRING_CACHE_SECONDS"])
     tokens = TokenService(keyring, app.config["ISSUER"], app.config["TOKEN_LEEWAY_SECONDS"])
-    usher = Usher(db=db, auth=build_auth_server(db, tokens, app.config))
+    limits = RateLimits(build_limiter(app))
+    usher = Usher(db=db, auth=build_auth_server(db, tokens, limits, app.config), limits=limits,
+                  senders=build_senders(db, app.config))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
 
-    limiter.init_app(app)
-    api.init_app(app)
+    api = Api(app)
     api.register_blueprint(consumer_blp)
     api.register_blueprint(admin_blp)
     api.register_blueprint(wellknown_blp)

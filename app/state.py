@@ -1,4 +1,4 @@
-"""What one app owns: its database, and the auth server (token service, grant registry).
+"""What one app owns: its database, the auth server (tokens, grants) and its rate limits.
 
 Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
 """
@@ -11,13 +11,17 @@ from flask import g
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.delivery.registry import Senders
 from app.grants.base import AuthServer
+from app.ratelimit import RateLimits
 
 
 @dataclass
 class Usher:
     db: Database
     auth: AuthServer
+    limits: RateLimits
+    senders: Senders
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

@@ -57,15 +57,18 @@ def test_modes_and_organizations_cannot_see_each_others_experiences(client, org,
 
 def test_settings_read_patch_and_ranges(client, org):
     sk = org["keys"]["test"]["secretKey"]
-    assert client.get("/api/v1/settings", headers=secret(sk)).json == {
-        "accessTokenTtl": 3600, "refreshTokenTtl": 2592000, "otpTtl": 300, "otpLength": 6}
+    defaults = {"accessTokenTtl": 3600, "refreshTokenTtl": 2592000, "otpTtl": 300, "otpLength": 6,
+                "otpCooldown": 30, "otpRequestsPerHour": 5, "otpRequestsPerIpPerHour": 20,
+                "otpVerifiesPerIpPerHour": 30}
+    assert client.get("/api/v1/settings", headers=secret(sk)).json == defaults
     patched = client.patch("/api/v1/settings", headers=secret(sk), json={"accessTokenTtl": 900, "otpLength": 8})
-    assert patched.json == {"accessTokenTtl": 900, "refreshTokenTtl": 2592000, "otpTtl": 300, "otpLength": 8}
+    assert patched.json == {**defaults, "accessTokenTtl": 900, "otpLength": 8}
     # Settings apply to both modes.
     assert client.get("/api/v1/settings", headers=secret(org["keys"]["live"]["secretKey"])).json == patched.json
     for body in ({"accessTokenTtl": 0}, {"accessTokenTtl": 86401}, {"refreshTokenTtl": 59},
                  {"refreshTokenTtl": 365 * 86400 + 1}, {"otpTtl": 601}, {"otpLength": 5}, {"otpLength": 11},
-                 {"otpLength": "six"}, {"unknown": 1}):
+                 {"otpLength": "six"}, {"otpCooldown": 0}, {"otpRequestsPerHour": 101},
+                 {"otpRequestsPerIpPerHour": 0}, {"otpVerifiesPerIpPerHour": -1}, {"unknown": 1}):
         response = client.patch("/api/v1/settings", headers=secret(sk), json=body)
         assert response.status_code == 400, body
         assert set(response.json["details"]) == set(body)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.ratelimit import RateLimits
 from app.security.context import RequestContext
 from app.tokens.service import TokenService
 
@@ -41,11 +42,12 @@ class BaseGrant:
 
 
 class AuthServer:
-    """What every grant needs (database, tokens, config) and the registry of grants."""
+    """What every grant needs (database, tokens, limits, config) and the registry of grants."""
 
-    def __init__(self, db: Database, tokens: TokenService, config: dict):
+    def __init__(self, db: Database, tokens: TokenService, limits: RateLimits, config: dict):
         self.db = db
         self.tokens = tokens
+        self.limits = limits
         self.config = config
         self.app_secret: str = config["APP_SECRET"]
         self._grants: dict[str, type[BaseGrant]] = {}

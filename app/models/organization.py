@@ -20,6 +20,10 @@ class Organization(Base):
     refresh_token_ttl: Mapped[int] = mapped_column(default=30 * 24 * 3600)
     otp_ttl: Mapped[int] = mapped_column(default=300)
     otp_length: Mapped[int] = mapped_column(default=6)
+    otp_cooldown: Mapped[int] = mapped_column(default=30, server_default="30")
+    otp_requests_per_hour: Mapped[int] = mapped_column(default=5, server_default="5")
+    otp_requests_per_ip_per_hour: Mapped[int] = mapped_column(default=20, server_default="20")
+    otp_verifies_per_ip_per_hour: Mapped[int] = mapped_column(default=30, server_default="30")
 
 
 class ApiKey(Base):

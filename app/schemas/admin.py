@@ -80,6 +80,17 @@ class SettingsSchema(Schema):
                              metadata={"description": "Seconds (1 s – 10 min)", "example": 300})
     otp_length = fields.Integer(data_key="otpLength", validate=validate.Range(6, 10),
                                 metadata={"description": "Digits (6–10)", "example": 6})
+    otp_cooldown = fields.Integer(data_key="otpCooldown", validate=validate.Range(1, 3600),
+                                  metadata={"description": "Seconds between two codes for one identifier",
+                                            "example": 30})
+    otp_requests_per_hour = fields.Integer(data_key="otpRequestsPerHour", validate=validate.Range(1, 100),
+                                           metadata={"description": "Codes per identifier per hour", "example": 5})
+    otp_requests_per_ip_per_hour = fields.Integer(
+        data_key="otpRequestsPerIpPerHour", validate=validate.Range(1, 100_000),
+        metadata={"description": "Code requests per client address per hour", "example": 20})
+    otp_verifies_per_ip_per_hour = fields.Integer(
+        data_key="otpVerifiesPerIpPerHour", validate=validate.Range(1, 100_000),
+        metadata={"description": "Verify attempts per client address per hour", "example": 30})
 
 
 class KeyOut(Schema):

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from marshmallow import fields, validate
+import phonenumbers
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.schemas.common import Instant, Schema
 
+REGIONS = phonenumbers.SUPPORTED_REGIONS
 JWT_EXAMPLE = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9..."
 
 
@@ -51,3 +53,53 @@ class SessionOut(Schema):
     expires_at = Instant(data_key="expiresAt", metadata={"description": "When the refresh token expires."})
     revoked_at = Instant(data_key="revokedAt", allow_none=True)
     revoked_reason = fields.String(data_key="revokedReason", allow_none=True)
+
+
+def _one_identifier(data: dict) -> None:
+    has_email, has_phone = data.get("email") is not None, data.get("phone") is not None
+    if has_email == has_phone:
+        raise ValidationError("Send either email or phone.", "email" if has_email else "_schema")
+    if has_email and data.get("default_country") is not None:
+        raise ValidationError("Only with phone.", "defaultCountry")
+
+
+class OtpIdentifier(Schema):
+    email = fields.String(validate=validate.Length(1, 320), metadata={"example": "ann@example.com"})
+    phone = fields.String(validate=validate.Length(1, 32), metadata={"example": "+12025551234"})
+    default_country = fields.String(data_key="defaultCountry", validate=validate.OneOf(sorted(REGIONS)),
+                                    metadata={"description": "ISO 3166 alpha-2, for national phone formats.",
+                                              "example": "US"})
+
+    @validates_schema
+    def _exactly_one(self, data, **_kwargs):
+        _one_identifier(data)
+
+
+class OtpRequestIn(OtpIdentifier):
+    pass
+
+
+class OtpRequestOut(Schema):
+    sent = fields.Boolean(required=True)
+    expires_at = Instant(data_key="expiresAt", required=True)
+
+
+class OtpVerifyIn(OtpIdentifier):
+    code = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{6,10}$", error="6 to 10 digits."),
+                         metadata={"example": "123456"})
+
+
+class OutboxArgs(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+
+
+class OutboxMessage(Schema):
+    id = fields.String()
+    channel = fields.String(metadata={"enum": ["email", "sms"]})
+    to = fields.String()
+    body = fields.String()
+    created_at = Instant(data_key="createdAt")
+
+
+class OutboxList(Schema):
+    data = fields.List(fields.Nested(OutboxMessage), required=True)

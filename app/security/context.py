@@ -148,6 +148,20 @@ def _secret_caller() -> RequestContext:
     raise unauthenticated()
 
 
+def guest_caller(ctx: RequestContext) -> str | None:
+    """The guest upgrading itself, when a sign-in carries a guest's access token.
+
+    No token: None. A token that is not a live guest token of this tenant: 401.
+    """
+    if _bearer() is None:
+        return None
+    consumer = _consumer_caller(RequestContext(organization=ctx.organization, mode=ctx.mode,
+                                               key_type=ctx.key_type, key_id=ctx.key_id))
+    if not consumer.consumer_id.startswith("guest_"):
+        raise unauthenticated()
+    return consumer.consumer_id
+
+
 def current_context() -> RequestContext:
     return g.usher_ctx
 

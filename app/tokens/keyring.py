@@ -8,22 +8,19 @@ Every worker and host reads the same table, so all of them sign with the newest 
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import Database, outside_write_intent, utcnow
 from app.models import SigningKey, new_id
+from app.security.crypto import Sealer
 
 # A retired key stays published for the longest token lifetime the settings allow (1 year).
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -46,8 +43,7 @@ class Keyring:
     def __init__(self, db: Database, app_secret: str, cache_seconds: float):
         self.db = db
         self.cache_seconds = cache_seconds
-        self._aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                                 info=b"usher signing keys v1").derive(app_secret.encode()))
+        self._sealer = Sealer(app_secret, "usher signing keys v1")
         self._lock = threading.Lock()
         self._keys: dict[str, KeyEntry] = {}
         self._published: list[dict] = []
@@ -58,12 +54,10 @@ class Keyring:
 
     # -- storage -----------------------------------------------------------------------------
     def _encrypt(self, kid: str, private: Ed25519PrivateKey) -> bytes:
-        raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, raw, kid.encode())
+        return self._sealer.seal(private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()), kid)
 
     def _decrypt(self, kid: str, blob: bytes) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self._aead.decrypt(blob[:12], blob[12:], kid.encode()))
+        return Ed25519PrivateKey.from_private_bytes(self._sealer.open(blob, kid))
 
     def _new_row(self, now: datetime) -> SigningKey:
         private = Ed25519PrivateKey.generate()

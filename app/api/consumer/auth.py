@@ -5,16 +5,16 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.helpers import db_session, transaction
-from app.extensions import limiter
 from app.grants.base import TokenRequest
 from app.models import AuthSession
 from app.openapi import ErrorSchema
+from app.ratelimit import client_ip
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
 from app.security.context import current_context, requires
 from app.services.sessions import revoke
 
 
-def _grant(grant_type: str, data: dict | None = None) -> tuple[dict, int]:
+def grant_response(grant_type: str, data: dict | None = None) -> tuple[dict, int]:
     server = current_app.extensions["usher"].auth
     status, body = server.create_token_response(
         grant_type, TokenRequest(ctx=current_context(), data=data or {}, session=db_session()))
@@ -24,15 +24,18 @@ def _grant(grant_type: str, data: dict | None = None) -> tuple[dict, int]:
 @blp.route("/auth/guest")
 class Guest(MethodView):
     @requires("publishable")
-    @limiter.limit(lambda: current_app.config["GUEST_RATE_LIMIT"])
     @blp.response(201, SessionTokens)
     @blp.alt_response(429, schema=ErrorSchema, description="Too many guest sessions from this client address")
     def post(self):
         """Start a guest session
 
-        An anonymous consumer (`guest_…`) with an access and a refresh token.
+        An anonymous consumer (`guest_…`) with an access and a refresh token. Limited per
+        client address (60 per minute by default).
         """
-        return _grant("guest")
+        ctx = current_context()
+        current_app.extensions["usher"].limits.hit("guest_per_ip", current_app.config["GUEST_RATE_LIMIT"],
+                                                   ctx.organization_id, client_ip(), fail_closed=False)
+        return grant_response("guest")
 
 
 @blp.route("/auth/refresh")
@@ -49,7 +52,7 @@ class Refresh(MethodView):
         (10 s by default) all receive the same new pair; presenting a rotated token after the
         window revokes the whole session.
         """
-        return _grant("refresh_token", data)
+        return grant_response("refresh_token", data)
 
 
 @blp.route("/auth/logout")

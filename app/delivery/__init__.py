@@ -1,0 +1,1 @@
+"""Senders chosen by name; each vendor behind the same two-method interface."""

@@ -1,0 +1,1 @@
+"""One-time codes: normalize the identifier, limit, generate, hash, deliver."""

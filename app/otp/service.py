@@ -1,0 +1,90 @@
+"""Request a code: limits, generate, deliver, store the keyed hash (replacing any previous code)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.db import Database, utcnow
+from app.delivery.base import DeliveryError, Message
+from app.delivery.registry import Senders
+from app.errors import ApiError
+from app.models import Organization, OtpCode
+from app.otp.identifiers import Identifier
+from app.ratelimit import RateLimits
+from app.security.keys import keyed_hash
+
+log = logging.getLogger("usher.otp")
+
+MAX_ATTEMPTS_PER_CODE = 5
+FAILURES_PER_IDENTIFIER = "10 per hour"
+
+
+def generate_code(length: int) -> str:
+    return f"{secrets.randbelow(10 ** length):0{length}d}"
+
+
+def code_hash(app_secret: str, organization_id: str, mode: str, identifier: str, code: str) -> str:
+    return keyed_hash(app_secret, "otp", organization_id, mode, identifier, code)
+
+
+def mask(identifier: Identifier) -> str:
+    if identifier.channel == "email":
+        local, _, domain = identifier.value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"{identifier.value[:3]}***{identifier.value[-2:]}"
+
+
+def request_limits(limits: RateLimits, organization: Organization, mode: str, identifier: Identifier,
+                   ip: str) -> None:
+    """Per client IP, then the resend cooldown and the hourly budget of the identifier."""
+    tenant = (organization.id, mode)
+    limits.hit("otp_request_ip", f"{organization.otp_requests_per_ip_per_hour} per hour", *tenant, ip)
+    limits.hit("otp_request_cooldown", f"1 per {organization.otp_cooldown} second", *tenant, identifier.value)
+    limits.hit("otp_request_identifier", f"{organization.otp_requests_per_hour} per hour", *tenant, identifier.value)
+
+
+def _store(session: Session, values: dict) -> None:
+    """Insert the code, or replace the identifier's previous one in place (one statement)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(OtpCode).values(**values)
+    replace = {k: statement.excluded[k] for k in ("channel", "code_hash", "created_at", "expires_at")}
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["organization_id", "mode", "identifier"],
+        set_={**replace, "attempts": 0, "consumed_at": None}))
+
+
+def request_code(db: Database, session: Session, senders: Senders, limits: RateLimits, app_secret: str,
+                 organization: Organization, mode: str, identifier: Identifier) -> datetime:
+    """Send a new code and keep only its hash. Delivery comes first: if it fails, the previous
+    code (if any) still works, the cooldown is given back, and the answer is 503."""
+    code = generate_code(organization.otp_length)
+    now = utcnow()
+    expires_at = now.replace(microsecond=0) + timedelta(seconds=organization.otp_ttl)
+    minutes = max(1, round(organization.otp_ttl / 60))
+    message = Message(channel=identifier.channel, to=identifier.value, subject=f"Your {organization.name} code",
+                      body=f"Your {organization.name} verification code is {code}. "
+                           f"It expires in {minutes} minute{'s' if minutes != 1 else ''}.",
+                      organization_id=organization.id, mode=mode)
+    sender = senders.for_message(identifier.channel, mode)
+    session.commit()  # end the request's read: no database transaction stays open during delivery
+    try:
+        sender.send(message)
+    except DeliveryError as exc:
+        log.error("otp delivery failed: sender=%s to=%s org=%s error=%s", sender.name, mask(identifier),
+                  organization.id, exc)
+        limits.clear("otp_request_cooldown", f"1 per {organization.otp_cooldown} second", organization.id, mode,
+                     identifier.value)
+        raise ApiError("service_unavailable", "The code could not be sent. Please try again.",
+                       headers={"Retry-After": "5"}) from None
+    with db.transaction(session) as tx:
+        _store(tx, {"organization_id": organization.id, "mode": mode, "identifier": identifier.value,
+                    "channel": identifier.channel, "attempts": 0, "created_at": now, "expires_at": expires_at,
+                    "code_hash": code_hash(app_secret, organization.id, mode, identifier.value, code)})
+    log.info("otp sent: sender=%s to=%s org=%s mode=%s", sender.name, mask(identifier), organization.id, mode)
+    return expires_at

@@ -1,0 +1,28 @@
+"""Guest upgrade: a guest who signs in becomes (merges into) the identified consumer."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.models import AuthSession, Consumer, QueueEntry
+from app.services.sessions import revoke
+
+
+def merge_guest(session: Session, guest_id: str, consumer_id: str) -> None:
+    """Move the guest's queue places to the consumer (keeping the earlier place where both
+    queued), end the guest's sessions, and record `merged_into` on the guest."""
+    guest = session.get(Consumer, guest_id)
+    for entry in session.scalars(select(QueueEntry).where(QueueEntry.consumer_id == guest_id)).all():
+        held = session.scalar(select(QueueEntry).where(QueueEntry.queue_id == entry.queue_id,
+                                                       QueueEntry.consumer_id == consumer_id))
+        if held is None:
+            entry.consumer_id = consumer_id
+            continue
+        if entry.status == "QUEUED" and (held.status != "QUEUED" or entry.sequence < held.sequence):
+            held.sequence, held.status, held.entered_at, held.left_at = (entry.sequence, entry.status,
+                                                                         entry.entered_at, None)
+        session.execute(delete(QueueEntry).where(QueueEntry.id == entry.id))
+    session.flush()
+    guest.merged_into = consumer_id
+    revoke(session, "upgraded", AuthSession.consumer_id == guest_id)
