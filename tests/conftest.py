@@ -74,7 +74,7 @@ def org(actions) -> dict:
 @pytest.fixture
 def tenant(client, org) -> TenantActions:
     """Actions in the test mode of a new organization."""
-    return TenantActions(client, org["keys"]["test"])
+    return TenantActions(client, org["keys"]["test"], org["organizationId"])
 
 
 @pytest.fixture(scope="session")

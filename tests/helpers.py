@@ -40,10 +40,11 @@ def consumer(publishable_key: str, access_token: str) -> dict:
 class TenantActions:
     """Actions of one organization and mode."""
 
-    def __init__(self, client, keys: dict):
+    def __init__(self, client, keys: dict, org_id: str | None = None):
         self.client = client
         self.pk = keys["publishableKey"]
         self.sk = keys["secretKey"]
+        self.org_id = org_id
 
     def guest(self) -> dict:
         response = self.client.post("/api/v1/auth/guest", headers=publishable(self.pk))

@@ -1,0 +1,288 @@
+"""One-time codes in test mode: request, outbox, verify, limits, single use, guest upgrade."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from app.db import utcnow
+from app.models import CapturedMessage, OtpCode
+from tests.helpers import TenantActions, bearer, consumer, publishable, secret
+from tests.live import http
+from tests.test_sessions import race
+
+OTP_INVALID = {"error": "otp_invalid", "message": "Invalid verification code. Please try again."}
+OTP_EXPIRED = {"error": "otp_expired", "message": "Your verification code has expired. Please request a new one."}
+
+
+class Otp:
+    def __init__(self, tenant: TenantActions):
+        self.tenant, self.client = tenant, tenant.client
+
+    def request(self, headers=None, **body):
+        return self.client.post("/api/v1/auth/otp/request", json=body,
+                                headers={**publishable(self.tenant.pk), **(headers or {})})
+
+    def verify(self, headers=None, **body):
+        return self.client.post("/api/v1/auth/otp/verify", json=body,
+                                headers={**publishable(self.tenant.pk), **(headers or {})})
+
+    def outbox(self) -> list[dict]:
+        response = self.client.get("/api/v1/test/otp-messages", headers=secret(self.tenant.sk))
+        assert response.status_code == 200
+        return response.json["data"]
+
+    def last_code(self, to: str) -> str:
+        message = next(m for m in self.outbox() if m["to"] == to)
+        return re.search(r"\b(\d{6,10})\b", message["body"]).group(1)
+
+    def settings(self, **values):
+        assert self.client.patch("/api/v1/settings", json=values, headers=secret(self.tenant.sk)).status_code == 200
+
+
+@pytest.fixture
+def otp(tenant) -> Otp:
+    return Otp(tenant)
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+def test_email_code_round_trip_and_case_insensitive_identity(otp):
+    response = otp.request(email="Ann.Lee@Example.COM")
+    assert response.status_code == 202
+    assert response.json["sent"] is True and response.json["expiresAt"].endswith("Z")
+    code = otp.last_code("ann.lee@example.com")
+    assert len(code) == 6
+    first = otp.verify(email="ann.lee@EXAMPLE.com", code=code)
+    assert first.status_code == 200
+    assert first.json["session"]["type"] == "otp"
+    assert first.json["session"]["consumerId"].startswith("cons_")
+    assert "guestId" not in first.json["session"]
+    # A second code for the same person signs in the same consumer.
+    otp.settings(otpCooldown=1)
+    time.sleep(1.1)
+    otp.request(email="ann.lee@example.com")
+    second = otp.verify(email="Ann.Lee@example.com", code=otp.last_code("ann.lee@example.com"))
+    assert second.json["session"]["consumerId"] == first.json["session"]["consumerId"]
+    listed = otp.client.get("/api/v1/consumers?email=ANN.LEE@example.com", headers=secret(otp.tenant.sk)).json
+    assert [c["id"] for c in listed["data"]] == [first.json["session"]["consumerId"]]
+
+
+def test_phone_codes_in_national_format_with_default_country(otp):
+    assert otp.request(phone="(202) 555-1234", defaultCountry="US").status_code == 202
+    message = otp.outbox()[0]
+    assert message["to"] == "+12025551234" and message["channel"] == "sms"
+    code = otp.last_code("+12025551234")
+    verified = otp.verify(phone="202-555-1234", defaultCountry="US", code=code)
+    assert verified.status_code == 200
+    got = otp.client.get(f"/api/v1/consumers/{verified.json['session']['consumerId']}", headers=secret(otp.tenant.sk))
+    assert got.json["phone"] == "+12025551234" and got.json["email"] is None
+
+
+def test_the_seed_examples_work_as_written(otp):
+    assert otp.request(email="ann@example.com").status_code == 202
+    assert otp.request(phone="+12025551234", defaultCountry="US").status_code == 202
+    assert otp.verify(phone="+12025551234", code=otp.last_code("+12025551234"), defaultCountry="US").status_code == 200
+    assert otp.verify(email="ann@example.com", code=otp.last_code("ann@example.com")).status_code == 200
+
+
+@pytest.mark.parametrize("body, error, field", [
+    ({"email": "not-an-email"}, "invalid_email", None),
+    ({"email": "ann@"}, "invalid_email", None),
+    ({"phone": "12"}, "invalid_phone", None),
+    ({"phone": "+19005551234"}, "invalid_phone", None),  # premium rate
+    ({"phone": "+442079460018"}, "invalid_phone", None),  # fixed line: no SMS
+    ({"phone": "2025551234"}, "invalid_phone", None),  # national format without defaultCountry
+    ({"phone": "2025551234", "defaultCountry": "XX"}, "validation_error", "defaultCountry"),
+    ({}, "validation_error", "_schema"),
+    ({"email": "a@example.com", "phone": "+12025551234"}, "validation_error", "email"),
+    ({"email": "a@example.com", "defaultCountry": "US"}, "validation_error", "defaultCountry"),
+    ({"email": 5}, "validation_error", "email"),
+    ({"email": "a@example.com", "extra": 1}, "validation_error", "extra"),
+])
+def test_bad_identifiers_are_refused(otp, body, error, field):
+    for call in (otp.request, lambda **b: otp.verify(code="123456", **b)):
+        response = call(**body)
+        assert response.status_code == 400, response.json
+        assert response.json["error"] == error
+        if field:
+            assert field in response.json["details"]
+
+
+def test_code_format_is_validated(otp):
+    for code in ("12345", "abcdef", "12345678901", 123456):
+        response = otp.verify(email="ann@example.com", code=code)
+        assert response.status_code == 400 and "code" in response.json["details"]
+
+
+def test_unknown_identifier_gets_the_same_answer_and_no_code_is_otp_invalid(otp):
+    response = otp.request(email="new.person@example.com")
+    assert response.status_code == 202 and set(response.json) == {"sent", "expiresAt"}
+    assert otp.verify(email="never.asked@example.com", code="123456").json == OTP_INVALID
+
+
+def test_expired_code_is_refused(otp, app):
+    otp.request(email="late@example.com")
+    code = otp.last_code("late@example.com")
+    with app.extensions["usher"].db.transaction() as session:
+        session.execute(update(OtpCode).where(OtpCode.identifier == "late@example.com",
+                                              OtpCode.organization_id == otp.tenant.org_id)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+    response = otp.verify(email="late@example.com", code=code)
+    assert response.status_code == 401 and response.json == OTP_EXPIRED
+
+
+def test_five_wrong_tries_kill_the_code(otp):
+    otp.request(email="fumble@example.com")
+    code = otp.last_code("fumble@example.com")
+    for _ in range(5):
+        assert otp.verify(email="fumble@example.com", code=wrong(code)).json == OTP_INVALID
+    assert otp.verify(email="fumble@example.com", code=code).json == OTP_EXPIRED
+
+
+def test_a_new_code_replaces_the_previous_one(otp):
+    otp.settings(otpCooldown=1)
+    otp.request(email="twice@example.com")
+    old = otp.last_code("twice@example.com")
+    time.sleep(1.1)
+    otp.request(email="twice@example.com")
+    new = otp.last_code("twice@example.com")
+    if old != new:
+        assert otp.verify(email="twice@example.com", code=old).json == OTP_INVALID
+    assert otp.verify(email="twice@example.com", code=new).status_code == 200
+
+
+def test_resend_cooldown_answers_429_with_retry_after(otp):
+    assert otp.request(email="eager@example.com").status_code == 202
+    again = otp.request(email="EAGER@example.com")
+    assert again.status_code == 429
+    assert again.json["error"] == "rate_limited"
+    assert 1 <= int(again.headers["Retry-After"]) <= 30
+    assert len([m for m in otp.outbox() if m["to"] == "eager@example.com"]) == 1
+
+
+def test_hourly_budget_per_identifier(otp):
+    otp.settings(otpCooldown=1, otpRequestsPerHour=2)
+    assert otp.request(email="hourly@example.com").status_code == 202
+    time.sleep(1.1)
+    assert otp.request(email="hourly@example.com").status_code == 202
+    time.sleep(1.1)
+    third = otp.request(email="hourly@example.com")
+    assert third.status_code == 429 and int(third.headers["Retry-After"]) > 60
+
+
+def test_failure_budget_per_identifier_survives_a_resend(otp):
+    otp.settings(otpCooldown=1)
+    for wrong_tries in (4, 4, 2):  # 10 wrong tries across three codes, none dead by itself
+        time.sleep(1.1)
+        assert otp.request(email="guesser@example.com").status_code == 202
+        code = otp.last_code("guesser@example.com")
+        for _ in range(wrong_tries):
+            assert otp.verify(email="guesser@example.com", code=wrong(code)).json == OTP_INVALID
+    blocked = otp.verify(email="guesser@example.com", code=code)  # the right code, but the budget is spent
+    assert blocked.status_code == 429 and blocked.json["error"] == "rate_limited"
+    assert int(blocked.headers["Retry-After"]) > 0
+
+
+def test_per_ip_limit_ignores_a_spoofed_forwarded_for(app_config, actions):
+    from app import create_app
+
+    for trusted, forged in ((0, lambda i: f"10.0.0.{i}"), (1, lambda i: f"10.0.0.{i}, 203.0.113.7")):
+        app = create_app({**app_config, "TRUSTED_PROXY_COUNT": trusted})
+        tenant = TenantActions(app.test_client(), actions.create_org()["keys"]["test"])
+        limited = Otp(tenant)
+        limited.settings(otpRequestsPerIpPerHour=3)
+        statuses = [limited.request(email=f"p{i}@example.com", headers={"X-Forwarded-For": forged(i)}).status_code
+                    for i in range(4)]
+        assert statuses == [202, 202, 202, 429], trusted
+        if trusted:  # the address the trusted proxy appended is a different client
+            other = limited.request(email="p9@example.com", headers={"X-Forwarded-For": "1.2.3.4, 198.51.100.1"})
+            assert other.status_code == 202
+        app.extensions["usher"].db.dispose()
+
+
+def test_database_holds_no_plain_code(otp, app):
+    otp.request(email="secretive@example.com")
+    code = otp.last_code("secretive@example.com")
+    with app.extensions["usher"].db.sessionmaker() as session:
+        rows = session.scalars(select(OtpCode).where(OtpCode.identifier == "secretive@example.com")).all()
+        captured = session.scalars(select(CapturedMessage).where(CapturedMessage.recipient == "secretive@example.com"))
+        stored = [str(getattr(r, c.key)) for r in rows for c in OtpCode.__table__.columns]
+        blobs = [m.body_sealed for m in captured]
+    assert rows and blobs
+    assert not any(code in value for value in stored)
+    assert not any(code.encode() in blob for blob in blobs)
+
+
+def test_outbox_refuses_live_keys_and_publishable_keys(otp, org):
+    live = otp.client.get("/api/v1/test/otp-messages", headers=secret(org["keys"]["live"]["secretKey"]))
+    assert live.status_code == 403 and live.json["error"] == "forbidden"
+    assert otp.client.get("/api/v1/test/otp-messages",
+                          headers=publishable(otp.tenant.pk)).json == {"error": "Secret key required"}
+
+
+def test_outbox_is_per_organization_and_newest_first(otp, actions, client):
+    otp.request(email="first@example.com")
+    otp.request(email="second@example.com")
+    assert [m["to"] for m in otp.outbox()[:2]] == ["second@example.com", "first@example.com"]
+    other = Otp(TenantActions(client, actions.create_org()["keys"]["test"]))
+    assert other.outbox() == []
+
+
+def test_guest_upgrade_keeps_the_queue_place_and_ends_the_guest_session(otp):
+    tenant = otp.tenant
+    queue = tenant.queue()
+    ahead = tenant.guest()
+    guest = tenant.guest()
+    for g in (ahead, guest):
+        tenant.client.post(f"/api/v1/queues/{queue['id']}/enter", headers=consumer(tenant.pk, g["accessToken"]))
+    otp.request(email="upgrader@example.com")
+    verified = otp.verify(headers=bearer(guest["accessToken"]), email="upgrader@example.com",
+                          code=otp.last_code("upgrader@example.com"))
+    assert verified.status_code == 200
+    session = verified.json["session"]
+    assert session["type"] == "otp" and session["guestId"] == guest["session"]["consumerId"]
+    assert session["consumerId"].startswith("cons_")
+    status = tenant.status(queue["id"], verified.json["accessToken"])
+    assert status.status_code == 200
+    assert status.json["position"] == 2 and status.json["consumerId"] == session["consumerId"]
+    # The guest's session is over, and the admin view says where it went.
+    assert tenant.status(queue["id"], guest["accessToken"]).json == {"error": "Authentication required"}
+    assert tenant.refresh(guest["refreshToken"]).json["error"] == "refresh_token_invalid"
+    admin = tenant.client.get(f"/api/v1/consumers/{guest['session']['consumerId']}", headers=secret(tenant.sk)).json
+    assert admin["mergedInto"] == session["consumerId"]
+
+
+def test_upgrade_with_an_invalid_or_identified_token_is_refused_and_consumes_nothing(otp):
+    otp.request(email="careful@example.com")
+    code = otp.last_code("careful@example.com")
+    refused = otp.verify(headers=bearer("eyJnotatoken.x.y"), email="careful@example.com", code=code)
+    assert refused.status_code == 401
+    identified = otp.verify(email="careful@example.com", code=code)
+    assert identified.status_code == 200
+    otp.settings(otpCooldown=1)
+    time.sleep(1.1)
+    otp.request(email="careful@example.com")
+    not_a_guest = otp.verify(headers=bearer(identified.json["accessToken"]), email="careful@example.com",
+                             code=otp.last_code("careful@example.com"))
+    assert not_a_guest.status_code == 401
+
+
+def test_single_use_under_twenty_concurrent_verifies_on_gunicorn(live_server, actions, client):
+    keys = actions.create_org()["keys"]["test"]
+    url = live_server.url + "/api/v1/auth/otp"
+    assert http("POST", url + "/request", publishable(keys["publishableKey"]), {"email": "race@example.com"}).status \
+        == 202
+    outbox = http("GET", live_server.url + "/api/v1/test/otp-messages", secret(keys["secretKey"])).body["data"]
+    code = re.search(r"\b(\d{6})\b", outbox[0]["body"]).group(1)
+    replies = race(20, lambda: http("POST", url + "/verify", publishable(keys["publishableKey"]),
+                                    {"email": "race@example.com", "code": code}))
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200] + [401] * 19, [r.body for r in replies]
+    assert {r.body["error"] for r in replies if r.status == 401} == {"otp_expired"}
