@@ -43,6 +43,7 @@ def load_config() -> dict:
         "REFRESH_GRACE_SECONDS": _int("REFRESH_GRACE_SECONDS", 10),
         "KEYRING_CACHE_SECONDS": _int("KEYRING_CACHE_SECONDS", 5),
         "GUEST_RATE_LIMIT": os.environ.get("GUEST_RATE_LIMIT", "60 per minute"),
+        "EXCHANGE_RATE_LIMIT": os.environ.get("EXCHANGE_RATE_LIMIT", "120 per minute"),
         "OTP_EMAIL_SENDER": os.environ.get("OTP_EMAIL_SENDER", "console"),
         "OTP_SMS_SENDER": os.environ.get("OTP_SMS_SENDER", "console"),
         "SMTP_HOST": os.environ.get("SMTP_HOST", "localhost"),

@@ -22,6 +22,10 @@ SECURITY_SCHEMES = {
         "type": "http", "scheme": "bearer", "bearerFormat": "sk_…",
         "description": "The organization's secret key (`sk_test_…` / `sk_live_…`). Server-side only.",
     },
+    "merchantBasic": {
+        "type": "http", "scheme": "basic",
+        "description": "For /oauth/*: the organization id as user name and a secret key as password.",
+    },
     "accessToken": {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "A consumer access token (EdDSA JWT), sent together with the publishable key.",

@@ -13,7 +13,7 @@ def test_openapi_document_is_valid_3_1_and_publishes_the_error_catalogue(client)
     spec = response.json
     assert spec["openapi"] == "3.1.0"
     validate(spec)
-    assert set(spec["components"]["securitySchemes"]) == {"publishableKey", "secretKey", "accessToken"}
+    assert set(spec["components"]["securitySchemes"]) == {"publishableKey", "secretKey", "accessToken", "merchantBasic"}
     assert spec["components"]["securitySchemes"]["publishableKey"]["name"] == "X-Publishable-Key"
     error_schema = spec["components"]["schemas"]["Error"]
     assert set(error_schema["properties"]["error"]["enum"]) == set(CATALOGUE)

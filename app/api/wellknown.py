@@ -1,4 +1,4 @@
-"""Standard documents outside /api/v1: the JWKS (and OAuth metadata when it comes)."""
+"""Standard documents outside /api/v1: the JWKS and the RFC 8414 server metadata."""
 
 from __future__ import annotations
 
@@ -39,3 +39,37 @@ class JwksDocument(MethodView):
         """
         return current_app.extensions["usher"].auth.tokens.keyring.jwks(), 200, {
             "Cache-Control": f"public, max-age={JWKS_MAX_AGE}"}
+
+
+class ServerMetadata(ma.Schema):
+    issuer = ma.fields.String(required=True)
+    jwks_uri = ma.fields.String(required=True)
+    introspection_endpoint = ma.fields.String(required=True)
+    revocation_endpoint = ma.fields.String(required=True)
+    introspection_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String())
+    revocation_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String())
+    code_challenge_methods_supported = ma.fields.List(ma.fields.String())
+    response_types_supported = ma.fields.List(ma.fields.String())
+    grant_types_supported = ma.fields.List(ma.fields.String())
+
+
+@blp.route("/oauth-authorization-server")
+class Metadata(MethodView):
+    @blp.doc(security=[])
+    @blp.response(200, ServerMetadata)
+    def get(self):
+        """Authorization server metadata (RFC 8414)
+
+        Where merchants' servers find the JWKS and the introspection and revocation endpoints.
+        Sessions are made by Usher's own JSON endpoints (`/api/v1/auth/*`), not an OAuth token
+        endpoint, so no `token_endpoint` is listed.
+        """
+        issuer = current_app.config["ISSUER"].rstrip("/")
+        methods = ["client_secret_basic", "secret_key_bearer"]
+        return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "introspection_endpoint": f"{issuer}/oauth/introspect",
+                "revocation_endpoint": f"{issuer}/oauth/revoke",
+                "introspection_endpoint_auth_methods_supported": methods,
+                "revocation_endpoint_auth_methods_supported": methods,
+                "code_challenge_methods_supported": ["S256"],
+                "response_types_supported": [], "grant_types_supported": []}

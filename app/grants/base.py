@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from app.db import Database
+from app.db import Database, utcnow
 from app.ratelimit import RateLimits
 from app.security.context import RequestContext
 from app.tokens.service import TokenService
@@ -50,6 +50,7 @@ class AuthServer:
         self.limits = limits
         self.config = config
         self.app_secret: str = config["APP_SECRET"]
+        self.clock = utcnow  # replaceable in tests
         self._grants: dict[str, type[BaseGrant]] = {}
 
     def register_grant(self, grant_cls: type[BaseGrant]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.db import Database
 from app.grants.base import AuthServer, BaseGrant
+from app.grants.external import ExternalExchangeGrant
 from app.grants.guest import GuestGrant
 from app.grants.otp import OtpGrant
 from app.grants.refresh import RefreshTokenGrant
@@ -11,7 +12,7 @@ from app.ratelimit import RateLimits
 from app.tokens.service import TokenService
 
 AVAILABLE_GRANTS: dict[str, type[BaseGrant]] = {
-    grant.GRANT_TYPE: grant for grant in (GuestGrant, RefreshTokenGrant, OtpGrant)
+    grant.GRANT_TYPE: grant for grant in (GuestGrant, RefreshTokenGrant, OtpGrant, ExternalExchangeGrant)
 }
 
 

@@ -49,10 +49,11 @@ def _bearer() -> str | None:
     return value.strip()
 
 
-def _load_key(value: str, expected_type: str) -> RequestContext:
+def resolve_key(value: str, expected_type: str) -> RequestContext | None:
+    """The caller of a key value, or None for a malformed, unknown, expired or revoked key."""
     parsed = parse_key(value)
     if parsed is None or parsed[0] != expected_type:
-        raise unauthenticated()
+        return None
     key_type, mode = parsed
     lookup = key_lookup(current_app.config["APP_SECRET"], key_type, value)
     session = current_app.extensions["usher"].session()
@@ -62,17 +63,24 @@ def _load_key(value: str, expected_type: str) -> RequestContext:
     ).first()
     now = utcnow()
     if row is None:
-        raise unauthenticated()
+        return None
     key, organization = row
     if (not constant_time_equal(key.lookup, lookup) or key.type != key_type or key.mode != mode
             or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now)):
-        raise unauthenticated()
+        return None
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         # Recorded at most once a minute per key, so the hot path stays read-only.
         usher = current_app.extensions["usher"]
         with usher.db.transaction(session) as tx:
             tx.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
     return RequestContext(organization=organization, mode=mode, key_type=key_type, key_id=key.id)
+
+
+def _load_key(value: str, expected_type: str) -> RequestContext:
+    ctx = resolve_key(value, expected_type)
+    if ctx is None:
+        raise unauthenticated()
+    return ctx
 
 
 def authenticate(kind: str) -> RequestContext:

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from app.api.admin import blp
 from app.api.helpers import db_session, tenant_get, transaction
-from app.models import AuthSession, Consumer
+from app.models import AuthSession, Consumer, ExternalIdentity
 from app.openapi import ErrorSchema
 from app.schemas.consumers import ConsumerListArgs, ConsumerOut, ConsumerPage, SessionList
 from app.security.context import current_context, requires
@@ -13,9 +13,15 @@ from app.services.paging import page
 from app.services.sessions import revoke
 
 
-def consumer_view(consumer: Consumer) -> dict:
-    return {"id": consumer.id, "email": consumer.email, "phone": consumer.phone, "external_identities": [],
-            "merged_into": consumer.merged_into, "created_at": consumer.created_at}
+def consumer_views(session, consumers: list[Consumer]) -> list[dict]:
+    """Consumers with their external identities (one query for the whole page)."""
+    identities: dict[str, list] = {c.id: [] for c in consumers}
+    if consumers:
+        for identity in session.scalars(select(ExternalIdentity).where(
+                ExternalIdentity.consumer_id.in_(list(identities))).order_by(ExternalIdentity.id)):
+            identities[identity.consumer_id].append(identity)
+    return [{"id": c.id, "email": c.email, "phone": c.phone, "external_identities": identities[c.id],
+             "merged_into": c.merged_into, "created_at": c.created_at} for c in consumers]
 
 
 @blp.route("/consumers")
@@ -34,8 +40,9 @@ class Consumers(MethodView):
             query = query.where(Consumer.email == args["email"].strip().lower())
         if args.get("phone"):
             query = query.where(Consumer.phone == args["phone"].strip())
-        result = page(db_session(), query, Consumer.id, args["limit"], args.get("starting_after"))
-        result["data"] = [consumer_view(c) for c in result["data"]]
+        session = db_session()
+        result = page(session, query, Consumer.id, args["limit"], args.get("starting_after"))
+        result["data"] = consumer_views(session, result["data"])
         return result
 
 
@@ -46,7 +53,8 @@ class ConsumerById(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def get(self, consumer_id):
         """Get a consumer"""
-        return consumer_view(tenant_get(db_session(), Consumer, consumer_id, current_context()))
+        session = db_session()
+        return consumer_views(session, [tenant_get(session, Consumer, consumer_id, current_context())])[0]
 
 
 @blp.route("/consumers/<string:consumer_id>/sessions")
