@@ -17,6 +17,7 @@ def create_app(config: dict | None = None) -> Flask:
     """
     from app.api.admin import blp as admin_blp
     from app.api.consumer import blp as consumer_blp
+    from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.wellknown import blp as wellknown_blp
     from app.cli import register_cli
@@ -26,6 +27,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.errors import register_error_handlers
     from app.grants.registry import build_auth_server
     from app.oauth import build_oauth_server
+    from app.observability import register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
     from app.ratelimit import RateLimits, build_limiter
     from app.state import Usher
@@ -58,8 +60,10 @@ def create_app(config: dict | None = None) -> Flask:
     api.register_blueprint(admin_blp)
     api.register_blueprint(wellknown_blp)
     api.register_blueprint(oauth_blp)
+    api.register_blueprint(health_blp)
     app.extensions["oauth"] = build_oauth_server(app)
     app.register_blueprint(swagger_assets_blueprint())
     register_error_handlers(app)
+    register_observability(app)
     register_cli(app)
     return app

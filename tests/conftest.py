@@ -9,6 +9,10 @@ import os
 import pytest
 from sqlalchemy import create_engine, text
 
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
 from app import create_app
 from app.cli import upgrade_database
 from tests.helpers import Actions, TenantActions
@@ -53,6 +57,28 @@ def app(app_config):
     app = create_app(app_config)
     yield app
     app.extensions["usher"].db.dispose()
+
+
+class CheckedResponse(TestResponse):
+    """Every JSON error body must carry `requestId` equal to the `X-Request-Id` header; `.json`
+    then shows the body without it, so tests compare the contract's bodies exactly."""
+
+    @property
+    def json(self):
+        body = super().json
+        if self.status_code >= 400 and isinstance(body, dict):
+            assert body.get("requestId") == self.headers["X-Request-Id"], body
+            body = {k: v for k, v in body.items() if k != "requestId"}
+        return body
+
+
+class CheckedClient(FlaskClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.response_wrapper = type("CheckedAppResponse", (CheckedResponse, self.application.response_class), {})
+
+
+Flask.test_client_class = CheckedClient  # every app the tests build
 
 
 @pytest.fixture

@@ -45,7 +45,10 @@ def http(method: str, url: str, headers: dict | None = None, body: dict | None =
             return Reply(response.status, json.loads(raw) if raw else None, dict(response.headers))
     except urllib.error.HTTPError as error:
         raw = error.read()
-        return Reply(error.code, json.loads(raw) if raw else None, dict(error.headers))
+        body = json.loads(raw) if raw else None
+        if isinstance(body, dict) and "requestId" in body:  # every error body carries the request id
+            assert body.pop("requestId") == error.headers["X-Request-Id"]
+        return Reply(error.code, body, dict(error.headers))
 
 
 class LiveServer:

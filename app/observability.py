@@ -1,0 +1,46 @@
+"""Request ids and the access log: one line per request, never a credential.
+
+The line carries method, path (never the query string), status, duration, request id and
+organization. `X-Request-Id` is taken from the caller when it is a sane token, else made here;
+it is echoed on every response and added as `requestId` to every JSON error body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, g, request
+
+log = logging.getLogger("usher.access")
+SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def register_observability(app: Flask) -> None:
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if SANE_ID.match(incoming) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-Id"] = request_id
+        if response.status_code >= 400 and response.mimetype == "application/json" and not response.direct_passthrough:
+            try:
+                body = json.loads(response.get_data())
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "requestId" not in body:
+                body["requestId"] = request_id
+                response.set_data(json.dumps(body))
+        started = g.get("request_started")
+        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        ctx = g.get("usher_ctx")
+        log.info("%s %s %s %.1fms request_id=%s org=%s", request.method, request.path, response.status_code,
+                 duration_ms, request_id, ctx.organization_id if ctx else "-")
+        return response
