@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from sqlalchemy import create_engine, text
-
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from app import create_app
