@@ -117,3 +117,111 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (cryptography)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class NginxServer:
+    """Debian's nginx with deploy/nginx.conf, its site-specific lines pointed at this test."""
+
+    def __init__(self, workdir: Path, upstream_port: int):
+        self.workdir, self.upstream_port = workdir, upstream_port
+        self.http_port, self.https_port = free_port(), free_port()
+        self.url = f"https://127.0.0.1:{self.https_port}"
+        self.process: subprocess.Popen | None = None
+
+    def config(self) -> Path:
+        cert, key = self_signed_certificate(self.workdir)
+        text = (ROOT / "deploy" / "nginx.conf").read_text()
+        replacements = {
+            "listen 80;": f"listen 127.0.0.1:{self.http_port};",
+            "listen 443 ssl http2;": f"listen 127.0.0.1:{self.https_port} ssl http2;",
+            "/etc/ssl/usher/fullchain.pem": str(cert), "/etc/ssl/usher/privkey.pem": str(key),
+            "/run/usher-nginx.pid": str(self.workdir / "nginx.pid"),
+            "/var/log/nginx/": f"{self.workdir}/",
+            "server 127.0.0.1:8000": f"server 127.0.0.1:{self.upstream_port}",
+        }
+        for old, new in replacements.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        path = self.workdir / "nginx.conf"
+        path.write_text(text)
+        return path
+
+    def start(self) -> None:
+        config = self.config()
+        check = subprocess.run(["nginx", "-t", "-c", str(config), "-p", str(self.workdir)], capture_output=True,
+                               text=True, check=False)
+        assert check.returncode == 0, check.stderr
+        self.process = subprocess.Popen(["nginx", "-c", str(config), "-p", str(self.workdir), "-g", "daemon off;"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.https_port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def https(method: str, url: str, headers: dict | None = None, body: dict | None = None,
+          source: str = "127.0.0.1") -> Reply:
+    """A request over TLS (certificate not checked: it is the test's own) from a chosen loopback address."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=30, context=context,
+                                             source_address=(source, 0))
+    data = json.dumps(body).encode() if body is not None else None
+    all_headers = dict(headers or {})
+    if data is not None:
+        all_headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=data,
+                           headers=all_headers)
+        response = connection.getresponse()
+        raw = response.read()
+        payload = json.loads(raw) if raw else None
+        if response.status >= 400 and isinstance(payload, dict) and "requestId" in payload:
+            assert payload.pop("requestId") == response.headers["X-Request-Id"] or response.status in (413, 503)
+        return Reply(response.status, payload, dict(response.headers))
+    finally:
+        connection.close()

@@ -1,0 +1,84 @@
+"""End to end through Debian's nginx with deploy/nginx.conf, gunicorn (4 workers) and Redis."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from tests.conftest import APP_SECRET
+from tests.helpers import bearer, consumer, publishable, secret
+from tests.live import LiveServer, NginxServer, RedisServer, https
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("nginx")
+    redis = RedisServer(workdir)
+    redis.start()
+    app = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "4",
+                      "RATELIMIT_STORAGE_URI": redis.url, "TRUSTED_PROXY_COUNT": "1",
+                      "ISSUER": "https://usher.test"}, workdir / "gunicorn.log")
+    app.start()
+    nginx = NginxServer(workdir, app.port)
+    nginx.start()
+    yield nginx, app
+    nginx.stop()
+    app.stop()
+    redis.stop()
+
+
+def _code(url: str, sk: str, to: str) -> str:
+    messages = https("GET", url + "/api/v1/test/otp-messages", secret(sk)).body["data"]
+    body = next(m["body"] for m in messages if m["to"] == to)
+    return re.search(r"\b(\d{6})\b", body).group(1)
+
+
+def test_guest_otp_refresh_logout_journey_through_nginx(stack, actions):
+    nginx, _ = stack
+    keys = actions.create_org()["keys"]["test"]
+    pk, sk, url = keys["publishableKey"], keys["secretKey"], nginx.url
+    guest = https("POST", url + "/api/v1/auth/guest", publishable(pk))
+    assert guest.status == 201 and guest.headers["X-Request-Id"]
+    assert https("POST", url + "/api/v1/auth/otp/request", publishable(pk), {"email": "shopper@example.com"}).status \
+        == 202
+    verified = https("POST", url + "/api/v1/auth/otp/verify", consumer(pk, guest.body["accessToken"]),
+                     {"email": "shopper@example.com", "code": _code(url, sk, "shopper@example.com")})
+    assert verified.status == 200 and verified.body["session"]["guestId"] == guest.body["session"]["consumerId"]
+    refreshed = https("POST", url + "/api/v1/auth/refresh", publishable(pk),
+                      {"refreshToken": verified.body["refreshToken"]})
+    assert refreshed.status == 200
+    assert https("POST", url + "/api/v1/auth/logout", bearer(refreshed.body["accessToken"])).status == 204
+    dead = https("POST", url + "/api/v1/auth/refresh", publishable(pk), {"refreshToken": refreshed.body["refreshToken"]})
+    assert dead.status == 401 and dead.body["error"] == "refresh_token_invalid"
+
+
+def test_rate_limit_sees_the_address_nginx_appended_and_ignores_forgeries(stack, actions, client):
+    nginx, _ = stack
+    keys = actions.create_org()["keys"]["test"]
+    client.patch("/api/v1/settings", json={"otpRequestsPerIpPerHour": 3}, headers=secret(keys["secretKey"]))
+    url = nginx.url + "/api/v1/auth/otp/request"
+    statuses = [https("POST", url, {**publishable(keys["publishableKey"]), "X-Forwarded-For": f"198.51.100.{i}"},
+                      {"email": f"x{i}@example.com"}, source="127.0.0.2").status for i in range(4)]
+    assert statuses == [202, 202, 202, 429]
+    # Another client address (as nginx saw it) has its own budget.
+    other = https("POST", url, publishable(keys["publishableKey"]), {"email": "y@example.com"}, source="127.0.0.3")
+    assert other.status == 202
+
+
+def test_nginx_answers_json_for_oversized_bodies_and_redirects_plain_http(stack, actions):
+    nginx, _ = stack
+    keys = actions.create_org()["keys"]["test"]
+    big = https("POST", nginx.url + "/api/v1/experiences", secret(keys["secretKey"]), {"name": "x" * 70000})
+    assert big.status == 413 and big.body["error"] == "payload_too_large"
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", nginx.http_port, timeout=5)
+    connection.request("GET", "/api/v1/keys")
+    response = connection.getresponse()
+    assert response.status == 301 and response.headers["Location"].startswith("https://")
+    connection.close()
+
