@@ -36,7 +36,8 @@ test-sqlite: $(VENV)/.dev
 # Runs again on PostgreSQL + Redis when they answer on loopback; says so when they do not.
 test-postgres: $(VENV)/.dev
 	@if $(BIN)/python tests/services.py "$(PG_TEST_URL)" "$(REDIS_TEST_URL)"; then \
-		USHER_TEST_DATABASE_URL="$(PG_TEST_URL)" USHER_TEST_REDIS_URL="$(REDIS_TEST_URL)" $(BIN)/python -m pytest; \
+		echo "Second run on PostgreSQL + Redis; tests marked own_services ran in the first run already (they start their own PostgreSQL and Redis)"; \
+		USHER_TEST_DATABASE_URL="$(PG_TEST_URL)" USHER_TEST_REDIS_URL="$(REDIS_TEST_URL)" $(BIN)/python -m pytest -m "not own_services"; \
 	else echo "PostgreSQL or Redis not answering on loopback: the PostgreSQL + Redis run was NOT done"; fi
 
 clean:

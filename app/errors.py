@@ -193,10 +193,12 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:
-    from sqlalchemy.exc import OperationalError
+    """A database that cannot be reached or is busy (retry later), as opposed to a bug."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
 
-    if not isinstance(exc, OperationalError):
+    if not isinstance(exc, OperationalError | InterfaceError):
         return False
+    if type(exc.orig).__module__.startswith("psycopg"):
+        return True  # PostgreSQL's operational errors are connection, shutdown and recovery states
     text = str(exc.orig).lower()
-    return any(s in text for s in ("locked", "busy", "connection", "could not connect", "server closed",
-                                   "terminating", "shutting down", "timeout", "unable to open"))
+    return any(s in text for s in ("locked", "busy", "unable to open", "disk i/o"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,3 +226,43 @@ def https(method: str, url: str, headers: dict | None = None, body: dict | None 
         return Reply(response.status, payload, dict(response.headers))
     finally:
         connection.close()
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl) on a spare port, in a directory
+    of its own (the postgres user cannot enter pytest's private temporary directories)."""
+
+    def __init__(self):
+        import tempfile
+
+        self.workdir = Path(tempfile.mkdtemp(prefix="usher-pg-"))
+        self.data = self.workdir / "pgdata"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        command = list(args)
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+            os.chmod(self.workdir, 0o755)
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.workdir / "postgres.log"),
+                  "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -31,10 +31,11 @@ class RequestContext:
     consumer_id: str | None = None
     session_id: str | None = None
     claims: dict = field(default_factory=dict)
+    # A plain copy: readable after a failed transaction has expired the ORM object (access log).
+    organization_id: str = field(init=False)
 
-    @property
-    def organization_id(self) -> str:
-        return self.organization.id
+    def __post_init__(self) -> None:
+        self.organization_id = self.organization.id
 
 
 def unauthenticated() -> ApiError:
