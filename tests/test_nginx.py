@@ -52,7 +52,8 @@ def test_guest_otp_refresh_logout_journey_through_nginx(stack, actions):
                       {"refreshToken": verified.body["refreshToken"]})
     assert refreshed.status == 200
     assert https("POST", url + "/api/v1/auth/logout", bearer(refreshed.body["accessToken"])).status == 204
-    dead = https("POST", url + "/api/v1/auth/refresh", publishable(pk), {"refreshToken": refreshed.body["refreshToken"]})
+    dead = https("POST", url + "/api/v1/auth/refresh", publishable(pk),
+                 {"refreshToken": refreshed.body["refreshToken"]})
     assert dead.status == 401 and dead.body["error"] == "refresh_token_invalid"
 
 
