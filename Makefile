@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
 
-.PHONY: run test test-sqlite test-postgres lint clean
+.PHONY: run test test-sqlite test-postgres lint fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-postgres: $(VENV)/.dev
 		echo "Second run on PostgreSQL + Redis; tests marked own_services ran in the first run already (they start their own PostgreSQL and Redis)"; \
 		USHER_TEST_DATABASE_URL="$(PG_TEST_URL)" USHER_TEST_REDIS_URL="$(REDIS_TEST_URL)" $(BIN)/python -m pytest -m "not own_services"; \
 	else echo "PostgreSQL or Redis not answering on loopback: the PostgreSQL + Redis run was NOT done"; fi
+
+# A longer schemathesis pass than the bounded one inside `make test`.
+fuzz: $(VENV)/.dev
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -44,10 +44,14 @@ class ErrorSchema(ma.Schema):
         "enum": list(CATALOGUE)})
     message = ma.fields.String(metadata={"description": "A sentence for people."})
     details = ma.fields.Dict(metadata={"description": "Per-field problems of a `validation_error`."})
+    requestId = ma.fields.String(metadata={"description": "The request's `X-Request-Id`, for support."})
 
 
 class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+    # Every location follows the schema's own `unknown` (RAISE): an unknown query parameter is a
+    # validation error too, as the document says (additionalProperties: false).
+    DEFAULT_UNKNOWN_BY_LOCATION: dict = {}
 
 
 class Blueprint(SmorestBlueprint):

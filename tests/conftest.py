@@ -114,3 +114,9 @@ def live_server(database_url, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def actions_factory(app):
+    """Make organizations from fixtures wider than one test."""
+    return lambda name="Acme": Actions(app, app.test_client()).create_org(name)

@@ -18,7 +18,8 @@ def _form(description: str) -> dict:
     return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
         "type": "object", "required": ["token"],
         "properties": {"token": {"type": "string", "description": description},
-                       "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]}}}}}}
+                       "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token", ""],
+                                           "description": "Where to look first; empty means no hint."}}}}}}
 
 
 class Introspection(ma.Schema):
@@ -38,14 +39,18 @@ class Introspection(ma.Schema):
 
 
 class OAuthError(ma.Schema):
+    """RFC 6749 §5.2 error shape."""
+
     error = ma.fields.String(required=True, metadata={"example": "invalid_client"})
     error_description = ma.fields.String()
+    requestId = ma.fields.String()
 
 
 @blp.route("/introspect")
 class Introspect(MethodView):
     @blp.doc(security=SECURITY, requestBody=_form("An access or refresh token."))
     @blp.response(200, Introspection)
+    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
     @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret key (`invalid_client`)")
     def post(self):
         """Introspect a token (RFC 7662)
@@ -60,6 +65,7 @@ class Introspect(MethodView):
 class Revoke(MethodView):
     @blp.doc(security=SECURITY, requestBody=_form("The token whose session ends."))
     @blp.response(200, ma.Schema)
+    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
     @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret key (`invalid_client`)")
     def post(self):
         """Revoke a token (RFC 7009)

@@ -12,6 +12,11 @@ class Schema(ma.Schema):
         ordered = True
 
 
+def iso_instant(value: datetime) -> str:
+    """ISO 8601 in UTC with `Z`, to the second, the year always four digits."""
+    return value.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
 class Instant(fields.AwareDateTime):
     """An instant in UTC, written ISO 8601 with `Z`; any offset accepted on input."""
 
@@ -22,7 +27,7 @@ class Instant(fields.AwareDateTime):
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_instant(value)
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from app.models import AuthSession
+from app.schemas.common import iso_instant
 
 
 def instant(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_instant(datetime.fromtimestamp(epoch, UTC))
 
 
 def session_body(row: AuthSession, access: str, refresh: str, guest_id: str | None = None) -> dict:
