@@ -24,6 +24,7 @@ from tests.live import LiveServer, http
 CHECKS = [checks.not_a_server_error, openapi_checks.status_code_conformance, openapi_checks.content_type_conformance,
           openapi_checks.response_headers_conformance, openapi_checks.response_schema_conformance,
           openapi_checks.negative_data_rejection, openapi_checks.ignored_auth]
+REPORT_CHARS = int(os.environ.get("FUZZ_REPORT", "3000"))
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 
@@ -31,7 +32,8 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 @pytest.fixture(scope="module")
 def fuzz_target(database_url, tmp_path_factory, actions_factory):
     server = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "2",
-                         "ISSUER": "http://usher.test", "GUEST_RATE_LIMIT": "1000000 per minute"}, tmp_path_factory.mktemp("fuzz") / "gunicorn.log")
+                         "ISSUER": "http://usher.test", "GUEST_RATE_LIMIT": "1000000 per minute"},
+                        tmp_path_factory.mktemp("fuzz") / "gunicorn.log")
     server.start()
     yield server, actions_factory()["keys"]["test"]
     server.stop()
@@ -82,6 +84,7 @@ def test_api_conforms_to_its_openapi_document(fuzz_target):
         except Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE  # nothing to make invalid: no input at all
         except (Exception, BaseExceptionGroup) as exc:
-            failures[f"{operation.method.upper()} {operation.path} ({mode})"] = str(exc)[:int(os.environ.get("FUZZ_REPORT", 3000))]
+            name = f"{operation.method.upper()} {operation.path} ({mode})"
+            failures[name] = str(exc)[:REPORT_CHARS]
     assert operations >= 60
     assert not failures, "\n\n".join(f"{name}:\n{text}" for name, text in failures.items())
