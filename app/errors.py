@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("usher.errors")
@@ -180,6 +180,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database_error(exc: DBAPIError):
+        if isinstance(exc, DataError):  # a value the database refuses: the input, not the service
+            log.warning("database refused a value: %s", type(exc.orig).__name__)
+            return error_response(ApiError("validation_error", "The request contains a value that cannot be stored."))
         if exc.connection_invalidated or _is_unavailable(exc):
             log.warning("database unavailable: %s", type(exc.orig).__name__)
             return error_response(ApiError("service_unavailable", headers={"Retry-After": "1"}))

@@ -132,3 +132,19 @@ def test_database_down_is_503_service_unavailable(app_config, url):
     assert body["message"]
     assert response.headers["Retry-After"]
     broken.extensions["usher"].db.dispose()
+
+
+def test_nul_characters_are_refused_everywhere_never_a_500(client, org):
+    """PostgreSQL cannot store NUL in text; found by the fuzzer on the PostgreSQL run."""
+    headers = secret(org["keys"]["test"]["secretKey"])
+    body = assert_error(client.post("/api/v1/experiences", json={"name": "a\x00b"}, headers=headers),
+                        400, "validation_error")
+    assert body["details"] == {"name": ["Must not contain NUL characters."]}
+    body = assert_error(client.get("/api/v1/consumers?email=%00x&phone=1", headers=headers), 400, "validation_error")
+    assert "email" in body["details"]
+    assert_error(client.get("/api/v1/experiences/exp_%00", headers=headers), 404, "not_found")
+    assert_error(client.delete("/api/v1/sessions/%00", headers=headers), 404, "not_found")
+    body = assert_error(client.post("/api/v1/auth/external/authorize", headers=headers,
+                                    json={"provider": "p", "issuer": "https://x.example", "subject": "s",
+                                          "claims": {"k\x00": "v", "name": "x\x00"}}), 400, "validation_error")
+    assert set(body["details"]) == {"k\x00", "claims"}

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from flask import current_app
 from sqlalchemy.orm import Session
 
@@ -16,8 +18,15 @@ def transaction():
     return usher.db.transaction(usher.session())
 
 
+ID_SHAPE = re.compile(r"^[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
 def tenant_get(session: Session, model, object_id: str, ctx: RequestContext):
-    """Fetch by id within the caller's organization and mode; anything else is a 404."""
+    """Fetch by id within the caller's organization and mode; anything else is a 404.
+
+    An id that is not of our shape (prefix and ULID) is a 404 without asking the database."""
+    if not ID_SHAPE.match(object_id):
+        raise ApiError("not_found")
     obj = session.get(model, object_id)
     if obj is None or obj.organization_id != ctx.organization_id or obj.mode != ctx.mode:
         raise ApiError("not_found")

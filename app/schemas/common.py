@@ -1,15 +1,35 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, pre_load, validate
+
+
+def _nul_fields(data, path: str = "") -> list[str]:
+    if isinstance(data, str):
+        return [path or "_schema"] if "\x00" in data else []
+    if isinstance(data, Mapping):  # a dict, or webargs' proxy of the query string
+        return [found for key, value in data.items()
+                for found in ([str(key)] if "\x00" in str(key) else []) + _nul_fields(value, path or str(key))]
+    if isinstance(data, list):
+        return [found for value in data for found in _nul_fields(value, path)]
+    return []
 
 
 class Schema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
         ordered = True
+
+    @pre_load
+    def _no_nul_characters(self, data, **_kwargs):
+        """No input may carry a NUL character (PostgreSQL cannot store one in text)."""
+        fields_with_nul = _nul_fields(data)
+        if fields_with_nul:
+            raise ValidationError({name: ["Must not contain NUL characters."] for name in fields_with_nul})
+        return data
 
 
 def iso_instant(value: datetime) -> str:

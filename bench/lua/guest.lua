@@ -1,0 +1,2 @@
+wrk.method = "POST"
+wrk.headers["X-Publishable-Key"] = os.getenv("USHER_PK")
