@@ -3,17 +3,21 @@
 Each app owns a `Database` (built in `create_app`, kept in `app.extensions`); a request gets
 one `Session` from it, closed at teardown. Writes go through `Database.transaction()`, which on
 SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so that concurrent gunicorn workers
-wait on the busy timeout instead of failing a read-to-write lock upgrade.
+wait on the busy timeout instead of failing a read-to-write lock upgrade; reads outside it run
+in autocommit.
 """
 
 from __future__ import annotations
 
 import contextvars
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -74,7 +78,10 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+            # Writes take the write lock up front. Reads run in autocommit: each SELECT sees the
+            # latest commit, and a request that only reads pays no BEGIN/COMMIT round trips.
+            if _write_intent.get():
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5)
@@ -90,6 +97,36 @@ def outside_write_intent() -> Iterator[None]:
         _write_intent.reset(token)
 
 
+class WriterLock:
+    """Serializes SQLite writers of all processes on one file with a kernel lock.
+
+    SQLite's own busy handler polls with sleeps of up to 100 ms, so contended writers wait far
+    longer than the lock is held; waiting on flock() wakes the next writer the moment the lock
+    is free. A thread lock in front covers threads of one process (flock is per open file).
+    """
+
+    def __init__(self, database_path: str):
+        self._path = database_path + ".writer-lock"
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # opened again after a fork
+            self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        return self._fd
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._threads:
+            fd = self._file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 class Database:
     """The engine and session factory of one app."""
 
@@ -97,6 +134,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, sqlite_busy_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        self._writer_lock = WriterLock(path) if path and path != ":memory:" else None
 
     @contextmanager
     def transaction(self, session: Session | None = None) -> Iterator[Session]:
@@ -107,12 +146,22 @@ class Database:
             session.commit()  # end a read so that the write transaction starts afresh
         token = _write_intent.set(True)
         try:
-            with session.begin():
+            with self._writer_lock.held() if self._writer_lock else nullcontext(), session.begin():
                 yield session
         finally:
             _write_intent.reset(token)
             if own:
                 session.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A Core write transaction for hot paths: no ORM unit of work, the same locking."""
+        token = _write_intent.set(True)
+        try:
+            with self._writer_lock.held() if self._writer_lock else nullcontext(), self.engine.begin() as connection:
+                yield connection
+        finally:
+            _write_intent.reset(token)
 
     def dispose(self) -> None:
         self.engine.dispose()

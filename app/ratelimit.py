@@ -29,8 +29,12 @@ def client_ip() -> str:
 def build_limiter(app: Flask) -> Limiter:
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
                           if app.config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss")) else {})
-    return Limiter(key_func=client_ip, app=app, default_limits=[], headers_enabled=False,
-                   strategy="fixed-window", key_prefix="usher")
+    limiter = Limiter(key_func=client_ip, app=app, default_limits=[], headers_enabled=False,
+                      strategy="fixed-window", key_prefix="usher")
+    # No limit is declared through Flask-Limiter's decorators or defaults (each named limit is hit
+    # where its key is known), so its per-request check would only look for nothing: unhook it.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
+    return limiter
 
 
 class RateLimits:

@@ -75,13 +75,15 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, script: str, seconds: int, env: dict) -> dict:
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(LUA / script), url]
+    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(LUA / script),
+               url]
     result = subprocess.run(command, env={**os.environ, **env, "BENCH_LUA": str(LUA), "BENCH_THREADS": str(THREADS)},
                             capture_output=True, text=True, check=True)
     out = result.stdout
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50": _ms(re.search(r"\s50%\s+(\S+)", out).group(1)), "p99": _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+            "p50": _ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+            "p99": _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
             "non2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
             "socket_errors": sum(map(int, errors.groups())) if errors else 0,
             "requests": int(re.search(r"(\d+) requests in", out).group(1))}
@@ -236,6 +238,16 @@ def write_lines(name: str, lines: list[str]) -> str:
     return str(path)
 
 
+def refresh_env(seeder: Seeder, label: str) -> dict:
+    return {"USHER_PK": seeder.keys["publishableKey"], "BENCH_FILE": str(OUT / f"{label}-refresh.txt"),
+            "BENCH_KIND": "refresh", "BENCH_PATH": "/api/v1/auth/refresh"}
+
+
+def refresh_sessions(seeder: Seeder, label: str):
+    """Fresh sessions before every wrk run: each run rotates the tokens it was given."""
+    return lambda _rate: write_lines(f"{label}-refresh", [g["refresh"] for g in seeder.guests(400)])
+
+
 def backend_scenarios(label: str, database_url: str, limits_url: str, runs: int, seconds: int) -> dict:
     seeder = Seeder(database_url, limits_url)
     pk = seeder.keys["publishableKey"]
@@ -246,10 +258,8 @@ def backend_scenarios(label: str, database_url: str, limits_url: str, runs: int,
     with Gunicorn("wsgi:app", env, f"usher-{label}") as server:
         base = {"USHER_PK": pk}
         results["guest session"] = measure(server.url + "/api/v1/auth/guest", "guest.lua", base, runs, seconds)
-        refresh_file = write_lines(f"{label}-refresh", [g["refresh"] for g in seeder.guests(400)])
-        results["refresh"] = measure(server.url, "pool.lua", {**base, "BENCH_FILE": refresh_file, "BENCH_KIND":
-                                                              "refresh", "BENCH_PATH": "/api/v1/auth/refresh"},
-                                     runs, seconds)
+        results["refresh"] = measure(server.url, "pool.lua", refresh_env(seeder, label), runs, seconds,
+                                     prepare=refresh_sessions(seeder, label))
 
         def otp(rate):
             count = 3000 if rate is None else int(rate * seconds * 1.5) + 500
@@ -288,9 +298,8 @@ def scale_scenarios(database_url: str, runs: int, seconds: int, sizes: list[int]
         seeded = round(time.monotonic() - started, 1)
         with Gunicorn("wsgi:app", env, f"usher-scale-{size}") as server:
             guest = measure(server.url + "/api/v1/auth/guest", "guest.lua", {"USHER_PK": pk}, runs, seconds)
-            refresh_file = write_lines(f"scale-{size}-refresh", [g["refresh"] for g in seeder.guests(400)])
-            refresh = measure(server.url, "pool.lua", {"USHER_PK": pk, "BENCH_FILE": refresh_file, "BENCH_KIND":
-                                                       "refresh", "BENCH_PATH": "/api/v1/auth/refresh"}, runs, seconds)
+            refresh = measure(server.url, "pool.lua", refresh_env(seeder, f"scale-{size}"), runs, seconds,
+                              prepare=refresh_sessions(seeder, f"scale-{size}"))
         results[size] = {"guest session": guest, "refresh": refresh, "seed_seconds": seeded}
     seeder.close()
     return results
@@ -353,17 +362,19 @@ def report(base: dict, backends: dict, scale: dict, meta: dict) -> str:
     for name, r in base.items():
         lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} |")
     for label, results in backends.items():
-        lines += ["", f"## {label}", "", "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to baseline | target |",
+        lines += ["", f"## {label}", "",
+                  "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to baseline | target |",
                   "|---|---|---|---|---|---|---|"]
         for name, r in results.items():
             ref, target = TARGETS.get(name, (None, None))
             ratio = f"{r['rps'] / base[ref]['rps']:.0%} of {ref}" if ref else "–"
             goal = f"≥ {target:.0%}" if target else "–"
-            lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx'] + r['socket_errors']}"
-                         f" | {ratio} | {goal} |")
+            failed = r["non2xx"] + r["socket_errors"]
+            lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {failed} | {ratio} | {goal} |")
     if scale:
         lines += ["", "## Stored consumers and sessions (SQLite)", "",
-                  "| stored | scenario | req/s | p50 ms | p99 ms | non-2xx | vs smallest |", "|---|---|---|---|---|---|---|"]
+                  "| stored | scenario | req/s | p50 ms | p99 ms | non-2xx | vs smallest |",
+                  "|---|---|---|---|---|---|---|"]
         first = scale[min(scale)]
         for size, results in scale.items():
             for name in ("guest session", "refresh"):
@@ -393,8 +404,8 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         upgrade_database(f"sqlite:///{path}")
-        backends["SQLite (in-memory limits per worker)"] = backend_scenarios("sqlite", f"sqlite:///{path}", "memory://",
-                                                                             args.runs, args.seconds)
+        backends["SQLite (in-memory limits per worker)"] = backend_scenarios(
+            "sqlite", f"sqlite:///{path}", "memory://", args.runs, args.seconds)
     if "postgres" in args.only and (pg := postgres_url()) and (rd := redis_url()):
         upgrade_database(pg)
         backends["PostgreSQL + Redis"] = backend_scenarios("postgres", pg, rd, args.runs, args.seconds)

@@ -8,7 +8,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
@@ -17,7 +17,6 @@ from app.models import AuthSession, Consumer, ExchangeCode, ExternalIdentity, ne
 from app.ratelimit import client_ip
 from app.security.context import RequestContext, guest_caller
 from app.security.keys import constant_time_equal, keyed_hash
-from app.services.sessions import revoke
 
 EXCHANGE_CODE_LIFETIME = timedelta(seconds=60)  # fixed by the contract
 
@@ -55,49 +54,62 @@ class ExternalExchangeGrant(BaseGrant):
         self.kid = self.server.tokens.keyring.current().kid
 
     def create_token_response(self) -> tuple[int, dict]:
-        ctx, data = self.request.ctx, self.request.data
+        ctx, data, clock = self.request.ctx, self.request.data, self.server.clock
         code_hash = exchange_hash(self.server.app_secret, data["exchange_code"])
-        outcome = None
-        with self.server.db.transaction(self.request.session) as tx:
-            row = tx.scalar(select(ExchangeCode).where(ExchangeCode.code_hash == code_hash).with_for_update())
+        outcome, finish = None, None
+        with self.server.db.write() as connection:
+            row = connection.execute(_SELECT_CODE, {"code_hash": code_hash}).first()
             if row is None or row.organization_id != ctx.organization_id or row.mode != ctx.mode:
                 outcome = "exchange_code_invalid"  # unknown, or another tenant's: no session, code untouched
             elif row.consumed_at is not None:
                 # A replayed code has leaked (RFC 6749 §4.1.2): end the session it made.
                 if row.session_id:
-                    revoke(tx, "exchange_code_replayed", AuthSession.id == row.session_id)
+                    connection.execute(_REVOKE, {"session_id": row.session_id, "now": clock()})
                 outcome = "exchange_code_invalid"
-            elif row.expires_at <= self.server.clock():
+            elif row.expires_at <= clock():
                 outcome = "exchange_code_expired"
             elif row.code_challenge is not None and not (
                     data.get("code_verifier") and constant_time_equal(s256(data["code_verifier"]), row.code_challenge)):
                 raise ApiError("exchange_code_invalid", "The code verifier does not match this exchange code.")
             else:
-                row.consumed_at = self.server.clock()
-                consumer = self._consumer(tx, row)
-                body = sign_in(self, tx, {}, consumer=consumer)
-                row.session_id = body["session"]["session_id"]
+                consumer_id = self._consumer(connection, row)
+                session_row, finish = sign_in(self, connection, consumer_id)
+                connection.execute(_CONSUME, {"code": code_hash, "now": clock(), "made_session": session_row.id})
         if outcome:
             raise ApiError(outcome)
-        return 200, body
+        return 200, finish()
 
-    def _consumer(self, session, row: ExchangeCode) -> Consumer:
+    def _consumer(self, connection, row) -> str:
         """The consumer of (provider, issuer, subject), created on first use; latest claims win.
 
         Email or phone in the claims are kept on the identity only: they never merge consumers."""
-        identity = session.scalar(select(ExternalIdentity).where(
-            ExternalIdentity.organization_id == row.organization_id, ExternalIdentity.mode == row.mode,
-            ExternalIdentity.provider == row.provider, ExternalIdentity.issuer == row.issuer,
-            ExternalIdentity.subject == row.subject))
+        triple = {"organization_id": row.organization_id, "mode": row.mode, "provider": row.provider,
+                  "issuer": row.issuer, "subject": row.subject}
         now = self.server.clock()
+        identity = connection.execute(_FIND_IDENTITY, triple).first()
         if identity is None:
-            consumer = Consumer(id=new_id("cons"), organization_id=row.organization_id, mode=row.mode, created_at=now)
-            session.add(consumer)
-            session.flush()
-            session.add(ExternalIdentity(organization_id=row.organization_id, mode=row.mode, consumer_id=consumer.id,
-                                         provider=row.provider, issuer=row.issuer, subject=row.subject,
-                                         claims=row.claims or {}, created_at=now, updated_at=now))
-            return consumer
+            consumer_id = new_id("cons")
+            connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": row.organization_id,
+                                                  "mode": row.mode, "created_at": now})
+            connection.execute(_INSERT_IDENTITY, {**triple, "consumer_id": consumer_id, "claims": row.claims or {},
+                                                  "created_at": now, "updated_at": now})
+            return consumer_id
         if row.claims is not None:
-            identity.claims, identity.updated_at = row.claims, now
-        return session.get(Consumer, identity.consumer_id)
+            connection.execute(_UPDATE_CLAIMS, {"identity_id": identity.id, "claims": row.claims, "now": now})
+        return identity.consumer_id
+
+
+_CODES = ExchangeCode.__table__
+_IDENTITIES = ExternalIdentity.__table__
+_SELECT_CODE = select(_CODES).where(_CODES.c.code_hash == bindparam("code_hash")).with_for_update()
+_CONSUME = (update(_CODES).where(_CODES.c.code_hash == bindparam("code"))
+            .values(consumed_at=bindparam("now"), session_id=bindparam("made_session")))
+_REVOKE = (update(AuthSession.__table__).where(AuthSession.__table__.c.id == bindparam("session_id"),
+                                               AuthSession.__table__.c.revoked_at.is_(None))
+           .values(revoked_at=bindparam("now"), revoked_reason="exchange_code_replayed"))
+_FIND_IDENTITY = select(_IDENTITIES.c.id, _IDENTITIES.c.consumer_id).where(
+    *(_IDENTITIES.c[name] == bindparam(name) for name in ("organization_id", "mode", "provider", "issuer", "subject")))
+_INSERT_CONSUMER = insert(Consumer.__table__)
+_INSERT_IDENTITY = insert(_IDENTITIES)
+_UPDATE_CLAIMS = (update(_IDENTITIES).where(_IDENTITIES.c.id == bindparam("identity_id"))
+                  .values(claims=bindparam("claims"), updated_at=bindparam("now")))

@@ -1,39 +1,53 @@
 """What every identified sign-in shares: find or create the consumer, upgrade the guest,
-start the session."""
+start the session. Runs inside the grant's Core write transaction; signing happens after it."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.grants.base import BaseGrant
 from app.models import Consumer, new_id
-from app.services.sessions import start_session
+from app.services.sessions import insert_session, new_session_row
 from app.services.upgrade import merge_guest
 from app.services.views import session_body
 
+CONSUMERS = Consumer.__table__
+_FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bindparam("organization_id"),
+                                              CONSUMERS.c.mode == bindparam("mode"),
+                                              CONSUMERS.c[column] == bindparam("value"))
+         for column in ("email", "phone")}
+_INSERT_CONSUMER = insert(CONSUMERS)
 
-def find_or_create_consumer(session: Session, organization_id: str, mode: str, **identity) -> Consumer:
-    """The consumer with this email or phone in the tenant, created on first sign-in."""
+
+def find_or_create_consumer(connection: Connection, organization_id: str, mode: str, **identity) -> str:
+    """The id of the consumer with this email or phone in the tenant, created on first sign-in."""
     (column, value), = identity.items()
-    consumer = session.scalar(select(Consumer).where(Consumer.organization_id == organization_id,
-                                                     Consumer.mode == mode, getattr(Consumer, column) == value))
-    if consumer is None:
-        consumer = Consumer(id=new_id("cons"), organization_id=organization_id, mode=mode, created_at=utcnow(),
-                            **identity)
-        session.add(consumer)
-        session.flush()
-    return consumer
+    found = connection.execute(_FIND[column], {"organization_id": organization_id, "mode": mode,
+                                               "value": value}).scalar()
+    if found is not None:
+        return found
+    consumer_id = new_id("cons")
+    connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
+                                          "created_at": utcnow(), "email": None, "phone": None, **identity})
+    return consumer_id
 
 
-def sign_in(grant: BaseGrant, session: Session, identity: dict, consumer: Consumer | None = None) -> dict:
-    """Inside the grant's transaction: the consumer, the guest merge, the new session."""
+def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str):
+    """Inside the grant's transaction: the guest merge and the new session row. Returns a
+    function that signs the pair and makes the body, to call after the transaction."""
     ctx, server = grant.request.ctx, grant.server
-    if consumer is None:
-        consumer = find_or_create_consumer(session, ctx.organization_id, ctx.mode, **identity)
     if grant.guest_id is not None:
-        merge_guest(session, grant.guest_id, consumer.id)
-    row, access, refresh = start_session(session, server.tokens, grant.kid, server.app_secret, ctx.organization,
-                                         ctx.mode, consumer.id, grant.SESSION_TYPE)
-    return session_body(row, access, refresh, guest_id=grant.guest_id)
+        with Session(bind=connection) as orm:  # the cold path: the ORM, in the same transaction
+            merge_guest(orm, grant.guest_id, consumer_id)
+            orm.flush()
+    row, generation = new_session_row(grant.kid, server.app_secret, ctx.organization, ctx.mode, consumer_id,
+                                      grant.SESSION_TYPE)
+    insert_session(connection, row)
+
+    def finish() -> dict:
+        access, refresh = server.tokens.sign_pair(generation)
+        return session_body(row, access, refresh, guest_id=grant.guest_id)
+
+    return row, finish

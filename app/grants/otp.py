@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.db import utcnow
 from app.errors import ApiError
 from app.grants.base import BaseGrant
-from app.grants.identified import sign_in
+from app.grants.identified import find_or_create_consumer, sign_in
 from app.models import OtpCode
 from app.otp.identifiers import identifier_from
 from app.otp.service import FAILURES_PER_IDENTIFIER, MAX_ATTEMPTS_PER_CODE, code_hash
@@ -34,25 +34,34 @@ class OtpGrant(BaseGrant):
         ctx, identifier = self.request.ctx, self.identifier
         presented = code_hash(self.server.app_secret, ctx.organization_id, ctx.mode, identifier.value,
                               self.request.data["code"])
-        outcome = None
-        with self.server.db.transaction(self.request.session) as tx:
-            code = tx.scalar(select(OtpCode).where(
-                OtpCode.organization_id == ctx.organization_id, OtpCode.mode == ctx.mode,
-                OtpCode.identifier == identifier.value).with_for_update())
+        outcome, finish = None, None
+        with self.server.db.write() as connection:
+            code = connection.execute(_SELECT_CODE, {"organization_id": ctx.organization_id, "mode": ctx.mode,
+                                                     "identifier": identifier.value}).first()
+            now = utcnow()
             if code is None:
                 outcome = "otp_invalid"
-            elif code.consumed_at is not None or code.expires_at <= utcnow() or code.attempts >= MAX_ATTEMPTS_PER_CODE:
+            elif code.consumed_at is not None or code.expires_at <= now or code.attempts >= MAX_ATTEMPTS_PER_CODE:
                 outcome = "otp_expired"
             elif not constant_time_equal(presented, code.code_hash):
-                tx.execute(update(OtpCode).where(OtpCode.id == code.id).values(attempts=OtpCode.attempts + 1))
+                connection.execute(_WRONG_TRY, {"code_id": code.id})
                 outcome = "otp_invalid"
             else:
-                code.consumed_at = utcnow()
-                body = sign_in(self, tx, {identifier.kind: identifier.value})
+                connection.execute(_CONSUME, {"code_id": code.id, "now": now})
+                consumer_id = find_or_create_consumer(connection, ctx.organization_id, ctx.mode,
+                                                      **{identifier.kind: identifier.value})
+                _, finish = sign_in(self, connection, consumer_id)
         if outcome == "otp_invalid":
             self.server.limits.spend("otp_failures", FAILURES_PER_IDENTIFIER, ctx.organization_id, ctx.mode,
                                      identifier.value)
         if outcome:
             raise ApiError(outcome)
-        return 200, body
+        return 200, finish()
 
+
+_CODES = OtpCode.__table__
+_SELECT_CODE = (select(_CODES).where(_CODES.c.organization_id == bindparam("organization_id"),
+                                     _CODES.c.mode == bindparam("mode"),
+                                     _CODES.c.identifier == bindparam("identifier")).with_for_update())
+_WRONG_TRY = update(_CODES).where(_CODES.c.id == bindparam("code_id")).values(attempts=_CODES.c.attempts + 1)
+_CONSUME = update(_CODES).where(_CODES.c.id == bindparam("code_id")).values(consumed_at=bindparam("now"))

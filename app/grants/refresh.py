@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, update
 
 from app.db import utcnow
 from app.errors import ApiError
 from app.grants.base import BaseGrant
 from app.models import AuthSession
 from app.security.keys import constant_time_equal
-from app.services.sessions import refresh_hash, resign_successor, revoke, rotate, successor_jtis
+from app.services.sessions import (
+    lock_session,
+    refresh_hash,
+    rotate,
+    save_rotation,
+    successor_generation,
+    successor_jtis,
+)
 from app.tokens.service import REFRESH, TokenError
 
 
@@ -35,24 +42,28 @@ class RefreshTokenGrant(BaseGrant):
         claims, secret = self.claims, self.server.app_secret
         grace = timedelta(seconds=self.server.config["REFRESH_GRACE_SECONDS"])
         presented = refresh_hash(secret, claims["jti"])
-        reused = False
         kid = self.server.tokens.keyring.current().kid
-        with self.server.db.transaction(self.request.session) as tx:
-            row = tx.scalar(select(AuthSession).where(AuthSession.id == claims["sessionId"]).with_for_update())
+        with self.server.db.write() as connection:
+            row = lock_session(connection, claims["sessionId"])
             if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
                     or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]):
                 raise ApiError("refresh_token_invalid")
             if constant_time_equal(presented, row.refresh_hash):
-                access, refresh = rotate(row, self.server.tokens, kid, secret, self.request.ctx.organization,
-                                         claims["jti"])
+                generation = rotate(row, kid, secret, self.request.ctx.organization, claims["jti"])
+                save_rotation(connection, row)
             elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
                   and utcnow() - row.rotated_at <= grace
                   and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
                                           row.refresh_hash)):
-                access, refresh = resign_successor(row, self.server.tokens, secret, claims["jti"])
+                generation = successor_generation(row, secret, claims["jti"])
             else:
-                revoke(tx, "refresh_token_reused", AuthSession.id == row.id)
-                reused = True
-        if reused:
+                connection.execute(_REVOKE_REUSED, {"session_id": row.id, "now": utcnow()})
+                generation = None
+        if generation is None:
             raise ApiError("refresh_token_reused")
+        access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 200, {"access_token": access, "refresh_token": refresh}
+
+
+_REVOKE_REUSED = (update(AuthSession.__table__).where(AuthSession.__table__.c.id == bindparam("session_id"))
+                  .values(revoked_at=bindparam("now"), revoked_reason="refresh_token_reused"))

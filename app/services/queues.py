@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -82,3 +82,28 @@ def leave(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
     if entry.status == "QUEUED":
         entry.status, entry.left_at = "LEFT", utcnow()
     return entry
+
+
+_Q = Queue.__table__.c
+_E = QueueEntry.__table__.c
+_AHEAD = QueueEntry.__table__.alias("ahead")
+_STATE_QUERY = (
+    select(_Q.organization_id, _Q.mode, _E.queue_id, _E.consumer_id, _E.status, _E.entered_at, _E.admitted_at,
+           select(func.count()).select_from(_AHEAD)
+           .where(_AHEAD.c.queue_id == _E.queue_id, _AHEAD.c.status == "QUEUED", _AHEAD.c.sequence < _E.sequence)
+           .scalar_subquery().label("ahead"))
+    .select_from(Queue.__table__.outerjoin(QueueEntry.__table__, (_E.queue_id == _Q.id)
+                                           & (_E.consumer_id == bindparam("consumer_id"))))
+    .where(_Q.id == bindparam("queue_id")))
+
+
+def consumer_state(session: Session, queue_id: str, consumer_id: str, organization_id: str, mode: str) -> dict:
+    """The consumer's state in a queue of the tenant, in one query (the protected hot path)."""
+    row = session.connection().execute(_STATE_QUERY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
+    if row is None or row.organization_id != organization_id or row.mode != mode:
+        raise ApiError("not_found", "Queue not found")
+    if row.consumer_id is None:
+        raise ApiError("not_found", "You have not entered this queue.")
+    return {"queue_id": row.queue_id, "consumer_id": row.consumer_id, "status": row.status,
+            "position": row.ahead + 1 if row.status == "QUEUED" else None, "entered_at": row.entered_at,
+            "admitted_at": row.admitted_at}

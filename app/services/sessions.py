@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -49,39 +49,76 @@ def generation_of(row: AuthSession, access_jti: str, refresh_jti: str) -> Genera
                       refresh_exp=row.generation_refresh_exp)
 
 
-def start_session(session: Session, tokens: TokenService, kid: str, app_secret: str, organization: Organization,
-                  mode: str, consumer_id: str, session_type: str) -> tuple[AuthSession, str, str]:
-    """A new session for a consumer and its first token pair, signed with key `kid`.
+SESSIONS = AuthSession.__table__
+_INSERT_SESSION = insert(SESSIONS)
+_SELECT_SESSION_FOR_UPDATE = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id")).with_for_update()
+_ROTATED = ("previous_refresh_hash", "refresh_hash", "rotated_at", "generation_kid", "generation_iat",
+            "generation_access_exp", "generation_refresh_exp", "expires_at")
+_UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
+                   .values({name: bindparam(name) for name in _ROTATED}))
 
-    Callers take `kid` from the keyring before their transaction: the keyring may need the
-    database itself, and on SQLite a write transaction holds the only write lock.
-    """
+
+def lock_session(connection: Connection, session_id: str) -> AuthSession | None:
+    """The session row, locked for this transaction (FOR UPDATE; SQLite's write lock is held
+    already), as a detached value: the hot path writes it back with one Core UPDATE."""
+    row = connection.execute(_SELECT_SESSION_FOR_UPDATE, {"session_id": session_id}).first()
+    return None if row is None else AuthSession(**row._mapping)
+
+
+def save_rotation(connection: Connection, row: AuthSession) -> None:
+    connection.execute(_UPDATE_ROTATED, {"session_id": row.id, **{n: getattr(row, n) for n in _ROTATED}})
+
+
+def new_session_row(kid: str, app_secret: str, organization, mode: str, consumer_id: str,
+                    session_type: str) -> tuple[AuthSession, Generation]:
+    """A new session row (not yet stored) and the generation its first pair is signed from."""
     now = utcnow()
     access_jti, refresh_jti = random_jti(), random_jti()
     row = AuthSession(id=new_id("sess"), organization_id=organization.id, mode=mode, consumer_id=consumer_id,
                       type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti))
     _stamp(row, kid, now, organization)
-    access, refresh = tokens.sign_pair(generation_of(row, access_jti, refresh_jti))
-    session.add(row)
+    return row, generation_of(row, access_jti, refresh_jti)
+
+
+def new_session(tokens: TokenService, kid: str, app_secret: str, organization, mode: str, consumer_id: str,
+                session_type: str) -> tuple[AuthSession, str, str]:
+    """A new session row (not yet stored) and its first token pair, signed with key `kid`.
+
+    Signing happens here, before any transaction: on SQLite the write lock is held only for the
+    inserts. Callers take `kid` from the keyring before their transaction too."""
+    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type)
+    access, refresh = tokens.sign_pair(generation)
     return row, access, refresh
 
 
-def rotate(row: AuthSession, tokens: TokenService, kid: str, app_secret: str, organization: Organization,
-           presented_jti: str) -> tuple[str, str]:
-    """Make the successor of the presented (current) refresh token the current generation."""
+def insert_session(connection: Connection, row: AuthSession) -> None:
+    connection.execute(_INSERT_SESSION, {column.key: getattr(row, column.key) for column in SESSIONS.columns})
+
+
+def start_session(session: Session, tokens: TokenService, kid: str, app_secret: str, organization, mode: str,
+                  consumer_id: str, session_type: str) -> tuple[AuthSession, str, str]:
+    """`new_session` stored in the caller's (ORM session) transaction."""
+    row, access, refresh = new_session(tokens, kid, app_secret, organization, mode, consumer_id, session_type)
+    insert_session(session.connection(), row)
+    return row, access, refresh
+
+
+def rotate(row: AuthSession, kid: str, app_secret: str, organization, presented_jti: str) -> Generation:
+    """Make the successor of the presented (current) refresh token the current generation; the
+    caller saves the row and, after its transaction, signs the returned generation."""
     now = utcnow()
     access_jti, refresh_jti = successor_jtis(app_secret, presented_jti)
     row.previous_refresh_hash = row.refresh_hash
     row.refresh_hash = refresh_hash(app_secret, refresh_jti)
     row.rotated_at = now
     _stamp(row, kid, now, organization)
-    return tokens.sign_pair(generation_of(row, access_jti, refresh_jti))
+    return generation_of(row, access_jti, refresh_jti)
 
 
-def resign_successor(row: AuthSession, tokens: TokenService, app_secret: str, presented_jti: str) -> tuple[str, str]:
-    """The current pair again, for a racing holder of its predecessor (inside the grace window)."""
+def successor_generation(row: AuthSession, app_secret: str, presented_jti: str) -> Generation:
+    """The current generation, for a racing holder of its predecessor (inside the grace window)."""
     access_jti, refresh_jti = successor_jtis(app_secret, presented_jti)
-    return tokens.sign_pair(generation_of(row, access_jti, refresh_jti))
+    return generation_of(row, access_jti, refresh_jti)
 
 
 def revoke(session: Session, reason: str, *criteria) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.helpers import db_session, tenant_get, transaction
+from app.api.helpers import ID_SHAPE, db_session, tenant_get, transaction
 from app.errors import ApiError
 from app.models import Experience, Queue
 from app.openapi import ErrorSchema
@@ -60,12 +60,10 @@ class QueueStatus(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
     def get(self, queue_id):
         """The caller's place in a queue"""
-        session = db_session()
-        queue = _queue(session, queue_id)
-        entry = queues.find_entry(session, queue.id, current_context().consumer_id)
-        if entry is None:
-            raise ApiError("not_found", "You have not entered this queue.")
-        return queues.state_view(session, entry)
+        ctx = current_context()
+        if not ID_SHAPE.match(queue_id):
+            raise ApiError("not_found", "Queue not found")
+        return queues.consumer_state(db_session(), queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
 
 
 @blp.route("/queues/<string:queue_id>/leave")
