@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 from flask import g
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.delivery.registry import Senders
 from app.grants.base import AuthServer
 from app.ratelimit import RateLimits
+
+
+log = logging.getLogger("usher.db")
 
 
 @dataclass
@@ -31,6 +37,11 @@ class Usher:
         return session
 
     def teardown(self, _exc=None) -> None:
+        """Close the request's session. The answer is already made: a database that died under
+        it (the rollback on close fails) must not turn that answer into a 500."""
         session = g.pop("usher_session", None)
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except DBAPIError as exc:
+                log.warning("closing a request's database session failed: %s", type(exc.orig).__name__)
