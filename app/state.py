@@ -5,11 +5,11 @@ Built in `create_app` and kept in `app.extensions["usher"]`; never a module glob
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-import logging
-
 from flask import g
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,6 @@ from app.db import Database
 from app.delivery.registry import Senders
 from app.grants.base import AuthServer
 from app.ratelimit import RateLimits
-
 
 log = logging.getLogger("usher.db")
 
@@ -36,12 +35,20 @@ class Usher:
             session = g.usher_session = self.db.sessionmaker()
         return session
 
+    def reader(self) -> Connection:
+        """The request's Core connection for the hot reads (no ORM session to set up)."""
+        connection = g.get("usher_reader")
+        if connection is None:
+            connection = g.usher_reader = self.db.engine.connect()
+        return connection
+
     def teardown(self, _exc=None) -> None:
-        """Close the request's session. The answer is already made: a database that died under
-        it (the rollback on close fails) must not turn that answer into a 500."""
-        session = g.pop("usher_session", None)
-        if session is not None:
-            try:
-                session.close()
-            except DBAPIError as exc:
-                log.warning("closing a request's database session failed: %s", type(exc.orig).__name__)
+        """Close the request's session and connection. The answer is already made: a database
+        that died under them (the rollback on close fails) must not turn it into a 500."""
+        for name in ("usher_session", "usher_reader"):
+            resource = g.pop(name, None)
+            if resource is not None:
+                try:
+                    resource.close()
+                except DBAPIError as exc:
+                    log.warning("closing a request's database connection failed: %s", type(exc.orig).__name__)

@@ -97,12 +97,10 @@ def resolve_key(value: str, expected_type: str, session_claims: dict | None = No
     key_type, mode = parsed
     lookup = key_lookup(current_app.config["APP_SECRET"], key_type, value)
     usher = current_app.extensions["usher"]
-    session = usher.session()
     params = {"lookup": lookup}
     if session_claims is not None:
         params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
-    row = session.connection().execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY,
-                                       params).first()
+    row = usher.reader().execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
     now = utcnow()
     if row is None:
         return None
@@ -113,8 +111,8 @@ def resolve_key(value: str, expected_type: str, session_claims: dict | None = No
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         # Recorded at most once a minute per key, so the hot path stays read-only.
-        with usher.db.transaction(session) as tx:
-            tx.connection().execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
+        with usher.db.write() as connection:
+            connection.execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
     return RequestContext(organization=_snapshot(row), mode=mode, key_type=key_type, key_id=row.key_id)
 
 
@@ -172,7 +170,7 @@ def _consumer_caller(with_publishable_key: bool) -> RequestContext:
             raise unauthenticated()
     else:
         claims = _verified_access_claims(None)
-        row = current_app.extensions["usher"].session().connection().execute(_ORG_AND_SESSION_QUERY, {
+        row = current_app.extensions["usher"].reader().execute(_ORG_AND_SESSION_QUERY, {
             "organization_id": claims["organizationId"], "session_id": claims["sessionId"],
             "consumer_id": claims["consumerId"]}).first()
         if row is None or not row.session_live:
@@ -213,7 +211,7 @@ def guest_caller(ctx: RequestContext) -> str | None:
     if _bearer() is None:
         return None
     claims = _verified_access_claims((ctx.organization_id, ctx.mode))
-    live = current_app.extensions["usher"].session().connection().execute(_ORG_AND_SESSION_QUERY, {
+    live = current_app.extensions["usher"].reader().execute(_ORG_AND_SESSION_QUERY, {
         "organization_id": ctx.organization_id, "session_id": claims["sessionId"],
         "consumer_id": claims["consumerId"]}).first()
     if live is None or not live.session_live or not claims["consumerId"].startswith("guest_"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -97,9 +97,9 @@ _STATE_QUERY = (
     .where(_Q.id == bindparam("queue_id")))
 
 
-def consumer_state(session: Session, queue_id: str, consumer_id: str, organization_id: str, mode: str) -> dict:
+def consumer_state(connection: Connection, queue_id: str, consumer_id: str, organization_id: str, mode: str) -> dict:
     """The consumer's state in a queue of the tenant, in one query (the protected hot path)."""
-    row = session.connection().execute(_STATE_QUERY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
+    row = connection.execute(_STATE_QUERY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
     if row is None or row.organization_id != organization_id or row.mode != mode:
         raise ApiError("not_found", "Queue not found")
     if row.consumer_id is None:

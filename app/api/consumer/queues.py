@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
@@ -63,7 +64,8 @@ class QueueStatus(MethodView):
         ctx = current_context()
         if not ID_SHAPE.match(queue_id):
             raise ApiError("not_found", "Queue not found")
-        return queues.consumer_state(db_session(), queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
+        reader = current_app.extensions["usher"].reader()
+        return queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
 
 
 @blp.route("/queues/<string:queue_id>/leave")
