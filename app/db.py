@@ -84,7 +84,10 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5)
+    # No pool_pre_ping: it costs a round trip per checkout. A connection that died with the
+    # server fails its first use (503) and SQLAlchemy then invalidates the whole pool; the
+    # PostgreSQL restart fault test shows recovery within a second.
+    return create_engine(url, pool_size=5, max_overflow=5, pool_timeout=5)
 
 
 @contextmanager
@@ -152,6 +155,13 @@ class Database:
             _write_intent.reset(token)
             if own:
                 session.close()
+
+    def reader(self) -> Connection:
+        """A connection for reads only, in autocommit (SQLite reads are autocommit already)."""
+        connection = self.engine.connect()
+        if self.engine.dialect.name != "sqlite":
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        return connection
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
