@@ -12,11 +12,12 @@ from sqlalchemy import bindparam, insert, select, update
 
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
-from app.grants.identified import sign_in
-from app.models import AuthSession, Consumer, ExchangeCode, ExternalIdentity, new_id
+from app.grants.identified import insert_consumer, sign_in
+from app.models import ExchangeCode, ExternalIdentity
 from app.ratelimit import client_ip
 from app.security.context import RequestContext, guest_caller
 from app.security.keys import constant_time_equal, keyed_hash
+from app.services.sessions import revoke_one
 
 EXCHANGE_CODE_LIFETIME = timedelta(seconds=60)  # fixed by the contract
 
@@ -64,7 +65,7 @@ class ExternalExchangeGrant(BaseGrant):
             elif row.consumed_at is not None:
                 # A replayed code has leaked (RFC 6749 §4.1.2): end the session it made.
                 if row.session_id:
-                    connection.execute(_REVOKE, {"session_id": row.session_id, "now": clock()})
+                    revoke_one(connection, row.session_id, "exchange_code_replayed")
                 outcome = "exchange_code_invalid"
             elif row.expires_at <= clock():
                 outcome = "exchange_code_expired"
@@ -88,9 +89,7 @@ class ExternalExchangeGrant(BaseGrant):
         now = self.server.clock()
         identity = connection.execute(_FIND_IDENTITY, triple).first()
         if identity is None:
-            consumer_id = new_id("cons")
-            connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": row.organization_id,
-                                                  "mode": row.mode, "created_at": now})
+            consumer_id = insert_consumer(connection, "cons", row.organization_id, row.mode)
             connection.execute(_INSERT_IDENTITY, {**triple, "consumer_id": consumer_id, "claims": row.claims or {},
                                                   "created_at": now, "updated_at": now})
             return consumer_id
@@ -104,12 +103,8 @@ _IDENTITIES = ExternalIdentity.__table__
 _SELECT_CODE = select(_CODES).where(_CODES.c.code_hash == bindparam("code_hash")).with_for_update()
 _CONSUME = (update(_CODES).where(_CODES.c.code_hash == bindparam("code"))
             .values(consumed_at=bindparam("now"), session_id=bindparam("made_session")))
-_REVOKE = (update(AuthSession.__table__).where(AuthSession.__table__.c.id == bindparam("session_id"),
-                                               AuthSession.__table__.c.revoked_at.is_(None))
-           .values(revoked_at=bindparam("now"), revoked_reason="exchange_code_replayed"))
 _FIND_IDENTITY = select(_IDENTITIES.c.id, _IDENTITIES.c.consumer_id).where(
     *(_IDENTITIES.c[name] == bindparam(name) for name in ("organization_id", "mode", "provider", "issuer", "subject")))
-_INSERT_CONSUMER = insert(Consumer.__table__)
 _INSERT_IDENTITY = insert(_IDENTITIES)
 _UPDATE_CLAIMS = (update(_IDENTITIES).where(_IDENTITIES.c.id == bindparam("identity_id"))
                   .values(claims=bindparam("claims"), updated_at=bindparam("now")))

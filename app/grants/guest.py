@@ -1,18 +1,12 @@
-"""Guest sessions: an anonymous consumer and its first token pair."""
+"""Guest sessions: an anonymous consumer and its first token pair (two Core inserts in one
+transaction, then two signatures outside it: the hot path of a drop)."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert
-
-from app.db import utcnow
 from app.grants.base import BaseGrant
-from app.models import Consumer, new_id
-from app.services.sessions import insert_session, new_session
+from app.grants.identified import insert_consumer
+from app.services.sessions import insert_session, new_session_row
 from app.services.views import session_body
-
-# Two Core inserts (consumer, then session) in one transaction: the hot path of a drop.
-_INSERT_CONSUMER = insert(Consumer.__table__).values(
-    {name: bindparam(name) for name in ("id", "organization_id", "mode", "created_at")})
 
 
 class GuestGrant(BaseGrant):
@@ -25,11 +19,10 @@ class GuestGrant(BaseGrant):
     def create_token_response(self) -> tuple[int, dict]:
         ctx = self.request.ctx
         kid = self.server.tokens.keyring.current().kid
-        consumer_id = new_id("guest")
-        row, access, refresh = new_session(self.server.tokens, kid, self.server.app_secret, ctx.organization,
-                                           ctx.mode, consumer_id, self.SESSION_TYPE)
         with self.server.db.write() as connection:
-            connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": ctx.organization_id,
-                                                  "mode": ctx.mode, "created_at": utcnow()})
+            consumer_id = insert_consumer(connection, "guest", ctx.organization_id, ctx.mode)
+            row, generation = new_session_row(kid, self.server.app_secret, ctx.organization, ctx.mode,
+                                              consumer_id, self.SESSION_TYPE)
             insert_session(connection, row)
+        access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 201, session_body(row, access, refresh, guest_id=consumer_id)

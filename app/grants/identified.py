@@ -21,6 +21,15 @@ _FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bin
 _INSERT_CONSUMER = insert(CONSUMERS)
 
 
+def insert_consumer(connection: Connection, prefix: str, organization_id: str, mode: str, **identity) -> str:
+    """A new consumer (`guest_…` or `cons_…`), by one Core insert; returns its id."""
+    consumer_id = new_id(prefix)
+    connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
+                                          "created_at": utcnow(), "email": identity.get("email"),
+                                          "phone": identity.get("phone")})
+    return consumer_id
+
+
 def find_or_create_consumer(connection: Connection, organization_id: str, mode: str, **identity) -> str:
     """The id of the consumer with this email or phone in the tenant, created on first sign-in."""
     (column, value), = identity.items()
@@ -28,10 +37,7 @@ def find_or_create_consumer(connection: Connection, organization_id: str, mode: 
                                                "value": value}).scalar()
     if found is not None:
         return found
-    consumer_id = new_id("cons")
-    connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
-                                          "created_at": utcnow(), "email": None, "phone": None, **identity})
-    return consumer_id
+    return insert_consumer(connection, "cons", organization_id, mode, **identity)
 
 
 def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str):

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import bindparam, update
-
 from app.db import utcnow
 from app.errors import ApiError
 from app.grants.base import BaseGrant
-from app.models import AuthSession
 from app.security.keys import constant_time_equal
 from app.services.sessions import (
     lock_session,
     refresh_hash,
+    revoke_one,
     rotate,
     save_rotation,
     successor_generation,
@@ -57,13 +55,10 @@ class RefreshTokenGrant(BaseGrant):
                                           row.refresh_hash)):
                 generation = successor_generation(row, secret, claims["jti"])
             else:
-                connection.execute(_REVOKE_REUSED, {"session_id": row.id, "now": utcnow()})
+                revoke_one(connection, row.id, "refresh_token_reused")
                 generation = None
         if generation is None:
             raise ApiError("refresh_token_reused")
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 200, {"access_token": access, "refresh_token": refresh}
 
-
-_REVOKE_REUSED = (update(AuthSession.__table__).where(AuthSession.__table__.c.id == bindparam("session_id"))
-                  .values(revoked_at=bindparam("now"), revoked_reason="refresh_token_reused"))

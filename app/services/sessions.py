@@ -58,6 +58,15 @@ _UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id
                    .values({name: bindparam(name) for name in _ROTATED}))
 
 
+_REVOKE_ONE = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"), SESSIONS.c.revoked_at.is_(None))
+               .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")))
+
+
+def revoke_one(connection: Connection, session_id: str, reason: str) -> None:
+    """End one session, on the hot path's Core connection (see `revoke` for the ORM one)."""
+    connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": utcnow(), "reason": reason})
+
+
 def lock_session(connection: Connection, session_id: str) -> AuthSession | None:
     """The session row, locked for this transaction (FOR UPDATE; SQLite's write lock is held
     already), as a detached value: the hot path writes it back with one Core UPDATE."""
@@ -80,26 +89,17 @@ def new_session_row(kid: str, app_secret: str, organization, mode: str, consumer
     return row, generation_of(row, access_jti, refresh_jti)
 
 
-def new_session(tokens: TokenService, kid: str, app_secret: str, organization, mode: str, consumer_id: str,
-                session_type: str) -> tuple[AuthSession, str, str]:
-    """A new session row (not yet stored) and its first token pair, signed with key `kid`.
-
-    Signing happens here, before any transaction: on SQLite the write lock is held only for the
-    inserts. Callers take `kid` from the keyring before their transaction too."""
-    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type)
-    access, refresh = tokens.sign_pair(generation)
-    return row, access, refresh
-
-
 def insert_session(connection: Connection, row: AuthSession) -> None:
     connection.execute(_INSERT_SESSION, {column.key: getattr(row, column.key) for column in SESSIONS.columns})
 
 
 def start_session(session: Session, tokens: TokenService, kid: str, app_secret: str, organization, mode: str,
                   consumer_id: str, session_type: str) -> tuple[AuthSession, str, str]:
-    """`new_session` stored in the caller's (ORM session) transaction."""
-    row, access, refresh = new_session(tokens, kid, app_secret, organization, mode, consumer_id, session_type)
+    """A session started in the caller's ORM transaction, and its signed first pair (the CLI-side
+    and seeding form; the grants insert on their Core transaction and sign after it)."""
+    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type)
     insert_session(session.connection(), row)
+    access, refresh = tokens.sign_pair(generation)
     return row, access, refresh
 
 
