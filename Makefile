@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
 
-.PHONY: run test test-sqlite test-postgres lint fuzz bench clean
+.PHONY: run test test-sqlite test-postgres lint fuzz bench profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
 		else sudo apt-get install -y -q wrk; fi; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Where a worker's CPU goes under the guest and refresh loads (py-spy); writes bench/PROFILE.md.
+profile: $(VENV)/.dev
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
+		else sudo apt-get install -y -q wrk; fi; }
+	$(BIN)/python bench/profile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

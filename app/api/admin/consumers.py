@@ -27,7 +27,7 @@ def consumer_views(session, consumers: list[Consumer]) -> list[dict]:
 @blp.route("/consumers")
 class Consumers(MethodView):
     @requires("secret")
-    @blp.arguments(ConsumerListArgs, location="query")
+    @blp.arguments(ConsumerListArgs(), location="query")
     @blp.response(200, ConsumerPage)
     def get(self, args):
         """List consumers

@@ -23,7 +23,7 @@ from app.services.paging import page
 @blp.route("/experiences")
 class Experiences(MethodView):
     @requires("secret")
-    @blp.arguments(PageArgs, location="query")
+    @blp.arguments(PageArgs(), location="query")
     @blp.response(200, ExperiencePage)
     def get(self, args):
         """List experiences
@@ -36,7 +36,7 @@ class Experiences(MethodView):
         return page(db_session(), query, Experience.id, args["limit"], args.get("starting_after"))
 
     @requires("secret")
-    @blp.arguments(ExperienceIn, example={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})
+    @blp.arguments(ExperienceIn(), example={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})
     @blp.response(201, ExperienceOut)
     @blp.alt_response(400, schema=ErrorSchema, description="Validation error")
     def post(self, data):

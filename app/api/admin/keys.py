@@ -32,7 +32,7 @@ class Keys(MethodView):
         return {"data": list(db_session().scalars(live_keys_query(ctx.organization_id, ctx.mode, utcnow())))}
 
     @requires("secret")
-    @blp.arguments(KeyCreate, example={"type": "publishable"})
+    @blp.arguments(KeyCreate(), example={"type": "publishable"})
     @blp.response(201, KeyCreated)
     def post(self, data):
         """Create a key
@@ -49,7 +49,7 @@ class Keys(MethodView):
 @blp.route("/keys/<string:key_id>/roll")
 class RollKey(MethodView):
     @requires("secret")
-    @blp.arguments(KeyRoll, example={"expiresIn": 3600})
+    @blp.arguments(KeyRoll(), example={"expiresIn": 3600})
     @blp.response(201, KeyCreated)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
     def post(self, data, key_id):

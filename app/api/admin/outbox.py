@@ -16,7 +16,7 @@ from app.security.context import current_context, requires
 @blp.route("/test/otp-messages")
 class Outbox(MethodView):
     @requires("secret")
-    @blp.arguments(OutboxArgs, location="query")
+    @blp.arguments(OutboxArgs(), location="query")
     @blp.response(200, OutboxList)
     @blp.alt_response(403, schema=ErrorSchema, description="A live-mode key: the outbox exists only in test mode")
     def get(self, args):

@@ -18,7 +18,7 @@ from app.services.paging import page
 @blp.route("/queues")
 class Queues(MethodView):
     @requires("secret")
-    @blp.arguments(QueueListArgs, location="query")
+    @blp.arguments(QueueListArgs(), location="query")
     @blp.response(200, QueuePage)
     def get(self, args):
         """List queues
@@ -37,7 +37,7 @@ class Queues(MethodView):
         return result
 
     @requires("secret")
-    @blp.arguments(QueueIn, example={"experienceId": "exp_01HXYZ123456789ABCDEFGHJK", "name": "Main queue",
+    @blp.arguments(QueueIn(), example={"experienceId": "exp_01HXYZ123456789ABCDEFGHJK", "name": "Main queue",
                                      "capacity": 1000})
     @blp.response(201, QueueOut)
     @blp.alt_response(400, schema=ErrorSchema, description="Validation error, or an unknown experience")

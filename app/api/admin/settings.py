@@ -21,7 +21,7 @@ class Settings(MethodView):
         return current_context().organization
 
     @requires("secret")
-    @blp.arguments(SettingsSchema, example={"accessTokenTtl": 900})
+    @blp.arguments(SettingsSchema(), example={"accessTokenTtl": 900})
     @blp.response(200, SettingsSchema)
     def patch(self, data):
         """Change the organization's settings

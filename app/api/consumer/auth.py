@@ -41,7 +41,7 @@ class Guest(MethodView):
 @blp.route("/auth/refresh")
 class Refresh(MethodView):
     @requires("publishable")
-    @blp.arguments(RefreshIn)
+    @blp.arguments(RefreshIn())
     @blp.response(200, TokenPair)
     @blp.alt_response(401, schema=ErrorSchema, description="`refresh_token_invalid`, `refresh_token_expired` "
                                                            "or `refresh_token_reused` (the session is revoked)")
@@ -58,7 +58,7 @@ class Refresh(MethodView):
 @blp.route("/auth/logout")
 class Logout(MethodView):
     @requires("token")
-    @blp.arguments(LogoutIn, example={"scope": "local"})
+    @blp.arguments(LogoutIn(), example={"scope": "local"})
     @blp.response(204)
     def post(self, data):
         """End sessions

@@ -15,7 +15,7 @@ from app.security.context import current_context, requires
 @blp.route("/auth/external/authorize")
 class ExternalAuthorize(MethodView):
     @requires("secret")
-    @blp.arguments(AuthorizeIn, example={"provider": "your-platform", "issuer": "https://your-domain.com",
+    @blp.arguments(AuthorizeIn(), example={"provider": "your-platform", "issuer": "https://your-domain.com",
                                          "subject": "user_123456",
                                          "claims": {"email": "john@example.com", "name": "John Doe"}})
     @blp.response(201, AuthorizeOut)
@@ -33,7 +33,7 @@ class ExternalAuthorize(MethodView):
 @blp.route("/auth/external/exchange")
 class ExternalExchange(MethodView):
     @requires("publishable")
-    @blp.arguments(ExchangeIn, example={"exchangeCode": "exc_…"})
+    @blp.arguments(ExchangeIn(), example={"exchangeCode": "exc_…"})
     @blp.response(200, SessionTokens)
     @blp.alt_response(401, schema=ErrorSchema, description="`exchange_code_invalid` or `exchange_code_expired`")
     def post(self, data):

@@ -17,7 +17,7 @@ from app.security.context import current_context, requires
 @blp.route("/auth/otp/request")
 class OtpRequest(MethodView):
     @requires("publishable")
-    @blp.arguments(OtpRequestIn, example={"email": "ann@example.com"})
+    @blp.arguments(OtpRequestIn(), example={"email": "ann@example.com"})
     @blp.response(202, OtpRequestOut)
     @blp.alt_response(400, schema=ErrorSchema, description="`invalid_email`, `invalid_phone` or `validation_error`")
     @blp.alt_response(429, schema=ErrorSchema, description="Resend cooldown or hourly budget spent (`Retry-After`)")
@@ -40,7 +40,7 @@ class OtpRequest(MethodView):
 @blp.route("/auth/otp/verify")
 class OtpVerify(MethodView):
     @requires("publishable")
-    @blp.arguments(OtpVerifyIn, example={"email": "ann@example.com", "code": "123456"})
+    @blp.arguments(OtpVerifyIn(), example={"email": "ann@example.com", "code": "123456"})
     @blp.response(200, SessionTokens)
     @blp.alt_response(401, schema=ErrorSchema, description="`otp_invalid` or `otp_expired`")
     @blp.alt_response(429, schema=ErrorSchema, description="Too many wrong codes for this identifier or address")
