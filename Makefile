@@ -49,13 +49,13 @@ fuzz: $(VENV)/.dev
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
 		else sudo apt-get install -y -q wrk; fi; }
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Where a worker's CPU goes under the guest and refresh loads (py-spy); writes bench/PROFILE.md.
 profile: $(VENV)/.dev
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
 		else sudo apt-get install -y -q wrk; fi; }
-	$(BIN)/python bench/profile.py
+	$(BIN)/python -m bench.profile
 
 clean:
 	rm -rf $(VENV) .pytest_cache

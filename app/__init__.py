@@ -16,7 +16,11 @@ def create_app(config: dict | None = None) -> Flask:
     Everything stateful (database, keyring, grants, limiter, OpenAPI) is made here, per app.
     """
     from app.api.admin import blp as admin_blp
+    from app.api.admin import consumers, experiences, keys, outbox, queues, settings  # noqa: F401 (routes)
+    from app.api.consumer import auth, external, otp  # noqa: F401 (routes)
     from app.api.consumer import blp as consumer_blp
+    from app.api.consumer import experiences as consumer_experiences  # noqa: F401 (routes)
+    from app.api.consumer import queues as consumer_queues  # noqa: F401 (routes)
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.wellknown import blp as wellknown_blp

@@ -3,6 +3,8 @@ schemes, and Swagger UI served from the app's own files."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint
 from flask import send_from_directory
@@ -51,7 +53,7 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     # Every location follows the schema's own `unknown` (RAISE): an unknown query parameter is a
     # validation error too, as the document says (additionalProperties: false).
-    DEFAULT_UNKNOWN_BY_LOCATION: dict = {}
+    DEFAULT_UNKNOWN_BY_LOCATION: ClassVar[dict] = {}
 
 
 class Blueprint(SmorestBlueprint):

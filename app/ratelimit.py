@@ -67,7 +67,7 @@ class RateLimits:
             retry_after = self._retry_after(item, keys)
         except ApiError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
         raise ApiError("rate_limited", headers={"Retry-After": retry_after})
@@ -80,7 +80,7 @@ class RateLimits:
             if self.limiter.limiter.test(item, *keys):
                 return
             retry_after = self._retry_after(item, keys)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
         raise ApiError("rate_limited", headers={"Retry-After": retry_after})
@@ -89,17 +89,17 @@ class RateLimits:
         """Count a failure against a budget (never refuses by itself; see `check`)."""
         try:
             self.limiter.limiter.hit(self._item(limit), name, *keys)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             log.warning("rate limit storage unavailable for %s: %s", name, type(exc).__name__)
 
     def clear(self, name: str, limit: str, *keys: str) -> None:
         try:
             self.limiter.limiter.clear(self._item(limit), name, *keys)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             log.warning("rate limit storage unavailable for %s: %s", name, type(exc).__name__)
 
     def ping(self) -> bool:
         try:
             return bool(self.limiter.storage.check())
-        except Exception:
+        except Exception:  # noqa: BLE001 - any limit-storage failure
             return False

@@ -14,10 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.run import APP_SECRET, LUA, OUT, Gunicorn, Seeder, refresh_env, refresh_sessions  # noqa: E402
+from bench.run import (
+    APP_SECRET,
+    LUA,
+    OUT,
+    ROOT,
+    Gunicorn,
+    Seeder,
+    refresh_env,
+    refresh_sessions,
+)
 
 # Groups of frames, most specific first: a sample counts for the first group it is under.
 GROUPS = [
@@ -89,8 +95,8 @@ def main() -> None:
         sections.append("")
     seeder.close()
     text = "\n".join(["# Profile of one gunicorn worker (py-spy --gil, SQLite, 4 workers, wrk 32 connections)", "",
-                      "Made by `make profile` (`bench/profile.py`). Each sample counts for the first group "
-                      "(most specific first) whose frames it is under.", "", *sections])
+                      ("Made by `make profile` (`bench/profile.py`). Each sample counts for the first group "
+                       "(most specific first) whose frames it is under."), "", *sections])
     (ROOT / "bench" / "PROFILE.md").write_text(text)
     print(text)
 

@@ -31,7 +31,7 @@ APP_SECRET = "bench-app-secret-" + "b" * 32
 CONNECTIONS, THREADS = 32, 2
 WORKERS = "4"
 
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # also when run as a script, not with -m
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class Gunicorn:
                                         stderr=subprocess.STDOUT)
         for _ in range(150):
             try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1)  # noqa: S310 - loopback
+                urllib.request.urlopen(self.url + "/healthz", timeout=1)
                 return self
             except OSError as exc:
                 if getattr(exc, "code", None):  # an HTTP answer (the baseline has no /healthz)
@@ -352,12 +352,13 @@ TARGETS = {"guest session": ("sign", 0.30), "refresh": ("sign", 0.35), "OTP veri
 
 def report(base: dict, backends: dict, scale: dict, meta: dict) -> str:
     lines = ["# Benchmark results", "",
-             f"Measured {meta['date']} by `{meta['command']}` ({meta['seconds']} s × {meta['runs']} runs per "
-             f"scenario after a 2 s warm-up; medians; wrk {CONNECTIONS} connections, {THREADS} threads, on loopback).",
+             (f"Measured {meta['date']} by `{meta['command']}` ({meta['seconds']} s × {meta['runs']} runs per "
+              f"scenario after a 2 s warm-up; medians; wrk {CONNECTIONS} connections, {THREADS} threads, "
+              "on loopback)."),
              "", f"Machine: {meta['machine']}. Versions: {meta['versions']}.", "",
-             f"Every server is gunicorn with {WORKERS} sync workers (`gunicorn.conf.py`). The **baseline** is "
-             "`bench/baseline.py`: a bare Flask app that signs one EdDSA JWT (`POST /sign`) or verifies one "
-             "(`GET /verify`), measured in the same run. Ratios are Usher's req/s over the baseline's.", "",
+             (f"Every server is gunicorn with {WORKERS} sync workers (`gunicorn.conf.py`). The **baseline** is "
+              "`bench/baseline.py`: a bare Flask app that signs one EdDSA JWT (`POST /sign`) or verifies one "
+              "(`GET /verify`), measured in the same run. Ratios are Usher's req/s over the baseline's."), "",
              "| baseline | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---|---|---|"]
     for name, r in base.items():
         lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} |")

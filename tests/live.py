@@ -38,11 +38,11 @@ class Reply:
 
 def http(method: str, url: str, headers: dict | None = None, body: dict | None = None, timeout: float = 30) -> Reply:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))  # noqa: S310
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http on loopback
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
             return Reply(response.status, json.loads(raw) if raw else None, dict(response.headers))
     except urllib.error.HTTPError as error:
@@ -250,7 +250,7 @@ class PostgresServer:
     def init(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.workdir, "postgres")
-            os.chmod(self.workdir, 0o755)  # noqa: S103 - the postgres user must enter it
+            os.chmod(self.workdir, 0o755)  # the postgres user must enter it
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def start(self) -> None:

@@ -11,7 +11,7 @@ def main(pg_url: str, redis_url: str) -> int:
         with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), connect_timeout=2):
             pass
         redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means not available
         print(f"not available: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -222,7 +222,11 @@ def test_private_keys_are_encrypted_at_rest(app, tenant):
         rows = session.scalars(select(SigningKey)).all()
     for row in rows:
         entry = app.extensions["usher"].auth.tokens.keyring.get(row.kid)
-        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
 
         raw = entry.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         assert raw not in row.private_key_encrypted

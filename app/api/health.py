@@ -46,7 +46,7 @@ class Readiness(MethodView):
             with usher.db.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
             database = "ok"
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means not ready
             database = "unavailable"
         limits = "ok" if usher.limits.ping() else "unavailable"
         ready = database == limits == "ok"

@@ -5,4 +5,3 @@ from app.openapi import Blueprint
 blp = Blueprint("admin", __name__, url_prefix="/api/v1",
                 description="Admin API: secret key (`Authorization: Bearer sk_…`), server-side only.")
 
-from app.api.admin import consumers, experiences, keys, outbox, queues, settings  # noqa: E402,F401  (registers routes)

@@ -7,7 +7,12 @@ from app.api.admin import blp
 from app.api.helpers import db_session, tenant_get, transaction
 from app.models import AuthSession, Consumer, ExternalIdentity
 from app.openapi import ErrorSchema
-from app.schemas.consumers import ConsumerListArgs, ConsumerOut, ConsumerPage, SessionList
+from app.schemas.consumers import (
+    ConsumerListArgs,
+    ConsumerOut,
+    ConsumerPage,
+    SessionList,
+)
 from app.security.context import current_context, requires
 from app.services.paging import page
 from app.services.sessions import revoke

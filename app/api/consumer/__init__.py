@@ -6,4 +6,3 @@ blp = Blueprint("consumer", __name__, url_prefix="/api/v1",
                 description="Consumer API: publishable key (`X-Publishable-Key`), plus a consumer "
                             "access token where a consumer acts.")
 
-from app.api.consumer import auth, experiences, external, otp, queues  # noqa: E402,F401  (registers routes)
