@@ -18,6 +18,11 @@ else:
     workers = 1
     worker_class = "gthread"
     threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# The longest request line gunicorn takes (its maximum): every documented query parameter at
+# its maximum length, percent-encoded, must reach the app and get a JSON answer (fuzzer finding:
+# at gunicorn's default of 4094 a long query got gunicorn's own HTML 414). nginx's default
+# large_client_header_buffers (8k) matches.
+limit_request_line = 8190
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
