@@ -10,7 +10,8 @@ from tests.live import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)")
-SCREENSHOT = ROOT / "docs" / "swagger-ui-guest.png"
+# A test artifact (git-ignored); docs/swagger-ui-guest.png is a checked-in copy of one.
+SCREENSHOT = ROOT / "test-artifacts" / "swagger-ui-guest.png"
 
 
 def test_swagger_ui_authorizes_and_executes_a_guest_session(live_server, actions):
