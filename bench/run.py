@@ -166,7 +166,7 @@ class Seeder:
 
             organization = session.get(Organization, self.org_id)
             for i in range(count):
-                request_code(self.usher.db, session, self.usher.senders, self.usher.limits, APP_SECRET,
+                request_code(self.usher.db, self.usher.senders, self.usher.limits, APP_SECRET,
                              organization, "test", Identifier("email", f"b{self.batch}-{i}@bench.example"))
             rows = session.scalars(select(CapturedMessage).where(CapturedMessage.organization_id == self.org_id,
                                                                  CapturedMessage.created_at >= start)).all()

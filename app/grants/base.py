@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
-
 from app.db import Database, utcnow
 from app.ratelimit import RateLimits
 from app.security.context import RequestContext
@@ -21,7 +19,6 @@ from app.tokens.service import TokenService
 class TokenRequest:
     ctx: RequestContext
     data: dict = field(default_factory=dict)
-    session: Session | None = None  # the request's database session
 
 
 class BaseGrant:
@@ -55,9 +52,6 @@ class AuthServer:
 
     def register_grant(self, grant_cls: type[BaseGrant]) -> None:
         self._grants[grant_cls.GRANT_TYPE] = grant_cls
-
-    def has_grant(self, grant_type: str) -> bool:
-        return grant_type in self._grants
 
     def create_token_response(self, grant_type: str, request: TokenRequest) -> tuple[int, dict]:
         grant = self._grants[grant_type](self, request)

@@ -6,9 +6,9 @@ import logging
 import secrets
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
 from app.delivery.base import DeliveryError, Message
@@ -49,17 +49,17 @@ def request_limits(limits: RateLimits, organization: Organization, mode: str, id
     limits.hit("otp_request_identifier", f"{organization.otp_requests_per_hour} per hour", *tenant, identifier.value)
 
 
-def _store(session: Session, values: dict) -> None:
+def _store(connection: Connection, values: dict) -> None:
     """Insert the code, or replace the identifier's previous one in place (one statement)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = insert(OtpCode).values(**values)
     replace = {k: statement.excluded[k] for k in ("channel", "code_hash", "created_at", "expires_at")}
-    session.execute(statement.on_conflict_do_update(
+    connection.execute(statement.on_conflict_do_update(
         index_elements=["organization_id", "mode", "identifier"],
         set_={**replace, "attempts": 0, "consumed_at": None}))
 
 
-def request_code(db: Database, session: Session, senders: Senders, limits: RateLimits, app_secret: str,
+def request_code(db: Database, senders: Senders, limits: RateLimits, app_secret: str,
                  organization: Organization, mode: str, identifier: Identifier) -> datetime:
     """Send a new code and keep only its hash. Delivery comes first: if it fails, the previous
     code (if any) still works, the cooldown is given back, and the answer is 503."""
@@ -72,7 +72,6 @@ def request_code(db: Database, session: Session, senders: Senders, limits: RateL
                            f"It expires in {minutes} minute{'s' if minutes != 1 else ''}.",
                       organization_id=organization.id, mode=mode)
     sender = senders.for_message(identifier.channel, mode)
-    session.commit()  # end the request's read: no database transaction stays open during delivery
     try:
         sender.send(message)
     except DeliveryError as exc:
@@ -82,8 +81,8 @@ def request_code(db: Database, session: Session, senders: Senders, limits: RateL
                      identifier.value)
         raise ApiError("service_unavailable", "The code could not be sent. Please try again.",
                        headers={"Retry-After": "5"}) from None
-    with db.transaction(session) as tx:
-        _store(tx, {"organization_id": organization.id, "mode": mode, "identifier": identifier.value,
+    with db.write() as connection:  # after delivery: no transaction is open while a sender works
+        _store(connection, {"organization_id": organization.id, "mode": mode, "identifier": identifier.value,
                     "channel": identifier.channel, "attempts": 0, "created_at": now, "expires_at": expires_at,
                     "code_hash": code_hash(app_secret, organization.id, mode, identifier.value, code)})
     log.info("otp sent: sender=%s to=%s org=%s mode=%s", sender.name, mask(identifier), organization.id, mode)

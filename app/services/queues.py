@@ -31,17 +31,6 @@ def queue_view(session: Session, queue: Queue, time_zone: str | None) -> dict:
             "status": queue_status(queue, utcnow()), "consumer_count": queued_count(session, queue.id)}
 
 
-def state_view(session: Session, entry: QueueEntry) -> dict:
-    position = None
-    if entry.status == "QUEUED":
-        ahead = session.scalar(select(func.count()).select_from(QueueEntry).where(
-            QueueEntry.queue_id == entry.queue_id, QueueEntry.status == "QUEUED",
-            QueueEntry.sequence < entry.sequence))
-        position = ahead + 1
-    return {"queue_id": entry.queue_id, "consumer_id": entry.consumer_id, "status": entry.status,
-            "position": position, "entered_at": entry.entered_at, "admitted_at": entry.admitted_at}
-
-
 def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry | None:
     return session.scalar(select(QueueEntry).where(QueueEntry.queue_id == queue_id,
                                                    QueueEntry.consumer_id == consumer_id))
@@ -81,6 +70,7 @@ def leave(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
         raise ApiError("not_found", "You have not entered this queue.")
     if entry.status == "QUEUED":
         entry.status, entry.left_at = "LEFT", utcnow()
+        session.flush()
     return entry
 
 

@@ -4,7 +4,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.helpers import db_session, transaction
+from app.api.helpers import transaction
 from app.grants.base import TokenRequest
 from app.models import AuthSession
 from app.openapi import ErrorSchema
@@ -17,7 +17,7 @@ from app.services.sessions import revoke
 def grant_response(grant_type: str, data: dict | None = None) -> tuple[dict, int]:
     server = current_app.extensions["usher"].auth
     status, body = server.create_token_response(
-        grant_type, TokenRequest(ctx=current_context(), data=data or {}, session=db_session()))
+        grant_type, TokenRequest(ctx=current_context(), data=data or {}))
     return body, status
 
 

@@ -5,7 +5,6 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.consumer.auth import grant_response
-from app.api.helpers import db_session
 from app.openapi import ErrorSchema
 from app.otp.identifiers import identifier_from
 from app.otp.service import request_code, request_limits
@@ -32,7 +31,7 @@ class OtpRequest(MethodView):
         usher = current_app.extensions["usher"]
         identifier = identifier_from(data)
         request_limits(usher.limits, ctx.organization, ctx.mode, identifier, client_ip())
-        expires_at = request_code(usher.db, db_session(), usher.senders, usher.limits,
+        expires_at = request_code(usher.db, usher.senders, usher.limits,
                                   current_app.config["APP_SECRET"], ctx.organization, ctx.mode, identifier)
         return {"sent": True, "expires_at": expires_at}
 

@@ -50,8 +50,9 @@ class EnterQueue(MethodView):
         ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
-            entry = queues.enter(session, queue, ctx.consumer_id)
-            return queues.state_view(session, entry)
+            queues.enter(session, queue, ctx.consumer_id)
+            return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
+                                         ctx.mode)
 
 
 @blp.route("/queues/<string:queue_id>/status")
@@ -75,7 +76,9 @@ class LeaveQueue(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
     def post(self, queue_id):
         """Leave a queue"""
+        ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
-            entry = queues.leave(session, queue, current_context().consumer_id)
-            return queues.state_view(session, entry)
+            queues.leave(session, queue, ctx.consumer_id)
+            return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
+                                         ctx.mode)
