@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import itertools
 import os
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.conftest import APP_SECRET
@@ -53,6 +55,23 @@ def credentials(security: list[dict] | None, keys: dict, access_token: str) -> d
     return {"Authorization": f"Bearer {keys['secretKey']}"}
 
 
+def checks_for(case, response) -> list:
+    """Every check, except "invalid data must be rejected" when what reached the server was valid.
+
+    Two negations never arrive: a removed or broken header, because this test supplies the
+    credentials itself, and an undocumented query parameter with no value, which the HTTP client
+    leaves out (seen: `?email=Ô&limit=100` reported as carrying an extra parameter)."""
+    negated = {location for location, info in case.meta.components.items()
+               if info.mode == GenerationMode.NEGATIVE} if case.meta else set()
+    documented = {parameter["name"] for parameter in case.operation.definition.raw.get("parameters", [])
+                  if parameter.get("in") == "query"}
+    sent = set(parse_qs(urlsplit(response.request.url).query, keep_blank_values=True))
+    arrived = negated - {ParameterLocation.HEADER} - ({ParameterLocation.QUERY} if sent <= documented else set())
+    if negated and not arrived:
+        return [check for check in CHECKS if check is not openapi_checks.negative_data_rejection]
+    return CHECKS
+
+
 def test_api_conforms_to_its_openapi_document(fuzz_target):
     """Every operation, valid and invalid inputs, MAX_EXAMPLES cases each, fresh guest credentials.
 
@@ -77,7 +96,8 @@ def test_api_conforms_to_its_openapi_document(fuzz_target):
                 assert guest.status == 201, guest.body
                 token = guest.body["accessToken"]
             headers = credentials(security, keys, token)
-            case.call_and_validate(base_url=server.url, headers=headers, checks=CHECKS)
+            response = case.call(base_url=server.url, headers=headers)
+            case.validate_response(response, checks=checks_for(case, response), headers=headers)
 
         try:
             exercise()
