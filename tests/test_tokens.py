@@ -213,23 +213,31 @@ def test_signing_key_rotation_keeps_old_tokens_valid(app_config, database_url):
 
 
 def test_private_keys_are_encrypted_at_rest(app, tenant):
+    """Read from the table, not the keyring's cache: every stored private key is sealed with a
+    key derived from APP_SECRET (another secret cannot open it) and its raw bytes never appear.
+    Independent of which keys another test or process has rotated in meanwhile."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     from sqlalchemy import select
 
     from app.models import SigningKey
+    from app.security.crypto import Sealer
+    from tests.conftest import APP_SECRET
 
     tenant.guest()
     with app.extensions["usher"].db.sessionmaker() as session:
         rows = session.scalars(select(SigningKey)).all()
+    assert rows
+    sealer, stranger = Sealer(APP_SECRET, "usher signing keys v1"), Sealer("another-secret-" + "y" * 32,
+                                                                           "usher signing keys v1")
     for row in rows:
-        entry = app.extensions["usher"].auth.tokens.keyring.get(row.kid)
-        from cryptography.hazmat.primitives.serialization import (
-            Encoding,
-            NoEncryption,
-            PrivateFormat,
-        )
-
-        raw = entry.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        raw = sealer.open(row.private_key_encrypted, row.kid)
         assert raw not in row.private_key_encrypted
+        public = Ed25519PrivateKey.from_private_bytes(raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        assert public == row.public_key
+        with pytest.raises(InvalidTag):
+            stranger.open(row.private_key_encrypted, row.kid)
 
 
 def test_bearer_only_logout_works_as_in_the_seed(tenant):
