@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -10,61 +11,72 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 __version__ = "0.1.0"
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """Build an app: config, database, extensions, blueprints, CLI and error handlers.
+def configure_logging(level: str) -> None:
+    """One line per record on stderr; called by the entry points (wsgi, gunicorn), not the factory,
+    so that an embedding application keeps its own logging."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build an app: settings, clock, database, extensions, blueprints, CLI and error handlers.
 
     Everything stateful (database, keyring, grants, limiter, OpenAPI) is made here, per app.
+    `config` overrides settings under their environment names (`DATABASE_URL`, …) and may
+    carry Flask's own keys (`TESTING`).
     """
     from app.api.admin import blp as admin_blp
-    from app.api.admin import consumers, experiences, keys, outbox, queues, settings  # noqa: F401 (routes)
-    from app.api.consumer import auth, external, otp  # noqa: F401 (routes)
     from app.api.consumer import blp as consumer_blp
-    from app.api.consumer import experiences as consumer_experiences  # noqa: F401 (routes)
-    from app.api.consumer import queues as consumer_queues  # noqa: F401 (routes)
+    from app.api.grants import build_auth_blueprint
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.wellknown import blp as wellknown_blp
     from app.cli import register_cli
-    from app.config import load_config
+    from app.clock import Clock
+    from app.config import Settings
     from app.db import Database
     from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
-    from app.grants.registry import build_auth_server
+    from app.grants.base import AuthServer
     from app.oauth import build_oauth_server
     from app.observability import register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
     from app.ratelimit import RateLimits, build_limiter
+    from app.security.callers import CallerResolver
     from app.state import Usher
     from app.tokens.keyring import Keyring
     from app.tokens.service import TokenService
 
+    settings = Settings.load(config)
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(docs_config(__version__))
-    app.config.update(load_config())
-    if config:
-        app.config.update(config)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length,
+                      RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri)
+    app.config.update({key: value for key, value in (config or {}).items() if key.isupper()
+                       and key.lower() not in Settings.__dataclass_fields__})
     app.json.sort_keys = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    trusted = int(app.config["TRUSTED_PROXY_COUNT"])
-    if trusted:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted, x_host=0, x_port=0, x_prefix=0)
+    if settings.trusted_proxy_count:
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
 
-    db = Database(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"])
-    keyring = Keyring(db, app.config["APP_SECRET"], app.config["KEYRING_CACHE_SECONDS"])
-    tokens = TokenService(keyring, app.config["ISSUER"], app.config["TOKEN_LEEWAY_SECONDS"])
+    clock = Clock()
+    db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
+    keyring = Keyring(db, settings.app_secret, settings.keyring_cache_seconds, clock)
+    tokens = TokenService(keyring, settings.issuer, settings.token_leeway_seconds, clock)
+    callers = CallerResolver(db, tokens, settings.app_secret, clock)
     limits = RateLimits(build_limiter(app))
-    usher = Usher(db=db, auth=build_auth_server(db, tokens, limits, app.config), limits=limits,
-                  senders=build_senders(db, app.config))
+    auth = AuthServer(db, tokens, limits, settings, callers, clock)
+    auth_blp, grants = build_auth_blueprint(settings)
+    for grant in grants:
+        auth.register_grant(grant)
+    usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits,
+                  senders=build_senders(db, settings, clock))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
 
     api = Api(app)
-    api.register_blueprint(consumer_blp)
-    api.register_blueprint(admin_blp)
-    api.register_blueprint(wellknown_blp)
-    api.register_blueprint(oauth_blp)
-    api.register_blueprint(health_blp)
+    for blueprint in (consumer_blp, auth_blp, admin_blp, wellknown_blp, oauth_blp, health_blp):
+        api.register_blueprint(blueprint)
     app.extensions["oauth"] = build_oauth_server(app)
     app.register_blueprint(swagger_assets_blueprint())
     register_error_handlers(app)

@@ -35,7 +35,7 @@ def upgrade_database(url: str) -> None:
 @db_cli.command("upgrade")
 def db_upgrade():
     """Apply the migrations in migrations/ (idempotent)."""
-    upgrade_database(current_app.config["DATABASE_URL"])
+    upgrade_database(current_app.extensions["usher"].settings.database_url)
     click.echo("database is at the latest revision", err=True)
 
 
@@ -45,7 +45,7 @@ def db_upgrade():
 def org_create(name: str, as_json: bool):
     """Create an organization and its four keys (secret values are shown only now)."""
     with current_app.extensions["usher"].db.transaction() as session:
-        result = create_organization(session, current_app.config["APP_SECRET"], name)
+        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, name)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -62,7 +62,7 @@ def org_ensure_dev():
         if session.scalar(select(Organization.id).limit(1)) is not None:
             click.echo("an organization exists already; its keys were printed when it was created", err=True)
             return
-        result = create_organization(session, current_app.config["APP_SECRET"], "Development")
+        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, "Development")
     keys = result["keys"]["test"]
     click.echo(f"development organization {result['organizationId']} (test mode keys, shown once):")
     click.echo(f"  X-Publishable-Key: {keys['publishableKey']}")

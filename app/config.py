@@ -1,59 +1,158 @@
-"""Settings from the environment, with embedded development defaults.
-
-Everything a deployment may change is read here once, in `load_config`; the rest of the
-application reads `app.config` only.
+"""Typed settings: read once per app from the environment (and the overrides `create_app` is
+given, under the same names), validated, and failing fast with a message that names the
+variable. The rest of Usher reads `Settings` attributes, never the environment.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-INSTANCE_DIR = Path(os.environ.get("USHER_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
+from limits import parse as parse_limit
+
+MIN_APP_SECRET_LENGTH = 32
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def _instance_secret() -> str:
-    """Return the development APP_SECRET, generating it into instance/ on first run."""
-    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    path = INSTANCE_DIR / "app_secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the variable."""
+
+
+def default_instance_dir() -> Path:
+    return Path(os.environ.get("USHER_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
+
+
+def ensure_instance_dir(path: Path) -> Path:
+    """`instance/` holds the generated secret and the SQLite database: owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def instance_secret(instance_dir: Path) -> str:
+    """The development APP_SECRET, generated into `instance/app_secret` on first run.
+
+    Written whole into a private temporary file and then linked into place, so that processes
+    starting together never read a half-written (or empty) secret: exactly one link wins and
+    everybody reads the winner's file."""
+    path = ensure_instance_dir(instance_dir) / "app_secret"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".app_secret.")  # 0600, O_EXCL
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process linked its secret first
+                os.link(tmp, path)  # atomic, and never replaces an existing secret
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip()
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+@dataclass(frozen=True)
+class Settings:
+    """Every deployment setting (see the Configuration table in the README)."""
+
+    database_url: str
+    app_secret: str
+    ratelimit_storage_uri: str = "memory://"
+    issuer: str = "http://127.0.0.1:8000"
+    trusted_proxy_count: int = 0
+    max_content_length: int = 64 * 1024
+    token_leeway_seconds: int = 30
+    refresh_grace_seconds: int = 10
+    keyring_cache_seconds: float = 5
+    guest_rate_limit: str = "60 per minute"
+    exchange_rate_limit: str = "120 per minute"
+    otp_email_sender: str = "console"
+    otp_sms_sender: str = "console"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    otp_email_from: str = "Usher <no-reply@localhost>"
+    sms_webhook_url: str | None = None
+    sms_webhook_timeout: float = 5.0
+    #: Grant types served; empty means all. A disabled grant's route does not exist.
+    enabled_grants: tuple[str, ...] = field(default_factory=tuple)
+    sqlite_busy_timeout_ms: int = 10000
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
+            raise ConfigError(f"APP_SECRET must be at least {MIN_APP_SECRET_LENGTH} characters "
+                              f"(got {len(self.app_secret)}); generate one with "
+                              "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        for name in ("guest_rate_limit", "exchange_rate_limit"):
+            try:
+                parse_limit(getattr(self, name))
+            except ValueError:
+                raise ConfigError(f"{name.upper()} is not a rate limit such as '60 per minute'") from None
+        if self.otp_email_sender not in ("console", "smtp"):
+            raise ConfigError("OTP_EMAIL_SENDER must be 'console' or 'smtp'")
+        if self.otp_sms_sender not in ("console", "webhook"):
+            raise ConfigError("OTP_SMS_SENDER must be 'console' or 'webhook'")
+        if self.otp_sms_sender == "webhook" and not self.sms_webhook_url:
+            raise ConfigError("OTP_SMS_SENDER=webhook needs SMS_WEBHOOK_URL")
+        if self.trusted_proxy_count < 0:
+            raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+
+    def grant_enabled(self, grant_type: str) -> bool:
+        return not self.enabled_grants or grant_type in self.enabled_grants
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `environ` (default: the process environment), then `overrides`, both
+        keyed by the variable names (`DATABASE_URL`, …). Names that are not settings are ignored
+        here (Flask's own config keys pass through `create_app`)."""
+        environ = os.environ if environ is None else environ
+        overrides = overrides or {}
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            name = item.name.upper()
+            if name in overrides:
+                raw = overrides[name]
+            elif environ.get(name) not in (None, ""):
+                raw = environ[name]
+            else:
+                continue
+            values[item.name] = _coerce(name, item.type, raw)
+        if "database_url" not in values or "app_secret" not in values:
+            instance_dir = ensure_instance_dir(default_instance_dir())
+            values.setdefault("database_url", f"sqlite:///{instance_dir / 'usher.sqlite3'}")
+            values.setdefault("app_secret", instance_secret(instance_dir))
+        return cls(**values)
 
 
-def load_config() -> dict:
-    """Read the environment into a Flask config mapping."""
-    return {
-        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'usher.sqlite3'}",
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
-        "APP_SECRET": os.environ.get("APP_SECRET") or _instance_secret(),
-        "ISSUER": os.environ.get("ISSUER", "http://127.0.0.1:8000"),
-        "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
-        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024),
-        "TOKEN_LEEWAY_SECONDS": _int("TOKEN_LEEWAY_SECONDS", 30),
-        "REFRESH_GRACE_SECONDS": _int("REFRESH_GRACE_SECONDS", 10),
-        "KEYRING_CACHE_SECONDS": _int("KEYRING_CACHE_SECONDS", 5),
-        "GUEST_RATE_LIMIT": os.environ.get("GUEST_RATE_LIMIT", "60 per minute"),
-        "EXCHANGE_RATE_LIMIT": os.environ.get("EXCHANGE_RATE_LIMIT", "120 per minute"),
-        "OTP_EMAIL_SENDER": os.environ.get("OTP_EMAIL_SENDER", "console"),
-        "OTP_SMS_SENDER": os.environ.get("OTP_SMS_SENDER", "console"),
-        "SMTP_HOST": os.environ.get("SMTP_HOST", "localhost"),
-        "SMTP_PORT": _int("SMTP_PORT", 25),
-        "SMTP_USERNAME": os.environ.get("SMTP_USERNAME"),
-        "SMTP_PASSWORD": os.environ.get("SMTP_PASSWORD"),
-        "SMTP_STARTTLS": os.environ.get("SMTP_STARTTLS", "false"),
-        "OTP_EMAIL_FROM": os.environ.get("OTP_EMAIL_FROM", "Usher <no-reply@localhost>"),
-        "SMS_WEBHOOK_URL": os.environ.get("SMS_WEBHOOK_URL"),
-        "SMS_WEBHOOK_TIMEOUT": float(os.environ.get("SMS_WEBHOOK_TIMEOUT", "5")),
-        "ENABLED_GRANTS": [g for g in os.environ.get("ENABLED_GRANTS", "").split(",") if g],
-        "SQLITE_BUSY_TIMEOUT_MS": _int("SQLITE_BUSY_TIMEOUT_MS", 10000),
-    }
+def _coerce(name: str, annotation: Any, raw: Any) -> Any:
+    """Environment strings (or override values) into the declared type, or a ConfigError."""
+    kind = str(annotation)
+    try:
+        if raw is None:
+            return None
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).strip().lower() in _TRUE | _FALSE:
+                return str(raw).strip().lower() in _TRUE
+            raise ValueError(raw)
+        if kind.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(item.strip() for item in items if item.strip())
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} has an invalid value {raw!r} (expected {kind})") from None

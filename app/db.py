@@ -101,6 +101,12 @@ def outside_write_intent() -> Iterator[None]:
         _write_intent.reset(token)
 
 
+def private_file(path: str) -> None:
+    """Create `path` owner-only (0600) if it does not exist, and make it so if it does."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 class WriterLock:
     """Serializes SQLite writers of all processes on one file with a kernel lock.
 
@@ -139,6 +145,8 @@ class Database:
         self.engine = make_engine(url, sqlite_busy_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:":
+            private_file(path)  # SQLite gives its -wal and -shm files the database file's mode
         self._writer_lock = WriterLock(path) if path and path != ":memory:" else None
 
     @contextmanager

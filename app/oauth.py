@@ -12,11 +12,11 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
+from werkzeug.datastructures import Authorization
 
 from app.models import AuthSession, Organization
-from app.security.context import resolve_key
 from app.security.keys import constant_time_equal
-from app.services.sessions import refresh_hash, revoke
+from app.services.sessions import refresh_hash, revoke_sessions
 from app.tokens.service import ACCESS, REFRESH, TokenError
 
 CLIENT_AUTH_METHODS = ["secret_key_bearer", "client_secret_basic"]
@@ -30,7 +30,7 @@ class MerchantClient:
         self.mode = mode
 
     def check_client_secret(self, client_secret: str) -> bool:
-        ctx = resolve_key(client_secret, "secret")
+        ctx = _resolve_secret_key(client_secret)
         if ctx is None or not constant_time_equal(ctx.organization_id, self.client_id):
             return False
         self.mode = ctx.mode
@@ -51,7 +51,7 @@ class UsherToken:
         if self.session is None or self.session.revoked_at is not None:
             return True
         if self.claims["tokenType"] == REFRESH:  # a rotated refresh token is used up
-            current = refresh_hash(current_app.config["APP_SECRET"], self.claims["jti"])
+            current = refresh_hash(current_app.extensions["usher"].settings.app_secret, self.claims["jti"])
             return not constant_time_equal(current, self.session.refresh_hash)
         return False
 
@@ -99,7 +99,8 @@ class Revocation(RevocationEndpoint):
     def revoke_token(self, token, request):
         usher = current_app.extensions["usher"]
         with usher.db.transaction(usher.session()) as session:
-            revoke(session, "oauth_revoke", AuthSession.id == token.claims["sessionId"])
+            revoke_sessions(session.connection(), "oauth_revoke", usher.clock(),
+                            AuthSession.id == token.claims["sessionId"])
 
 
 def _query_client(client_id: str) -> MerchantClient | None:
@@ -108,12 +109,18 @@ def _query_client(client_id: str) -> MerchantClient | None:
     return MerchantClient(client_id)
 
 
+def _resolve_secret_key(value: str):
+    usher = current_app.extensions["usher"]
+    return usher.callers.resolve_key(usher.reader(), value, "secret")
+
+
 def _authenticate_secret_key_bearer(query_client, request):
-    """`Authorization: Bearer sk_…`, as every other secret-key endpoint of Usher."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.startswith("sk_"):
+    """`Authorization: Bearer sk_…`, as every other secret-key endpoint of Usher (parsed by
+    Werkzeug, as there)."""
+    auth = Authorization.from_header(request.headers.get("Authorization"))
+    if auth is None or auth.type != "bearer" or not auth.token or not auth.token.startswith("sk_"):
         return None
-    ctx = resolve_key(value.strip(), "secret")
+    ctx = _resolve_secret_key(auth.token.strip())
     return MerchantClient(ctx.organization_id, ctx.mode) if ctx else None
 
 

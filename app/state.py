@@ -1,4 +1,5 @@
-"""What one app owns: its database, the auth server (tokens, grants) and its rate limits.
+"""What one app owns: its settings, clock, database, caller resolver, the auth server
+(tokens, grants), its rate limits and senders.
 
 Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
 """
@@ -13,17 +14,23 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.clock import Clock
+from app.config import Settings
 from app.db import Database
 from app.delivery.registry import Senders
 from app.grants.base import AuthServer
 from app.ratelimit import RateLimits
+from app.security.callers import CallerResolver
 
 log = logging.getLogger("usher.db")
 
 
 @dataclass
 class Usher:
+    settings: Settings
+    clock: Clock
     db: Database
+    callers: CallerResolver
     auth: AuthServer
     limits: RateLimits
     senders: Senders

@@ -126,7 +126,7 @@ class Seeder:
 
     def _ctx(self, session):
         from app.models import Organization
-        from app.security.context import RequestContext
+        from app.security.callers import RequestContext
 
         return RequestContext(organization=session.get(Organization, self.org_id), mode="test", key_type="secret",
                               key_id="bench")
@@ -146,7 +146,7 @@ class Seeder:
                 session.add(consumer)
                 session.flush()
                 _, access, refresh = start_session(session, tokens, kid, APP_SECRET, organization, "test",
-                                                   consumer.id, "guest")
+                                                   consumer.id, "guest", self.usher.clock())
                 out.append({"consumer": consumer.id, "access": access, "refresh": refresh})
         return out
 
@@ -167,7 +167,8 @@ class Seeder:
             organization = session.get(Organization, self.org_id)
             for i in range(count):
                 request_code(self.usher.db, self.usher.senders, self.usher.limits, APP_SECRET,
-                             organization, "test", Identifier("email", f"b{self.batch}-{i}@bench.example"))
+                             organization, "test", Identifier("email", f"b{self.batch}-{i}@bench.example"),
+                             self.usher.clock())
             rows = session.scalars(select(CapturedMessage).where(CapturedMessage.organization_id == self.org_id,
                                                                  CapturedMessage.created_at >= start)).all()
             lines = []

@@ -20,7 +20,7 @@ class Actions:
 
     def create_org(self, name: str = "Acme") -> dict:
         with self.app.extensions["usher"].db.transaction() as session:
-            return create_organization(session, self.app.config["APP_SECRET"], name)
+            return create_organization(session, self.app.extensions["usher"].settings.app_secret, name)
 
     def create_experience(self, secret_key: str, **body) -> dict:
         body.setdefault("name", "Holiday Sale")

@@ -11,10 +11,11 @@ import sys
 from tests.helpers import publishable, secret
 
 KEY = r"[A-Za-z0-9]{32}"
+CLI_SECRET = "cli-test-secret-" + "c" * 32
 
 
 def flask(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "APP_SECRET": "cli-test-secret"}
+    env = {**os.environ, "DATABASE_URL": database_url, "APP_SECRET": CLI_SECRET}
     return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -45,7 +46,7 @@ def test_keys_from_the_cli_create_and_read_an_experience_as_in_the_seed(tmp_path
 
     from app import create_app
 
-    client = create_app({"TESTING": True, "DATABASE_URL": url, "APP_SECRET": "cli-test-secret"}).test_client()
+    client = create_app({"TESTING": True, "DATABASE_URL": url, "APP_SECRET": CLI_SECRET}).test_client()
     created = client.post("/api/v1/experiences", headers=secret(keys["secretKey"]),
                           json={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})
     assert created.status_code == 201

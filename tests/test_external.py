@@ -291,7 +291,7 @@ def test_publishable_keys_and_strangers_cannot_call_the_oauth_endpoints(ext, org
 
 def test_server_metadata_lists_the_endpoints(client, app):
     metadata = client.get("/.well-known/oauth-authorization-server").json
-    issuer = app.config["ISSUER"]
+    issuer = app.extensions["usher"].settings.issuer
     assert metadata["issuer"] == issuer
     assert metadata["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
     assert metadata["introspection_endpoint"] == f"{issuer}/oauth/introspect"

@@ -138,7 +138,7 @@ def _three_sessions(tenant, app):
         organization = tx.get(Organization, claims["organizationId"])
         for _ in range(2):
             row, access, refresh = start_session(tx, usher.auth.tokens, kid, usher.auth.app_secret, organization,
-                                                 "test", claims["consumerId"], "guest")
+                                                 "test", claims["consumerId"], "guest", usher.clock())
             sessions.append({"accessToken": access, "refreshToken": refresh, "session": {"sessionId": row.id}})
     return sessions
 
@@ -231,7 +231,8 @@ def test_guest_sessions_are_limited_per_client_ip(app_config):
     with app.extensions["usher"].db.transaction() as session:
         from app.services.orgs import create_organization
 
-        pk = create_organization(session, app.config["APP_SECRET"], "Limited")["keys"]["test"]["publishableKey"]
+        secret = app.extensions["usher"].settings.app_secret
+        pk = create_organization(session, secret, "Limited")["keys"]["test"]["publishableKey"]
     statuses = [client.post("/api/v1/auth/guest", headers=publishable(pk)).status_code for _ in range(4)]
     assert statuses == [201, 201, 201, 429]
     limited = client.post("/api/v1/auth/guest", headers=publishable(pk))

@@ -134,7 +134,7 @@ def test_expired_access_token_is_refused(protected, app):
     key = tokens.keyring.current()
     claims = _claims(guest["accessToken"])
     now = int(time.time())
-    leeway = app.config["TOKEN_LEEWAY_SECONDS"]
+    leeway = app.extensions["usher"].settings.token_leeway_seconds
     expired = {**claims, "iat": now - 7200, "exp": now - leeway - 5}
     token = jwt.encode(expired, key.private, algorithm="EdDSA", headers={"kid": key.kid})
     assert_refused(tenant, path, token)

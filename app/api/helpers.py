@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError
-from app.security.context import RequestContext
+from app.security.callers import RequestContext
+
+
+def now() -> datetime:
+    """The app clock's now (see `app.clock`)."""
+    return current_app.extensions["usher"].clock()
+
+
+def app_secret() -> str:
+    return current_app.extensions["usher"].settings.app_secret
 
 
 def db_session() -> Session:
@@ -18,14 +28,14 @@ def transaction():
     return usher.db.transaction(usher.session())
 
 
-ID_SHAPE = re.compile(r"^[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}$")
+ID_SHAPE = re.compile(r"[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}")
 
 
 def tenant_get(session: Session, model, object_id: str, ctx: RequestContext):
     """Fetch by id within the caller's organization and mode; anything else is a 404.
 
     An id that is not of our shape (prefix and ULID) is a 404 without asking the database."""
-    if not ID_SHAPE.match(object_id):
+    if not ID_SHAPE.fullmatch(object_id):
         raise ApiError("not_found")
     obj = session.get(model, object_id)
     if obj is None or obj.organization_id != ctx.organization_id or obj.mode != ctx.mode:

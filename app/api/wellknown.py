@@ -64,7 +64,7 @@ class Metadata(MethodView):
         Sessions are made by Usher's own JSON endpoints (`/api/v1/auth/*`), not an OAuth token
         endpoint, so no `token_endpoint` is listed.
         """
-        issuer = current_app.config["ISSUER"].rstrip("/")
+        issuer = current_app.extensions["usher"].settings.issuer.rstrip("/")
         methods = ["client_secret_basic", "secret_key_bearer"]
         return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
                 "introspection_endpoint": f"{issuer}/oauth/introspect",

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from app.db import Database, utcnow
+from collections.abc import Callable
+from datetime import datetime
+
+from app.db import Database
 from app.delivery.base import Message
 from app.models import CapturedMessage, new_id
 from app.security.crypto import Sealer
@@ -11,13 +14,13 @@ class CaptureSender:
 
     name = "capture"
 
-    def __init__(self, db: Database, sealer: Sealer):
-        self.db, self.sealer = db, sealer
+    def __init__(self, db: Database, sealer: Sealer, clock: Callable[[], datetime]):
+        self.db, self.sealer, self.clock = db, sealer, clock
 
     def send(self, message: Message) -> None:
         message_id = new_id("msg")
         row = CapturedMessage(id=message_id, organization_id=message.organization_id, mode=message.mode,
-                              channel=message.channel, recipient=message.to, created_at=utcnow(),
+                              channel=message.channel, recipient=message.to, created_at=self.clock(),
                               body_sealed=self.sealer.seal(message.body.encode(), message_id))
         with self.db.transaction() as session:
             session.add(row)

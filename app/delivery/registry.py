@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
+from app.config import Settings
 from app.db import Database
 from app.delivery.base import Sender
 from app.delivery.capture import CaptureSender
@@ -26,24 +29,18 @@ class Senders:
         return self.email if channel == "email" else self.sms
 
 
-def _truthy(value) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
-
-
-def build_senders(db: Database, config: dict) -> Senders:
-    email_name, sms_name = config["OTP_EMAIL_SENDER"], config["OTP_SMS_SENDER"]
-    if email_name == "smtp":
-        email: Sender = SmtpSender(config["SMTP_HOST"], int(config["SMTP_PORT"]), config["OTP_EMAIL_FROM"],
-                                   config.get("SMTP_USERNAME"), config.get("SMTP_PASSWORD"),
-                                   _truthy(config.get("SMTP_STARTTLS")))
-    elif email_name == "console":
+def build_senders(db: Database, settings: Settings, clock: Callable[[], datetime]) -> Senders:
+    """The senders the settings name (validated in `Settings`), plus test mode's capture."""
+    email: Sender
+    sms: Sender
+    if settings.otp_email_sender == "smtp":
+        email = SmtpSender(settings.smtp_host, settings.smtp_port, settings.otp_email_from, settings.smtp_username,
+                           settings.smtp_password, settings.smtp_starttls)
+    else:
         email = ConsoleSender()
+    if settings.otp_sms_sender == "webhook":
+        sms = WebhookSender(settings.sms_webhook_url or "", settings.sms_webhook_timeout)
     else:
-        raise ValueError(f"OTP_EMAIL_SENDER must be console or smtp, not {email_name!r}")
-    if sms_name == "webhook":
-        sms: Sender = WebhookSender(config["SMS_WEBHOOK_URL"], float(config["SMS_WEBHOOK_TIMEOUT"]))
-    elif sms_name == "console":
         sms = ConsoleSender()
-    else:
-        raise ValueError(f"OTP_SMS_SENDER must be console or webhook, not {sms_name!r}")
-    return Senders(email=email, sms=sms, capture=CaptureSender(db, Sealer(config["APP_SECRET"], "usher outbox v1")))
+    capture = CaptureSender(db, Sealer(settings.app_secret, "usher outbox v1"), clock)
+    return Senders(email=email, sms=sms, capture=capture)

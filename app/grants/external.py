@@ -3,19 +3,17 @@ shopper's browser trades the code for a session (exchange)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 from datetime import timedelta
 
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlalchemy import bindparam, insert, select, update
 
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
 from app.grants.identified import insert_consumer, sign_in
 from app.models import ExchangeCode, ExternalIdentity
-from app.ratelimit import client_ip
-from app.security.context import RequestContext, guest_caller
+from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal, keyed_hash
 from app.services.sessions import revoke_one
 
@@ -24,10 +22,6 @@ EXCHANGE_CODE_LIFETIME = timedelta(seconds=60)  # fixed by the contract
 
 def exchange_hash(app_secret: str, code: str) -> str:
     return keyed_hash(app_secret, "exchange", code)
-
-
-def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def create_exchange_code(server: AuthServer, ctx: RequestContext, data: dict) -> dict:
@@ -46,16 +40,15 @@ def create_exchange_code(server: AuthServer, ctx: RequestContext, data: dict) ->
 class ExternalExchangeGrant(BaseGrant):
     GRANT_TYPE = "external"
     SESSION_TYPE = "external"
+    UPGRADES_GUEST = True
 
     def validate_token_request(self) -> None:
         ctx = self.request.ctx
-        self.server.limits.hit("exchange_ip", self.server.config["EXCHANGE_RATE_LIMIT"], ctx.organization_id,
-                               client_ip())
-        self.guest_id = guest_caller(ctx)
-        self.kid = self.server.tokens.keyring.current().kid
+        self.server.limits.hit("exchange_ip", self.server.settings.exchange_rate_limit, ctx.organization_id,
+                               self.request.client_ip)
 
     def create_token_response(self) -> tuple[int, dict]:
-        ctx, data, clock = self.request.ctx, self.request.data, self.server.clock
+        ctx, data, now = self.request.ctx, self.request.data, self.server.clock()
         code_hash = exchange_hash(self.server.app_secret, data["exchange_code"])
         outcome, finish = None, None
         with self.server.db.write() as connection:
@@ -65,31 +58,31 @@ class ExternalExchangeGrant(BaseGrant):
             elif row.consumed_at is not None:
                 # A replayed code has leaked (RFC 6749 §4.1.2): end the session it made.
                 if row.session_id:
-                    revoke_one(connection, row.session_id, "exchange_code_replayed")
+                    revoke_one(connection, row.session_id, "exchange_code_replayed", now)
                 outcome = "exchange_code_invalid"
-            elif row.expires_at <= clock():
+            elif row.expires_at <= now:
                 outcome = "exchange_code_expired"
             elif row.code_challenge is not None and not (
-                    data.get("code_verifier") and constant_time_equal(s256(data["code_verifier"]), row.code_challenge)):
+                    data.get("code_verifier") and constant_time_equal(create_s256_code_challenge(data["code_verifier"]),
+                                                                row.code_challenge)):
                 raise ApiError("exchange_code_invalid", "The code verifier does not match this exchange code.")
             else:
-                consumer_id = self._consumer(connection, row)
-                session_row, finish = sign_in(self, connection, consumer_id)
-                connection.execute(_CONSUME, {"code": code_hash, "now": clock(), "made_session": session_row.id})
+                consumer_id = self._consumer(connection, row, now)
+                session_row, finish = sign_in(self, connection, consumer_id, now)
+                connection.execute(_CONSUME, {"code": code_hash, "now": now, "made_session": session_row.id})
         if outcome:
             raise ApiError(outcome)
         return 200, finish()
 
-    def _consumer(self, connection, row) -> str:
+    def _consumer(self, connection, row, now) -> str:
         """The consumer of (provider, issuer, subject), created on first use; latest claims win.
 
         Email or phone in the claims are kept on the identity only: they never merge consumers."""
         triple = {"organization_id": row.organization_id, "mode": row.mode, "provider": row.provider,
                   "issuer": row.issuer, "subject": row.subject}
-        now = self.server.clock()
         identity = connection.execute(_FIND_IDENTITY, triple).first()
         if identity is None:
-            consumer_id = insert_consumer(connection, "cons", row.organization_id, row.mode)
+            consumer_id = insert_consumer(connection, "cons", row.organization_id, row.mode, now)
             connection.execute(_INSERT_IDENTITY, {**triple, "consumer_id": consumer_id, "claims": row.claims or {},
                                                   "created_at": now, "updated_at": now})
             return consumer_id

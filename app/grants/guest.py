@@ -14,15 +14,18 @@ class GuestGrant(BaseGrant):
     SESSION_TYPE = "guest"
 
     def validate_token_request(self) -> None:
-        """Nothing to check beyond the publishable key (and the per-IP limit on the view)."""
+        """Beyond the publishable key, only the per-client-address budget (fails open: guests
+        cost nothing to the merchant, and a limit storage outage must not stop a drop)."""
+        ctx = self.request.ctx
+        self.server.limits.hit("guest_per_ip", self.server.settings.guest_rate_limit, ctx.organization_id,
+                               self.request.client_ip, fail_closed=False)
 
     def create_token_response(self) -> tuple[int, dict]:
-        ctx = self.request.ctx
-        kid = self.server.tokens.keyring.current().kid
+        ctx, now = self.request.ctx, self.server.clock()
         with self.server.db.write() as connection:
-            consumer_id = insert_consumer(connection, "guest", ctx.organization_id, ctx.mode)
-            row, generation = new_session_row(kid, self.server.app_secret, ctx.organization, ctx.mode,
-                                              consumer_id, self.SESSION_TYPE)
+            consumer_id = insert_consumer(connection, "guest", ctx.organization_id, ctx.mode, now)
+            row, generation = new_session_row(self.kid, self.server.app_secret, ctx.organization, ctx.mode,
+                                              consumer_id, self.SESSION_TYPE, now)
             insert_session(connection, row)
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 201, session_body(row, access, refresh, guest_id=consumer_id)

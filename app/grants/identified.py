@@ -3,13 +3,16 @@ start the session. Runs inside the grant's Core write transaction; signing happe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.grants.base import BaseGrant
-from app.models import Consumer, new_id
-from app.services.sessions import insert_session, new_session_row
+from app.models import AuthSession, Consumer, new_id
+from app.services.sessions import insert_session, new_session_row, revoke_sessions
 from app.services.upgrade import merge_guest
 from app.services.views import session_body
 
@@ -21,35 +24,52 @@ _FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bin
 _INSERT_CONSUMER = insert(CONSUMERS)
 
 
-def insert_consumer(connection: Connection, prefix: str, organization_id: str, mode: str, **identity) -> str:
+def insert_consumer(connection: Connection, prefix: str, organization_id: str, mode: str, now: datetime,
+                    **identity) -> str:
     """A new consumer (`guest_…` or `cons_…`), by one Core insert; returns its id."""
     consumer_id = new_id(prefix)
     connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
-                                          "created_at": utcnow(), "email": identity.get("email"),
+                                          "created_at": now, "email": identity.get("email"),
                                           "phone": identity.get("phone")})
     return consumer_id
 
 
-def find_or_create_consumer(connection: Connection, organization_id: str, mode: str, **identity) -> str:
+def find_or_create_consumer(connection: Connection, organization_id: str, mode: str, now: datetime,
+                            **identity) -> str:
     """The id of the consumer with this email or phone in the tenant, created on first sign-in."""
     (column, value), = identity.items()
     found = connection.execute(_FIND[column], {"organization_id": organization_id, "mode": mode,
                                                "value": value}).scalar()
     if found is not None:
         return found
-    return insert_consumer(connection, "cons", organization_id, mode, **identity)
+    return insert_consumer(connection, "cons", organization_id, mode, now, **identity)
 
 
-def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str):
-    """Inside the grant's transaction: the guest merge and the new session row. Returns a
+def claim_guest(connection: Connection, claims: dict, now: datetime) -> None:
+    """End the upgrading guest's session, or 401 if it is no longer live.
+
+    A conditional UPDATE inside the grant's transaction: of concurrent sign-ins carrying one
+    guest token exactly one ends that session; the others see no row change, answer 401 and,
+    their transaction rolled back, consume nothing."""
+    ended = revoke_sessions(connection, "upgraded", now, AuthSession.id == claims["sessionId"],
+                            AuthSession.consumer_id == claims["consumerId"],
+                            AuthSession.organization_id == claims["organizationId"])
+    if ended != 1:
+        raise ApiError(AUTHENTICATION_REQUIRED)
+
+
+def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str,
+            now: datetime) -> tuple[AuthSession, Callable[[], dict]]:
+    """Inside the grant's transaction: the guest upgrade and the new session row. Returns a
     function that signs the pair and makes the body, to call after the transaction."""
     ctx, server = grant.request.ctx, grant.server
-    if grant.guest_id is not None:
+    if grant.guest_claims is not None:
+        claim_guest(connection, grant.guest_claims, now)
         with Session(bind=connection) as orm:  # the cold path: the ORM, in the same transaction
-            merge_guest(orm, grant.guest_id, consumer_id)
+            merge_guest(orm, grant.guest_claims["consumerId"], consumer_id, now)
             orm.flush()
     row, generation = new_session_row(grant.kid, server.app_secret, ctx.organization, ctx.mode, consumer_id,
-                                      grant.SESSION_TYPE)
+                                      grant.SESSION_TYPE or "", now)
     insert_session(connection, row)
 
     def finish() -> dict:

@@ -4,31 +4,27 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select, update
 
-from app.db import utcnow
 from app.errors import ApiError
 from app.grants.base import BaseGrant
 from app.grants.identified import find_or_create_consumer, sign_in
 from app.models import OtpCode
 from app.otp.identifiers import identifier_from
 from app.otp.service import FAILURES_PER_IDENTIFIER, MAX_ATTEMPTS_PER_CODE, code_hash
-from app.ratelimit import client_ip
-from app.security.context import guest_caller
 from app.security.keys import constant_time_equal
 
 
 class OtpGrant(BaseGrant):
     GRANT_TYPE = "otp"
     SESSION_TYPE = "otp"
+    UPGRADES_GUEST = True
 
     def validate_token_request(self) -> None:
         ctx, limits = self.request.ctx, self.server.limits
         self.identifier = identifier_from(self.request.data)
         tenant = (ctx.organization_id, ctx.mode)
         limits.hit("otp_verify_ip", f"{ctx.organization.otp_verifies_per_ip_per_hour} per hour", *tenant,
-                   client_ip())
+                   self.request.client_ip)
         limits.check("otp_failures", FAILURES_PER_IDENTIFIER, *tenant, self.identifier.value)
-        self.guest_id = guest_caller(ctx)
-        self.kid = self.server.tokens.keyring.current().kid
 
     def create_token_response(self) -> tuple[int, dict]:
         ctx, identifier = self.request.ctx, self.identifier
@@ -38,7 +34,7 @@ class OtpGrant(BaseGrant):
         with self.server.db.write() as connection:
             code = connection.execute(_SELECT_CODE, {"organization_id": ctx.organization_id, "mode": ctx.mode,
                                                      "identifier": identifier.value}).first()
-            now = utcnow()
+            now = self.server.clock()
             if code is None:
                 outcome = "otp_invalid"
             elif code.consumed_at is not None or code.expires_at <= now or code.attempts >= MAX_ATTEMPTS_PER_CODE:
@@ -48,9 +44,9 @@ class OtpGrant(BaseGrant):
                 outcome = "otp_invalid"
             else:
                 connection.execute(_CONSUME, {"code_id": code.id, "now": now})
-                consumer_id = find_or_create_consumer(connection, ctx.organization_id, ctx.mode,
+                consumer_id = find_or_create_consumer(connection, ctx.organization_id, ctx.mode, now,
                                                       **{identifier.kind: identifier.value})
-                _, finish = sign_in(self, connection, consumer_id)
+                _, finish = sign_in(self, connection, consumer_id, now)
         if outcome == "otp_invalid":
             self.server.limits.spend("otp_failures", FAILURES_PER_IDENTIFIER, ctx.organization_id, ctx.mode,
                                      identifier.value)

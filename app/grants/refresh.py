@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.db import utcnow
 from app.errors import ApiError
 from app.grants.base import BaseGrant
 from app.security.keys import constant_time_equal
@@ -38,24 +37,24 @@ class RefreshTokenGrant(BaseGrant):
 
     def create_token_response(self) -> tuple[int, dict]:
         claims, secret = self.claims, self.server.app_secret
-        grace = timedelta(seconds=self.server.config["REFRESH_GRACE_SECONDS"])
+        grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
         presented = refresh_hash(secret, claims["jti"])
-        kid = self.server.tokens.keyring.current().kid
+        kid, now = self.server.tokens.keyring.current().kid, self.server.clock()
         with self.server.db.write() as connection:
             row = lock_session(connection, claims["sessionId"])
             if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
                     or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]):
                 raise ApiError("refresh_token_invalid")
             if constant_time_equal(presented, row.refresh_hash):
-                generation = rotate(row, kid, secret, self.request.ctx.organization, claims["jti"])
+                generation = rotate(row, kid, secret, self.request.ctx.organization, claims["jti"], now)
                 save_rotation(connection, row)
             elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
-                  and utcnow() - row.rotated_at <= grace
+                  and now - row.rotated_at <= grace
                   and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
                                           row.refresh_hash)):
                 generation = successor_generation(row, secret, claims["jti"])
             else:
-                revoke_one(connection, row.id, "refresh_token_reused")
+                revoke_one(connection, row.id, "refresh_token_reused", now)
                 generation = None
         if generation is None:
             raise ApiError("refresh_token_reused")

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.db import Database, utcnow
+from app.db import Database
 from app.delivery.base import DeliveryError, Message
 from app.delivery.registry import Senders
 from app.errors import ApiError
@@ -60,11 +60,10 @@ def _store(connection: Connection, values: dict) -> None:
 
 
 def request_code(db: Database, senders: Senders, limits: RateLimits, app_secret: str,
-                 organization: Organization, mode: str, identifier: Identifier) -> datetime:
+                 organization: Organization, mode: str, identifier: Identifier, now: datetime) -> datetime:
     """Send a new code and keep only its hash. Delivery comes first: if it fails, the previous
     code (if any) still works, the cooldown is given back, and the answer is 503."""
     code = generate_code(organization.otp_length)
-    now = utcnow()
     expires_at = now.replace(microsecond=0) + timedelta(seconds=organization.otp_ttl)
     minutes = max(1, round(organization.otp_ttl / 60))
     message = Message(channel=identifier.channel, to=identifier.value, subject=f"Your {organization.name} code",

@@ -45,9 +45,8 @@ def live_keys_query(organization_id: str, mode: str, now: datetime):
             .order_by(ApiKey.id))
 
 
-def roll_key(session: Session, app_secret: str, key: ApiKey, expires_in: int) -> tuple[ApiKey, str]:
+def roll_key(session: Session, app_secret: str, key: ApiKey, expires_in: int, now: datetime) -> tuple[ApiKey, str]:
     """Issue a successor; the old value keeps working for `expires_in` seconds, then never."""
-    now = utcnow()
     new_expiry = now + timedelta(seconds=expires_in)
     if key.expires_at is None or key.expires_at > new_expiry:
         key.expires_at = new_expiry

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
 from app.errors import ApiError
 from app.models import Queue, QueueEntry
 
@@ -25,10 +24,10 @@ def queued_count(session: Session, queue_id: str) -> int:
                           .where(QueueEntry.queue_id == queue_id, QueueEntry.status == "QUEUED"))
 
 
-def queue_view(session: Session, queue: Queue, time_zone: str | None) -> dict:
+def queue_view(session: Session, queue: Queue, time_zone: str | None, now: datetime) -> dict:
     return {"id": queue.id, "name": queue.name, "experience_id": queue.experience_id, "capacity": queue.capacity,
             "open_at": queue.open_at, "close_at": queue.close_at, "time_zone": time_zone,
-            "status": queue_status(queue, utcnow()), "consumer_count": queued_count(session, queue.id)}
+            "status": queue_status(queue, now), "consumer_count": queued_count(session, queue.id)}
 
 
 def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry | None:
@@ -36,7 +35,7 @@ def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry 
                                                    QueueEntry.consumer_id == consumer_id))
 
 
-def enter(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
+def enter(session: Session, queue: Queue, consumer_id: str, now: datetime) -> QueueEntry:
     """Join the back of the queue, or return the place already held. Call inside a transaction.
 
     The queue row is locked first (FOR UPDATE on PostgreSQL; SQLite write transactions are
@@ -46,14 +45,13 @@ def enter(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
     entry = find_entry(session, queue.id, consumer_id)
     if entry is not None and entry.status != "LEFT":
         return entry
-    status = queue_status(queue, utcnow())
+    status = queue_status(queue, now)
     if status != "OPEN":
         raise ApiError("conflict", f"The queue is {status.lower()}.")
     if queue.capacity is not None and queued_count(session, queue.id) >= queue.capacity:
         raise ApiError("conflict", "The queue is full.")
     sequence = session.scalar(update(Queue).where(Queue.id == queue.id)
                               .values(next_sequence=Queue.next_sequence + 1).returning(Queue.next_sequence))
-    now = utcnow()
     if entry is None:
         entry = QueueEntry(queue_id=queue.id, consumer_id=consumer_id, sequence=sequence, status="QUEUED",
                            entered_at=now)
@@ -64,12 +62,12 @@ def enter(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
     return entry
 
 
-def leave(session: Session, queue: Queue, consumer_id: str) -> QueueEntry:
+def leave(session: Session, queue: Queue, consumer_id: str, now: datetime) -> QueueEntry:
     entry = find_entry(session, queue.id, consumer_id)
     if entry is None:
         raise ApiError("not_found", "You have not entered this queue.")
     if entry.status == "QUEUED":
-        entry.status, entry.left_at = "LEFT", utcnow()
+        entry.status, entry.left_at = "LEFT", now
         session.flush()
     return entry
 

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
 from app.models import AuthSession, Organization, new_id
 from app.security.keys import keyed_hash
 from app.tokens.service import Generation, TokenService
@@ -62,9 +61,17 @@ _REVOKE_ONE = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"), 
                .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")))
 
 
-def revoke_one(connection: Connection, session_id: str, reason: str) -> None:
-    """End one session, on the hot path's Core connection (see `revoke` for the ORM one)."""
-    connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": utcnow(), "reason": reason})
+def revoke_one(connection: Connection, session_id: str, reason: str, now: datetime) -> None:
+    """End one session (a prebuilt statement, for the grants' hot paths)."""
+    connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": now, "reason": reason})
+
+
+def revoke_sessions(connection: Connection, reason: str, now: datetime, *criteria) -> int:
+    """End every live session matching the criteria; return how many. The one revocation of
+    Usher: from an ORM transaction pass `session.connection()`."""
+    result = connection.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
+                                .values(revoked_at=now, revoked_reason=reason))
+    return result.rowcount
 
 
 def lock_session(connection: Connection, session_id: str) -> AuthSession | None:
@@ -79,9 +86,8 @@ def save_rotation(connection: Connection, row: AuthSession) -> None:
 
 
 def new_session_row(kid: str, app_secret: str, organization, mode: str, consumer_id: str,
-                    session_type: str) -> tuple[AuthSession, Generation]:
+                    session_type: str, now: datetime) -> tuple[AuthSession, Generation]:
     """A new session row (not yet stored) and the generation its first pair is signed from."""
-    now = utcnow()
     access_jti, refresh_jti = random_jti(), random_jti()
     row = AuthSession(id=new_id("sess"), organization_id=organization.id, mode=mode, consumer_id=consumer_id,
                       type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti))
@@ -94,19 +100,20 @@ def insert_session(connection: Connection, row: AuthSession) -> None:
 
 
 def start_session(session: Session, tokens: TokenService, kid: str, app_secret: str, organization, mode: str,
-                  consumer_id: str, session_type: str) -> tuple[AuthSession, str, str]:
-    """A session started in the caller's ORM transaction, and its signed first pair (the CLI-side
-    and seeding form; the grants insert on their Core transaction and sign after it)."""
-    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type)
+                  consumer_id: str, session_type: str, now: datetime) -> tuple[AuthSession, str, str]:
+    """A session started in the caller's ORM transaction, and its signed first pair: the form
+    for seeding many sessions at once (the benchmark's and tests' fixtures); the grants insert
+    on their Core transaction and sign after it."""
+    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type, now)
     insert_session(session.connection(), row)
     access, refresh = tokens.sign_pair(generation)
     return row, access, refresh
 
 
-def rotate(row: AuthSession, kid: str, app_secret: str, organization, presented_jti: str) -> Generation:
+def rotate(row: AuthSession, kid: str, app_secret: str, organization, presented_jti: str,
+           now: datetime) -> Generation:
     """Make the successor of the presented (current) refresh token the current generation; the
     caller saves the row and, after its transaction, signs the returned generation."""
-    now = utcnow()
     access_jti, refresh_jti = successor_jtis(app_secret, presented_jti)
     row.previous_refresh_hash = row.refresh_hash
     row.refresh_hash = refresh_hash(app_secret, refresh_jti)
@@ -119,10 +126,3 @@ def successor_generation(row: AuthSession, app_secret: str, presented_jti: str) 
     """The current generation, for a racing holder of its predecessor (inside the grace window)."""
     access_jti, refresh_jti = successor_jtis(app_secret, presented_jti)
     return generation_of(row, access_jti, refresh_jti)
-
-
-def revoke(session: Session, reason: str, *criteria) -> int:
-    """Revoke every live session matching the criteria; return how many."""
-    result = session.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
-                             .values(revoked_at=utcnow(), revoked_reason=reason))
-    return result.rowcount

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Consumer, QueueEntry
-from app.services.sessions import revoke
+from app.services.sessions import revoke_sessions
 
 
-def merge_guest(session: Session, guest_id: str, consumer_id: str) -> None:
+def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime) -> None:
     """Move the guest's queue places to the consumer (keeping the earlier place where both
-    queued), end the guest's sessions, and record `merged_into` on the guest."""
+    queued), end the guest's other sessions, and record `merged_into` on the guest."""
     guest = session.get(Consumer, guest_id)
     for entry in session.scalars(select(QueueEntry).where(QueueEntry.consumer_id == guest_id)).all():
         held = session.scalar(select(QueueEntry).where(QueueEntry.queue_id == entry.queue_id,
@@ -25,4 +27,4 @@ def merge_guest(session: Session, guest_id: str, consumer_id: str) -> None:
         session.execute(delete(QueueEntry).where(QueueEntry.id == entry.id))
     session.flush()
     guest.merged_into = consumer_id
-    revoke(session, "upgraded", AuthSession.consumer_id == guest_id)
+    revoke_sessions(session.connection(), "upgraded", now, AuthSession.consumer_id == guest_id)

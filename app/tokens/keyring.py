@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db import Database, outside_write_intent, utcnow
+from app.db import Database, outside_write_intent
 from app.models import SigningKey, new_id
 from app.security.crypto import Sealer
 
@@ -48,8 +49,9 @@ class KeyEntry:
 
 
 class Keyring:
-    def __init__(self, db: Database, app_secret: str, cache_seconds: float):
+    def __init__(self, db: Database, app_secret: str, cache_seconds: float, clock: Callable[[], datetime]):
         self.db = db
+        self.clock = clock
         self.cache_seconds = cache_seconds
         self._sealer = Sealer(app_secret, "usher signing keys v1")
         self._lock = threading.Lock()
@@ -76,7 +78,7 @@ class Keyring:
 
     def rotate(self, session: Session) -> str:
         """Add a new key and make it current; the others are published until their tokens expire."""
-        now = utcnow()
+        now = self.clock()
         row = self._new_row(now)
         session.execute(update(SigningKey).where(SigningKey.retired_at.is_(None))
                         .values(retired_at=now, publish_until=now + MAX_TOKEN_LIFETIME))
@@ -91,7 +93,7 @@ class Keyring:
             return list(session.scalars(select(SigningKey).order_by(SigningKey.kid)))
 
     def _load(self) -> None:
-        now = utcnow()
+        now = self.clock()
         rows = self._rows()
         if not rows:
             with self.db.transaction() as session:

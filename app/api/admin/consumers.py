@@ -4,7 +4,8 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from app.api.admin import blp
-from app.api.helpers import db_session, tenant_get, transaction
+from app.api.helpers import db_session, now, tenant_get, transaction
+from app.api.security import current_context, requires
 from app.models import AuthSession, Consumer, ExternalIdentity
 from app.openapi import ErrorSchema
 from app.schemas.consumers import (
@@ -13,9 +14,8 @@ from app.schemas.consumers import (
     ConsumerPage,
     SessionList,
 )
-from app.security.context import current_context, requires
 from app.services.paging import page
-from app.services.sessions import revoke
+from app.services.sessions import revoke_sessions
 
 
 def consumer_views(session, consumers: list[Consumer]) -> list[dict]:
@@ -82,7 +82,7 @@ class ConsumerSessions(MethodView):
         """Revoke all of a consumer's sessions"""
         with transaction() as session:
             consumer = tenant_get(session, Consumer, consumer_id, current_context())
-            revoke(session, "admin", AuthSession.consumer_id == consumer.id)
+            revoke_sessions(session.connection(), "admin", now(), AuthSession.consumer_id == consumer.id)
 
 
 @blp.route("/sessions/<string:session_id>")
@@ -97,4 +97,4 @@ class SessionById(MethodView):
         """
         with transaction() as session:
             row = tenant_get(session, AuthSession, session_id, current_context())
-            revoke(session, "admin", AuthSession.id == row.id)
+            revoke_sessions(session.connection(), "admin", now(), AuthSession.id == row.id)

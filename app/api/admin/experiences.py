@@ -4,8 +4,8 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from app.api.admin import blp
-from app.api.helpers import db_session, tenant_get, transaction
-from app.db import utcnow
+from app.api.helpers import db_session, now, tenant_get, transaction
+from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import Experience, new_id
 from app.openapi import ErrorSchema
@@ -16,7 +16,6 @@ from app.schemas.admin import (
     ExperiencePatch,
 )
 from app.schemas.common import PageArgs
-from app.security.context import current_context, requires
 from app.services.paging import page
 
 
@@ -42,9 +41,9 @@ class Experiences(MethodView):
     def post(self, data):
         """Create an experience"""
         ctx = current_context()
-        now = utcnow()
+        current = now()
         experience = Experience(id=new_id("exp"), organization_id=ctx.organization_id, mode=ctx.mode,
-                                created_at=now, updated_at=now, **data)
+                                created_at=current, updated_at=current, **data)
         with transaction() as session:
             session.add(experience)
         return experience
@@ -70,7 +69,7 @@ class ExperienceById(MethodView):
                 raise ApiError("validation_error", details={"closeAt": ["Must be after openAt."]})
             for name, value in data.items():
                 setattr(experience, name, value)
-            experience.updated_at = utcnow()
+            experience.updated_at = now()
         return experience
 
     @requires("secret")

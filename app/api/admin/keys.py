@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-from flask import current_app
 from flask.views import MethodView
 
 from app.api.admin import blp
-from app.api.helpers import db_session, tenant_get, transaction
-from app.db import utcnow
+from app.api.helpers import app_secret, db_session, now, tenant_get, transaction
+from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import ApiKey
 from app.openapi import ErrorSchema
 from app.schemas.admin import KeyCreate, KeyCreated, KeyList, KeyOut, KeyRoll
-from app.security.context import current_context, requires
 from app.services.orgs import create_key, live_keys_query, roll_key
 
 
@@ -29,7 +27,7 @@ class Keys(MethodView):
         Never shows a secret value; revoked and expired keys are left out.
         """
         ctx = current_context()
-        return {"data": list(db_session().scalars(live_keys_query(ctx.organization_id, ctx.mode, utcnow())))}
+        return {"data": list(db_session().scalars(live_keys_query(ctx.organization_id, ctx.mode, now())))}
 
     @requires("secret")
     @blp.arguments(KeyCreate(), example={"type": "publishable"})
@@ -41,8 +39,7 @@ class Keys(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            key, value = create_key(session, current_app.config["APP_SECRET"], ctx.organization_id, ctx.mode,
-                                    data["type"])
+            key, value = create_key(session, app_secret(), ctx.organization_id, ctx.mode, data["type"])
         return _created(key, value)
 
 
@@ -61,7 +58,7 @@ class RollKey(MethodView):
         ctx = current_context()
         with transaction() as session:
             key = _active_key(session, key_id, ctx)
-            new_key, value = roll_key(session, current_app.config["APP_SECRET"], key, data["expires_in"])
+            new_key, value = roll_key(session, app_secret(), key, data["expires_in"], now())
         return _created(new_key, value)
 
 
@@ -88,12 +85,11 @@ class KeyById(MethodView):
         if key_id == ctx.key_id:
             raise ApiError("conflict", "A key cannot revoke itself; use another secret key or roll it.")
         with transaction() as session:
-            _active_key(session, key_id, ctx).revoked_at = utcnow()
+            _active_key(session, key_id, ctx).revoked_at = now()
 
 
 def _active_key(session, key_id: str, ctx) -> ApiKey:
     key = tenant_get(session, ApiKey, key_id, ctx)
-    now = utcnow()
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now()):
         raise ApiError("not_found")
     return key

@@ -6,11 +6,11 @@ from sqlalchemy import select
 
 from app.api.admin import blp
 from app.api.helpers import db_session
+from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import CapturedMessage
 from app.openapi import ErrorSchema
 from app.schemas.auth import OutboxArgs, OutboxList
-from app.security.context import current_context, requires
 
 
 @blp.route("/test/otp-messages")

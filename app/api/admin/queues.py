@@ -4,13 +4,12 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from app.api.admin import blp
-from app.api.helpers import db_session, tenant_get, transaction
-from app.db import utcnow
+from app.api.helpers import db_session, now, tenant_get, transaction
+from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import Experience, Queue, new_id
 from app.openapi import ErrorSchema
 from app.schemas.queues import QueueIn, QueueListArgs, QueueOut, QueuePage
-from app.security.context import current_context, requires
 from app.services import queues
 from app.services.paging import page
 
@@ -33,7 +32,7 @@ class Queues(MethodView):
         result = page(session, query, Queue.id, args["limit"], args.get("starting_after"))
         zones = dict(session.execute(select(Experience.id, Experience.time_zone).where(
             Experience.id.in_({q.experience_id for q in result["data"]}))).all())
-        result["data"] = [queues.queue_view(session, q, zones.get(q.experience_id)) for q in result["data"]]
+        result["data"] = [queues.queue_view(session, q, zones.get(q.experience_id), now()) for q in result["data"]]
         return result
 
     @requires("secret")
@@ -50,7 +49,7 @@ class Queues(MethodView):
             except ApiError:
                 raise ApiError("validation_error", details={"experienceId": ["Unknown experience."]}) from None
             queue = Queue(id=new_id("queue"), organization_id=ctx.organization_id, mode=ctx.mode,
-                          created_at=utcnow(), next_sequence=0, **data)
+                          created_at=now(), next_sequence=0, **data)
             session.add(queue)
             session.flush()
-            return queues.queue_view(session, queue, experience.time_zone)
+            return queues.queue_view(session, queue, experience.time_zone, now())

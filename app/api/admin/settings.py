@@ -4,9 +4,9 @@ from flask.views import MethodView
 
 from app.api.admin import blp
 from app.api.helpers import transaction
+from app.api.security import current_context, requires
 from app.models import Organization
 from app.schemas.admin import SettingsSchema
-from app.security.context import current_context, requires
 
 
 @blp.route("/settings")

@@ -1,28 +1,23 @@
 from __future__ import annotations
 
-from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.helpers import transaction
-from app.grants.base import TokenRequest
+from app.api.grants import GrantView
+from app.api.helpers import now, transaction
+from app.api.security import current_context, requires
+from app.grants.guest import GuestGrant
+from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession
 from app.openapi import ErrorSchema
-from app.ratelimit import client_ip
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
-from app.security.context import current_context, requires
-from app.services.sessions import revoke
+from app.services.sessions import revoke_sessions
 
 
-def grant_response(grant_type: str, data: dict | None = None) -> tuple[dict, int]:
-    server = current_app.extensions["usher"].auth
-    status, body = server.create_token_response(
-        grant_type, TokenRequest(ctx=current_context(), data=data or {}))
-    return body, status
+class Guest(GrantView):
+    grant = GuestGrant
+    rule = "/auth/guest"
 
-
-@blp.route("/auth/guest")
-class Guest(MethodView):
     @requires("publishable")
     @blp.response(201, SessionTokens)
     @blp.alt_response(429, schema=ErrorSchema, description="Too many guest sessions from this client address")
@@ -32,14 +27,13 @@ class Guest(MethodView):
         An anonymous consumer (`guest_…`) with an access and a refresh token. Limited per
         client address (60 per minute by default).
         """
-        ctx = current_context()
-        current_app.extensions["usher"].limits.hit("guest_per_ip", current_app.config["GUEST_RATE_LIMIT"],
-                                                   ctx.organization_id, client_ip(), fail_closed=False)
-        return grant_response("guest")
+        return self.token_response()
 
 
-@blp.route("/auth/refresh")
-class Refresh(MethodView):
+class Refresh(GrantView):
+    grant = RefreshTokenGrant
+    rule = "/auth/refresh"
+
     @requires("publishable")
     @blp.arguments(RefreshIn())
     @blp.response(200, TokenPair)
@@ -52,7 +46,7 @@ class Refresh(MethodView):
         (10 s by default) all receive the same new pair; presenting a rotated token after the
         window revokes the whole session.
         """
-        return grant_response("refresh_token", data)
+        return self.token_response(data)
 
 
 @blp.route("/auth/logout")
@@ -73,4 +67,4 @@ class Logout(MethodView):
         elif data["scope"] == "others":
             criteria.append(AuthSession.id != ctx.session_id)
         with transaction() as session:
-            revoke(session, f"logout_{data['scope']}", *criteria)
+            revoke_sessions(session.connection(), f"logout_{data['scope']}", now(), *criteria)

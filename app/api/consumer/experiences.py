@@ -4,10 +4,10 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.helpers import db_session, tenant_get
+from app.api.security import current_context, requires
 from app.models import Experience
 from app.openapi import ErrorSchema
 from app.schemas.admin import ExperienceOut
-from app.security.context import current_context, requires
 
 
 @blp.route("/experiences/<string:experience_id>")

@@ -4,12 +4,12 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.consumer.auth import grant_response
-from app.grants.external import create_exchange_code
+from app.api.grants import GrantView
+from app.api.security import current_context, requires
+from app.grants.external import ExternalExchangeGrant, create_exchange_code
 from app.openapi import ErrorSchema
 from app.schemas.auth import SessionTokens
 from app.schemas.external import AuthorizeIn, AuthorizeOut, ExchangeIn
-from app.security.context import current_context, requires
 
 
 @blp.route("/auth/external/authorize")
@@ -30,8 +30,10 @@ class ExternalAuthorize(MethodView):
         return create_exchange_code(current_app.extensions["usher"].auth, current_context(), data)
 
 
-@blp.route("/auth/external/exchange")
-class ExternalExchange(MethodView):
+class ExternalExchange(GrantView):
+    grant = ExternalExchangeGrant
+    rule = "/auth/external/exchange"
+
     @requires("publishable")
     @blp.arguments(ExchangeIn(), example={"exchangeCode": "exc_…"})
     @blp.response(200, SessionTokens)
@@ -43,4 +45,4 @@ class ExternalExchange(MethodView):
         again ends the session it made. With a guest's access token in `Authorization`, the guest
         is upgraded as with OTP.
         """
-        return grant_response("external", data)
+        return self.token_response(data)

@@ -4,13 +4,14 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.consumer.auth import grant_response
+from app.api.grants import GrantView
+from app.api.security import current_context, requires
+from app.grants.otp import OtpGrant
 from app.openapi import ErrorSchema
 from app.otp.identifiers import identifier_from
 from app.otp.service import request_code, request_limits
 from app.ratelimit import client_ip
 from app.schemas.auth import OtpRequestIn, OtpRequestOut, OtpVerifyIn, SessionTokens
-from app.security.context import current_context, requires
 
 
 @blp.route("/auth/otp/request")
@@ -32,12 +33,14 @@ class OtpRequest(MethodView):
         identifier = identifier_from(data)
         request_limits(usher.limits, ctx.organization, ctx.mode, identifier, client_ip())
         expires_at = request_code(usher.db, usher.senders, usher.limits,
-                                  current_app.config["APP_SECRET"], ctx.organization, ctx.mode, identifier)
+                                  usher.settings.app_secret, ctx.organization, ctx.mode, identifier, usher.clock())
         return {"sent": True, "expires_at": expires_at}
 
 
-@blp.route("/auth/otp/verify")
-class OtpVerify(MethodView):
+class OtpVerify(GrantView):
+    grant = OtpGrant
+    rule = "/auth/otp/verify"
+
     @requires("publishable")
     @blp.arguments(OtpVerifyIn(), example={"email": "ann@example.com", "code": "123456"})
     @blp.response(200, SessionTokens)
@@ -50,4 +53,4 @@ class OtpVerify(MethodView):
         codes) answer `rate_limited`. With a guest's access token in `Authorization`, the guest is
         upgraded: its queue places move to the consumer and its session ends.
         """
-        return grant_response("otp", data)
+        return self.token_response(data)

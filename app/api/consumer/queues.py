@@ -4,12 +4,12 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.helpers import ID_SHAPE, db_session, tenant_get, transaction
+from app.api.helpers import ID_SHAPE, db_session, now, tenant_get, transaction
+from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import Experience, Queue
 from app.openapi import ErrorSchema
 from app.schemas.queues import QueueConsumerState, QueueOut
-from app.security.context import current_context, requires
 from app.services import queues
 
 
@@ -33,7 +33,7 @@ class QueueById(MethodView):
         session = db_session()
         queue = _queue(session, queue_id)
         experience = session.get(Experience, queue.experience_id)
-        return queues.queue_view(session, queue, experience.time_zone if experience else None)
+        return queues.queue_view(session, queue, experience.time_zone if experience else None, now())
 
 
 @blp.route("/queues/<string:queue_id>/enter")
@@ -50,7 +50,7 @@ class EnterQueue(MethodView):
         ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
-            queues.enter(session, queue, ctx.consumer_id)
+            queues.enter(session, queue, ctx.consumer_id, now())
             return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
                                          ctx.mode)
 
@@ -63,7 +63,7 @@ class QueueStatus(MethodView):
     def get(self, queue_id):
         """The caller's place in a queue"""
         ctx = current_context()
-        if not ID_SHAPE.match(queue_id):
+        if not ID_SHAPE.fullmatch(queue_id):
             raise ApiError("not_found", "Queue not found")
         reader = current_app.extensions["usher"].reader()
         return queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
@@ -79,6 +79,6 @@ class LeaveQueue(MethodView):
         ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
-            queues.leave(session, queue, ctx.consumer_id)
+            queues.leave(session, queue, ctx.consumer_id, now())
             return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
                                          ctx.mode)
