@@ -1,15 +1,21 @@
 """Declarative base, and the engine and sessions of one app.
 
-Each app owns a `Database` (built in `create_app`, kept in `app.extensions`); a request gets
-one `Session` from it, closed at teardown. Writes go through `Database.transaction()`, which on
-SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so that concurrent gunicorn workers
-wait on the busy timeout instead of failing a read-to-write lock upgrade; reads outside it run
-in autocommit.
+Each app owns a `Database` (built in `create_app`, kept in `app.extensions["usher"]`). One way
+per kind of access:
+
+- hot reads: `Usher.reader()`, the request's Core connection in autocommit (no BEGIN/ROLLBACK);
+- admin reads: `Usher.session()`, the request's ORM session, closed at teardown;
+- hot writes: `Database.write()`, one Core transaction;
+- admin writes: `Database.transaction(session)`, one ORM transaction.
+
+Both write forms mark their connection as a writer (`usher_write` execution option): on SQLite
+it then takes the write lock up front (`BEGIN IMMEDIATE`, behind a kernel lock shared by all
+processes) so concurrent workers queue instead of failing a lock upgrade. Any other connection
+(a read, even one made while a write is open) stays a plain autocommit reader.
 """
 
 from __future__ import annotations
 
-import contextvars
 import fcntl
 import os
 import threading
@@ -59,7 +65,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("usher_write_intent", default=False)
+WRITER = {"usher_write": True}  # the execution option of write transactions
 
 
 def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
@@ -81,7 +87,7 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
         def _sqlite_begin(conn):
             # Writes take the write lock up front. Reads run in autocommit: each SELECT sees the
             # latest commit, and a request that only reads pays no BEGIN/COMMIT round trips.
-            if _write_intent.get():
+            if conn.get_execution_options().get("usher_write"):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -91,20 +97,14 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
     return create_engine(url, pool_size=5, max_overflow=5, pool_timeout=5)
 
 
-@contextmanager
-def outside_write_intent() -> Iterator[None]:
-    """Run reads on another connection as plain reads, even inside a write transaction."""
-    token = _write_intent.set(False)
-    try:
-        yield
-    finally:
-        _write_intent.reset(token)
-
-
 def private_file(path: str) -> None:
-    """Create `path` owner-only (0600) if it does not exist, and make it so if it does."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    os.chmod(path, 0o600)
+    """Create `path` owner-only (0600) if it does not exist, and make it so if it does. A path
+    that cannot exist is left alone: using the database then fails as a 503, as if it were down."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        pass
 
 
 class WriterLock:
@@ -149,19 +149,22 @@ class Database:
             private_file(path)  # SQLite gives its -wal and -shm files the database file's mode
         self._writer_lock = WriterLock(path) if path and path != ":memory:" else None
 
+    def _writer(self):
+        return self._writer_lock.held() if self._writer_lock else nullcontext()
+
     @contextmanager
     def transaction(self, session: Session | None = None) -> Iterator[Session]:
-        """One write transaction: commit on success, roll back on any error."""
+        """One ORM write transaction (the request's session, or a new one): commit on success,
+        roll back on any error."""
         own = session is None
         session = session or self.sessionmaker()
         if session.in_transaction():
             session.commit()  # end a read so that the write transaction starts afresh
-        token = _write_intent.set(True)
         try:
-            with self._writer_lock.held() if self._writer_lock else nullcontext(), session.begin():
+            with self._writer(), session.begin():
+                session.connection(execution_options=WRITER)  # procured as a writer: BEGIN IMMEDIATE
                 yield session
         finally:
-            _write_intent.reset(token)
             if own:
                 session.close()
 
@@ -174,13 +177,11 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A Core write transaction for hot paths: no ORM unit of work, the same locking."""
-        token = _write_intent.set(True)
-        try:
-            with self._writer_lock.held() if self._writer_lock else nullcontext(), self.engine.begin() as connection:
+        """One Core write transaction for hot paths: no ORM unit of work, the same locking."""
+        with self._writer(), self.engine.connect() as connection:
+            connection.execution_options(**WRITER)
+            with connection.begin():
                 yield connection
-        finally:
-            _write_intent.reset(token)
 
     def dispose(self) -> None:
         self.engine.dispose()

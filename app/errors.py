@@ -203,5 +203,9 @@ def _is_unavailable(exc: DBAPIError) -> bool:
         return False
     if type(exc.orig).__module__.startswith("psycopg"):
         return True  # PostgreSQL's operational errors are connection, shutdown and recovery states
-    text = str(exc.orig).lower()
-    return any(s in text for s in ("locked", "busy", "unable to open", "disk i/o"))
+    # SQLite's result code (Python 3.11+), not its message: the primary code is the low byte.
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+
+
+_SQLITE_UNAVAILABLE = {5, 6, 10, 14}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN

@@ -89,20 +89,26 @@ def test_concurrent_refreshes_get_one_identical_successor_on_gunicorn(live_serve
     assert logout.status == 204
 
 
-def test_reuse_after_the_grace_window_revokes_the_session_on_gunicorn(live_server, actions):
-    keys = actions.create_org()["keys"]["test"]
-    pk = keys["publishableKey"]
-    guest = http("POST", live_server.url + "/api/v1/auth/guest", publishable(pk)).body
-    successor = _live_refresh(live_server, pk, guest["refreshToken"]).body
-    time.sleep(3.5)  # the live server's REFRESH_GRACE_SECONDS is 3
-    reused = _live_refresh(live_server, pk, guest["refreshToken"])
-    assert reused.status == 401
-    assert reused.body["error"] == "refresh_token_reused"
+def test_reuse_after_the_grace_window_revokes_the_session(app, tenant):
+    """The app's clock moves past the grace window (no sleeping)."""
+    guest = tenant.guest()
+    successor = tenant.refresh(guest["refreshToken"]).json
+    clock = app.extensions["usher"].clock
+    grace = app.extensions["usher"].settings.refresh_grace_seconds
+    inside = tenant.refresh(guest["refreshToken"])
+    assert inside.status_code == 200 and inside.json == successor  # still inside the window
+    clock.advance(grace + 1)
+    try:
+        reused = tenant.refresh(guest["refreshToken"])
+    finally:
+        clock.advance(-(grace + 1))
+    assert reused.status_code == 401
+    assert reused.json["error"] == "refresh_token_reused"
     # The whole session is gone: the successor refresh token and its access token too.
-    assert _live_refresh(live_server, pk, successor["refreshToken"]).body["error"] == "refresh_token_invalid"
-    assert http("POST", live_server.url + "/api/v1/auth/logout", bearer(successor["accessToken"])).status == 401
-    sessions = http("GET", live_server.url + f"/api/v1/consumers/{guest['session']['consumerId']}/sessions",
-                    secret(keys["secretKey"])).body["data"]
+    assert tenant.refresh(successor["refreshToken"]).json["error"] == "refresh_token_invalid"
+    assert tenant.client.post("/api/v1/auth/logout", headers=bearer(successor["accessToken"])).status_code == 401
+    sessions = tenant.client.get(f"/api/v1/consumers/{guest['session']['consumerId']}/sessions",
+                                 headers=secret(tenant.sk)).json["data"]
     assert sessions[0]["revokedReason"] == "refresh_token_reused"
 
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db import Database, outside_write_intent
+from app.db import Database
 from app.models import SigningKey, new_id
 from app.security.crypto import Sealer
 
@@ -89,7 +89,7 @@ class Keyring:
 
     # -- cache -------------------------------------------------------------------------------
     def _rows(self) -> list[SigningKey]:
-        with outside_write_intent(), self.db.sessionmaker() as session:
+        with self.db.sessionmaker() as session:  # a plain reader, even inside a write
             return list(session.scalars(select(SigningKey).order_by(SigningKey.kid)))
 
     def _load(self) -> None:
