@@ -152,10 +152,7 @@ def from_http_exception(exc: HTTPException) -> ApiError:
         if allow:
             headers["Allow"] = allow
     if exc.code == 400 and "messages" in data:
-        details = _validation_details(data["messages"])
-        if details.get("_body") and any("Invalid JSON" in str(m) for m in details["_body"]):
-            return ApiError("invalid_json")
-        return ApiError("validation_error", details=details)
+        return ApiError("validation_error", details=_validation_details(data["messages"]))
     code = _BY_STATUS.get(exc.code or 500)
     if code is None:
         return ApiError("internal_error", status=exc.code) if (exc.code or 500) >= 500 else ApiError(

@@ -13,7 +13,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from swagger_ui_bundle import swagger_ui_path
 from webargs.flaskparser import FlaskParser
 
-from app.errors import CATALOGUE
+from app.errors import CATALOGUE, ApiError
 
 SECURITY_SCHEMES = {
     "publishableKey": {
@@ -54,6 +54,10 @@ class Parser(FlaskParser):
     # Every location follows the schema's own `unknown` (RAISE): an unknown query parameter is a
     # validation error too, as the document says (additionalProperties: false).
     DEFAULT_UNKNOWN_BY_LOCATION: ClassVar[dict] = {}
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        """A body that does not parse is its own catalogued error, raised where it is known."""
+        raise ApiError("invalid_json")
 
 
 class Blueprint(SmorestBlueprint):

@@ -7,7 +7,6 @@ Every worker and host reads the same table, so all of them sign with the newest 
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -34,10 +34,6 @@ from app.security.crypto import Sealer
 # A retired key stays published for the longest token lifetime the settings allow (1 year).
 MAX_TOKEN_LIFETIME = timedelta(days=366)
 FORCED_RELOAD_INTERVAL = 1.0
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ class Keyring:
                 private = self._decrypt(row.kid, row.private_key_encrypted)
                 public = private.public_key()
                 entry = KeyEntry(row.kid, private, public, {
-                    "kty": "OKP", "crv": "Ed25519", "x": b64url(row.public_key),
-                    "kid": row.kid, "use": "sig", "alg": "EdDSA"})
+                    **OKPAlgorithm.to_jwk(public, as_dict=True), "kid": row.kid, "use": "sig", "alg": "EdDSA"})
             keys[row.kid] = entry
         current = keys[rows[-1].kid]  # ULIDs sort by creation: the newest key signs
         self._published = [keys[row.kid].jwk for row in rows
