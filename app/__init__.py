@@ -43,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.ratelimit import RateLimits, build_limiter
     from app.security.callers import CallerResolver
     from app.state import Usher
-    from app.tokens.keyring import Keyring
+    from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
     from app.tokens.service import TokenService
 
     settings = Settings.load(config)
@@ -61,8 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     clock = Clock()
     db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
-    keyring = Keyring(db, settings.app_secret, settings.keyring_cache_seconds, clock)
-    tokens = TokenService(keyring, settings.issuer, settings.token_leeway_seconds, clock)
+    keyrings = [Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
+                for purpose in (ACCESS_KEYS, REFRESH_KEYS)]
+    tokens = TokenService(*keyrings, settings.issuer, settings.token_leeway_seconds, clock)
     callers = CallerResolver(db, tokens, settings.app_secret, clock)
     limits = RateLimits(build_limiter(app))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from app.models import Organization
 from app.services.orgs import create_organization
+from app.tokens.keyring import REFRESH_KEYS, SigningKeyError
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -73,12 +75,57 @@ signing_key_cli = AppGroup("signing-key", help="Token signing keys.")
 
 
 @signing_key_cli.command("rotate")
-def signing_key_rotate():
-    """Add a new signing key and make it current; old keys stay published until their tokens expire."""
-    usher = current_app.extensions["usher"]
-    with usher.db.transaction() as session:
-        kid = usher.auth.tokens.keyring.rotate(session)
-    click.echo(kid)
+@click.option("--now", "at_once", is_flag=True,
+              help="Sign with the new access key at once (emergency): verifiers that cached the JWKS "
+                   "may refuse new tokens until they fetch it again.")
+def signing_key_rotate(at_once: bool):
+    """Publish a new access key that signs after SIGNING_KEY_LEAD_SECONDS, and a new refresh key.
+
+    Prints one JSON object: each new key's kid and when it starts signing."""
+    tokens = current_app.extensions["usher"].auth.tokens
+    lead = timedelta(seconds=0 if at_once else current_app.extensions["usher"].settings.signing_key_lead_seconds)
+    with current_app.extensions["usher"].db.transaction() as session:
+        access = tokens.keyring.rotate(session, lead)
+        refresh = tokens.refresh_keyring.rotate(session)
+    click.echo(json.dumps({"access": {"kid": access.kid, "activatesAt": _iso(access.activates_at)},
+                           "refresh": {"kid": refresh.kid, "activatesAt": _iso(refresh.activates_at)}}))
+
+
+@signing_key_cli.command("retire")
+@click.argument("kid")
+def signing_key_retire(kid: str):
+    """Withdraw a key at once: tokens it signed stop verifying (a compromised key)."""
+    tokens = current_app.extensions["usher"].auth.tokens
+    try:
+        with current_app.extensions["usher"].db.transaction() as session:
+            row = tokens.keyring.retire(session, kid) or tokens.refresh_keyring.retire(session, kid)
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if row is None:
+        raise click.ClickException(f"no signing key {kid}")
+    tokens.keyring.invalidate()
+    tokens.refresh_keyring.invalidate()
+    click.echo(json.dumps({"kid": row.kid, "purpose": row.purpose, "state": "retired",
+                           "retiredAt": _iso(row.retired_at)}))
+
+
+@signing_key_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def signing_key_list(as_json: bool):
+    """Every signing key: kid, purpose, state (next, current, previous, retired) and dates."""
+    tokens = current_app.extensions["usher"].auth.tokens
+    keys = tokens.keyring.listing() + [key for key in tokens.refresh_keyring.listing()
+                                       if key["purpose"] == REFRESH_KEYS]
+    if as_json:
+        click.echo(json.dumps(keys))
+        return
+    for key in keys:
+        click.echo(f"{key['kid']}  {key['purpose']:<7}  {key['state']:<8}  activates {key['activatesAt']}"
+                   f"  published until {key['publishUntil'] or '-'}  retired {key['retiredAt'] or '-'}")
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def register_cli(app) -> None:

@@ -71,6 +71,8 @@ class Settings:
     token_leeway_seconds: int = 30
     refresh_grace_seconds: int = 10
     keyring_cache_seconds: float = 5
+    #: How long a rotated-in signing key is published before it signs (longer than the JWKS max-age).
+    signing_key_lead_seconds: int = 600
     guest_rate_limit: str = "60 per minute"
     exchange_rate_limit: str = "120 per minute"
     otp_email_sender: str = "console"

@@ -9,6 +9,7 @@ Errors here keep the RFC 6749 shape (`{"error": "invalid_client", …}`), as tho
 from __future__ import annotations
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
@@ -59,9 +60,18 @@ class UsherToken:
         return self.claims["organizationId"] == client.client_id and self.claims["mode"] == client.mode
 
 
+TOKEN_TYPE_NAMES = {ACCESS: "access_token", REFRESH: "refresh_token"}  # RFC 7662/7009 token type hints
+
+
+def _check_params(request) -> None:
+    """`token` is required; an unknown `token_type_hint` is ignored (RFC 7662 §2.1, RFC 7009 §2.1)."""
+    if "token" not in request.form:
+        raise InvalidRequestError()
+
+
 def _query_token(token_string: str, token_type_hint: str | None) -> UsherToken | None:
     usher = current_app.extensions["usher"]
-    order = [REFRESH, ACCESS] if token_type_hint == "refresh_token" else [ACCESS, REFRESH]
+    order = [REFRESH, ACCESS] if token_type_hint == TOKEN_TYPE_NAMES[REFRESH] else [ACCESS, REFRESH]
     for token_type in order:
         try:
             claims = usher.auth.tokens.verify(token_string, token_type, None, None)
@@ -74,6 +84,9 @@ def _query_token(token_string: str, token_type_hint: str | None) -> UsherToken |
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
+    def check_params(self, request, client):
+        _check_params(request)
+
     def query_token(self, token_string, token_type_hint):
         return _query_token(token_string, token_type_hint)
 
@@ -81,11 +94,16 @@ class Introspection(IntrospectionEndpoint):
         return token.check_client(client)
 
     def introspect_token(self, token):
-        return {"active": True, **token.claims, "token_type": "Bearer", "client_id": token.claims["organizationId"]}
+        """The claims (an access token's include `aud`), and which kind of token it is."""
+        return {"active": True, **token.claims, "token_type": TOKEN_TYPE_NAMES[token.claims["tokenType"]],
+                "client_id": token.claims["organizationId"]}
 
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def check_params(self, request, client):
+        _check_params(request)
 
     def query_token(self, token_string, token_type_hint):
         return _query_token(token_string, token_type_hint)

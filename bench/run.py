@@ -136,7 +136,7 @@ class Seeder:
         from app.services.sessions import start_session
 
         tokens = self.usher.auth.tokens
-        kid = tokens.keyring.current().kid
+        kids = tokens.current_kids()
         out = []
         with self.usher.db.transaction() as session:
             organization = session.get(Organization, self.org_id)
@@ -145,7 +145,7 @@ class Seeder:
                                     created_at=datetime.now(UTC))
                 session.add(consumer)
                 session.flush()
-                _, access, refresh = start_session(session, tokens, kid, APP_SECRET, organization, "test",
+                _, access, refresh = start_session(session, tokens, kids, APP_SECRET, organization, "test",
                                                    consumer.id, "guest", self.usher.clock())
                 out.append({"consumer": consumer.id, "access": access, "refresh": refresh})
         return out
@@ -212,7 +212,7 @@ class Seeder:
             have = session.scalar(select(func.count()).select_from(Consumer))
         now = datetime.now(UTC)
         iat = int(now.timestamp())
-        kid = self.usher.auth.tokens.keyring.current().kid
+        kids = self.usher.auth.tokens.current_kids()
         chunk = 10000
         while have < total:
             n = min(chunk, total - have)
@@ -220,7 +220,8 @@ class Seeder:
                          for _ in range(n)]
             sessions = [{"id": new_id("sess"), "organization_id": self.org_id, "mode": "test",
                          "consumer_id": c["id"], "type": "guest", "created_at": now, "expires_at": now,
-                         "refresh_hash": rnd.token_hex(32), "generation_kid": kid, "generation_iat": iat,
+                         "refresh_hash": rnd.token_hex(32), "generation_kid": kids.access,
+                         "generation_refresh_kid": kids.refresh, "generation_iat": iat,
                          "generation_access_exp": iat + 3600, "generation_refresh_exp": iat + 86400}
                         for c in consumers]
             with self.usher.db.transaction() as session:

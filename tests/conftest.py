@@ -39,6 +39,30 @@ def database_url(tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture
+def isolated_database_url(database_url, tmp_path):
+    """A database of this test's own, migrated (a PostgreSQL schema in the PostgreSQL pass), for
+    tests that change what every app on the shared database relies on (withdrawing signing keys)."""
+    if not database_url.startswith("postgresql"):
+        url = f"sqlite:///{tmp_path / 'isolated.sqlite3'}"
+        upgrade_database(url)
+        yield url
+        return
+    schema = f"iso_{os.getpid()}_{tmp_path.name}".lower().replace("-", "_")[:60]
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in database_url else "?"
+    url = f"{database_url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def app_config(database_url) -> dict:
     return {

@@ -58,7 +58,7 @@ def test_malformed_and_expired_refresh_tokens(tenant, app):
         assert response.status_code in (400, 401)
         assert response.json["error"] in ("refresh_token_invalid", "validation_error")
     guest = tenant.guest()
-    key = app.extensions["usher"].auth.tokens.keyring.current()
+    key = app.extensions["usher"].auth.tokens.refresh_keyring.current()
     claims = jwt.decode(guest["refreshToken"], options={"verify_signature": False})
     expired = jwt.encode({**claims, "exp": int(time.time()) - 3600}, key.private, algorithm="EdDSA",
                          headers={"kid": key.kid})
@@ -135,7 +135,7 @@ def _three_sessions(tenant, app):
 
     guest = tenant.guest()
     usher = app.extensions["usher"]
-    kid = usher.auth.tokens.keyring.current().kid
+    kids = usher.auth.tokens.current_kids()
     sessions = [guest]
     with usher.db.transaction() as tx:
         from app.models import Organization
@@ -143,7 +143,7 @@ def _three_sessions(tenant, app):
         claims = jwt.decode(guest["accessToken"], options={"verify_signature": False})
         organization = tx.get(Organization, claims["organizationId"])
         for _ in range(2):
-            row, access, refresh = start_session(tx, usher.auth.tokens, kid, usher.auth.app_secret, organization,
+            row, access, refresh = start_session(tx, usher.auth.tokens, kids, usher.auth.app_secret, organization,
                                                  "test", claims["consumerId"], "guest", usher.clock())
             sessions.append({"accessToken": access, "refreshToken": refresh, "session": {"sessionId": row.id}})
     return sessions

@@ -18,8 +18,9 @@ def _form(description: str) -> dict:
     return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
         "type": "object", "required": ["token"],
         "properties": {"token": {"type": "string", "description": description},
-                       "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token", ""],
-                                           "description": "Where to look first; empty means no hint."}}}}}}
+                       "token_type_hint": {"type": "string", "examples": ["access_token", "refresh_token"],
+                                           "description": "Where to look first (`access_token` or "
+                                                          "`refresh_token`); any other value is ignored."}}}}}}
 
 
 class Introspection(ma.Schema):
@@ -31,10 +32,11 @@ class Introspection(ma.Schema):
     exp = ma.fields.Integer()
     iss = ma.fields.String()
     sub = ma.fields.String()
+    aud = ma.fields.String(metadata={"description": "`<organizationId>/<mode>`, on access tokens only."})
     jti = ma.fields.String()
     mode = ma.fields.String()
     tokenType = ma.fields.String()
-    token_type = ma.fields.String()
+    token_type = ma.fields.String(metadata={"enum": ["access_token", "refresh_token"]})
     client_id = ma.fields.String()
 
 

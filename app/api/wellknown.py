@@ -12,6 +12,14 @@ blp = Blueprint("wellknown", __name__, url_prefix="/.well-known",
                 description="Public documents for merchant servers that verify tokens offline.")
 
 JWKS_MAX_AGE = 300
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+def jwks_max_age(lead_seconds: float, keyring_cache_seconds: float) -> int:
+    """How long verifiers may cache the JWKS: 5 minutes, and always well within the rotation lead
+    (less what a worker may take to see the new key), so a verifier that honours it has fetched
+    a new key before the key signs."""
+    return max(0, min(JWKS_MAX_AGE, int(lead_seconds - keyring_cache_seconds) // 2))
 
 
 class Jwk(ma.Schema):
@@ -34,23 +42,30 @@ class JwksDocument(MethodView):
     def get(self):
         """Public signing keys
 
-        Ed25519 keys (OKP) that sign every token; the newest signs, retired keys stay until the
-        tokens they signed have expired. Cache for up to 5 minutes; on an unknown `kid`, fetch again.
+        Ed25519 keys (OKP) that sign access tokens: the next key (published before it signs), the
+        current one and the previous ones (until the tokens they signed have expired). Refresh
+        tokens are signed with keys that are never published. Cache as `Cache-Control` says (at
+        most 5 minutes, always less than the rotation lead); on an unknown `kid`, fetch again.
         """
+        settings = current_app.extensions["usher"].settings
+        max_age = jwks_max_age(settings.signing_key_lead_seconds, settings.keyring_cache_seconds)
         return current_app.extensions["usher"].auth.tokens.keyring.jwks(), 200, {
-            "Cache-Control": f"public, max-age={JWKS_MAX_AGE}"}
+            "Cache-Control": f"public, max-age={max_age}"}
 
 
 class ServerMetadata(ma.Schema):
     issuer = ma.fields.String(required=True)
     jwks_uri = ma.fields.String(required=True)
+    token_endpoint = ma.fields.String(required=True)
+    token_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String(), required=True)
+    grant_types_supported = ma.fields.List(ma.fields.String(), required=True)
+    response_types_supported = ma.fields.List(ma.fields.String(), required=True)
     introspection_endpoint = ma.fields.String(required=True)
+    introspection_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String(), required=True)
     revocation_endpoint = ma.fields.String(required=True)
-    introspection_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String())
-    revocation_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String())
-    code_challenge_methods_supported = ma.fields.List(ma.fields.String())
-    response_types_supported = ma.fields.List(ma.fields.String())
-    grant_types_supported = ma.fields.List(ma.fields.String())
+    revocation_endpoint_auth_methods_supported = ma.fields.List(ma.fields.String(), required=True)
+    code_challenge_methods_supported = ma.fields.List(ma.fields.String(), required=True)
+    service_documentation = ma.fields.String(required=True)
 
 
 @blp.route("/oauth-authorization-server")
@@ -60,16 +75,23 @@ class Metadata(MethodView):
     def get(self):
         """Authorization server metadata (RFC 8414)
 
-        Where merchants' servers find the JWKS and the introspection and revocation endpoints.
-        Sessions are made by Usher's own JSON endpoints (`/api/v1/auth/*`), not an OAuth token
-        endpoint, so no `token_endpoint` is listed.
+        Where merchants' servers and standard OAuth clients find the JWKS and the token,
+        introspection and revocation endpoints. Every value is true: the token endpoint takes
+        public clients (`none`: the publishable key as `client_id`) and two grants; introspection
+        and revocation take HTTP Basic with the organization id and a secret key (and
+        `Authorization: Bearer sk_…`, which no registered method name describes). Usher has no
+        authorization endpoint (sessions are made by its JSON endpoints), so the only response
+        type is `none`; S256 is the challenge method exchange codes accept.
         """
         issuer = current_app.extensions["usher"].settings.issuer.rstrip("/")
-        methods = ["client_secret_basic", "secret_key_bearer"]
         return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "token_endpoint": f"{issuer}/oauth/token",
+                "token_endpoint_auth_methods_supported": ["none"],
+                "grant_types_supported": ["refresh_token", TOKEN_EXCHANGE],
+                "response_types_supported": ["none"],
                 "introspection_endpoint": f"{issuer}/oauth/introspect",
+                "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
                 "revocation_endpoint": f"{issuer}/oauth/revoke",
-                "introspection_endpoint_auth_methods_supported": methods,
-                "revocation_endpoint_auth_methods_supported": methods,
+                "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
                 "code_challenge_methods_supported": ["S256"],
-                "response_types_supported": [], "grant_types_supported": []}
+                "service_documentation": f"{issuer}/docs"}

@@ -21,7 +21,7 @@ from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver, RequestContext
 from app.security.credentials import Credentials
-from app.tokens.service import TokenService
+from app.tokens.service import Kids, TokenService
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class BaseGrant:
         self.request = request
         #: The verified claims of the guest token that upgrades, set by the server when allowed.
         self.guest_claims: dict | None = None
-        #: The signing key id of the pair this grant will issue, read before any transaction.
-        self.kid: str = ""
+        #: The signing keys of the pair this grant will issue (access, refresh), read before any
+        #: transaction.
+        self.kids: Kids = Kids("", "")
 
     @property
     def guest_id(self) -> str | None:
@@ -105,5 +106,5 @@ class AuthServer:
                 raise ApiError(AUTHENTICATION_REQUIRED)
             grant.guest_claims = claims
         if grant.SESSION_TYPE is not None:
-            grant.kid = self.tokens.keyring.current().kid
+            grant.kids = self.tokens.current_kids()
         return grant.create_token_response()

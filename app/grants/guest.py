@@ -24,7 +24,7 @@ class GuestGrant(BaseGrant):
         ctx, now = self.request.ctx, self.server.clock()
         with self.server.db.write() as connection:
             consumer_id = insert_consumer(connection, "guest", ctx.organization_id, ctx.mode, now)
-            row, generation = new_session_row(self.kid, self.server.app_secret, ctx.organization, ctx.mode,
+            row, generation = new_session_row(self.kids, self.server.app_secret, ctx.organization, ctx.mode,
                                               consumer_id, self.SESSION_TYPE, now)
             insert_session(connection, row)
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock

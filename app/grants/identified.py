@@ -68,7 +68,7 @@ def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str,
         with Session(bind=connection) as orm:  # the cold path: the ORM, in the same transaction
             merge_guest(orm, grant.guest_claims["consumerId"], consumer_id, now)
             orm.flush()
-    row, generation = new_session_row(grant.kid, server.app_secret, ctx.organization, ctx.mode, consumer_id,
+    row, generation = new_session_row(grant.kids, server.app_secret, ctx.organization, ctx.mode, consumer_id,
                                       grant.SESSION_TYPE or "", now)
     insert_session(connection, row)
 

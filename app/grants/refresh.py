@@ -39,14 +39,14 @@ class RefreshTokenGrant(BaseGrant):
         claims, secret = self.claims, self.server.app_secret
         grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
         presented = refresh_hash(secret, claims["jti"])
-        kid, now = self.server.tokens.keyring.current().kid, self.server.clock()
+        kids, now = self.server.tokens.current_kids(), self.server.clock()
         with self.server.db.write() as connection:
             row = lock_session(connection, claims["sessionId"])
             if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
                     or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]):
                 raise ApiError("refresh_token_invalid")
             if constant_time_equal(presented, row.refresh_hash):
-                generation = rotate(row, kid, secret, self.request.ctx.organization, claims["jti"], now)
+                generation = rotate(row, kids, secret, self.request.ctx.organization, claims["jti"], now)
                 save_rotation(connection, row)
             elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
                   and now - row.rotated_at <= grace

@@ -56,6 +56,7 @@ class AuthSession(Base):
     previous_refresh_hash: Mapped[str | None] = mapped_column(String(64))
     rotated_at: Mapped[datetime | None]
     generation_kid: Mapped[str] = mapped_column(String(40))
+    generation_refresh_kid: Mapped[str | None] = mapped_column(String(40))  # None: signed before refresh keys
     generation_iat: Mapped[int]
     generation_access_exp: Mapped[int]
     generation_refresh_exp: Mapped[int]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Organization, new_id
 from app.security.keys import keyed_hash
-from app.tokens.service import Generation, TokenService
+from app.tokens.service import Generation, Kids, TokenService
 
 
 def random_jti() -> str:
@@ -32,9 +32,10 @@ def refresh_hash(app_secret: str, refresh_jti: str) -> str:
     return keyed_hash(app_secret, "refresh", refresh_jti)
 
 
-def _stamp(row: AuthSession, kid: str, now: datetime, organization: Organization) -> None:
+def _stamp(row: AuthSession, kids: Kids, now: datetime, organization: Organization) -> None:
     iat = int(now.timestamp())
-    row.generation_kid = kid
+    row.generation_kid = kids.access
+    row.generation_refresh_kid = kids.refresh
     row.generation_iat = iat
     row.generation_access_exp = iat + organization.access_token_ttl
     row.generation_refresh_exp = iat + organization.refresh_token_ttl
@@ -45,13 +46,16 @@ def generation_of(row: AuthSession, access_jti: str, refresh_jti: str) -> Genera
     return Generation(kid=row.generation_kid, organization_id=row.organization_id, mode=row.mode,
                       consumer_id=row.consumer_id, session_id=row.id, access_jti=access_jti,
                       refresh_jti=refresh_jti, iat=row.generation_iat, access_exp=row.generation_access_exp,
-                      refresh_exp=row.generation_refresh_exp)
+                      refresh_exp=row.generation_refresh_exp,
+                      # a generation made before refresh keys was signed with one (legacy) key
+                      refresh_kid=row.generation_refresh_kid or row.generation_kid)
 
 
 SESSIONS = AuthSession.__table__
 _INSERT_SESSION = insert(SESSIONS)
 _SELECT_SESSION_FOR_UPDATE = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id")).with_for_update()
-_ROTATED = ("previous_refresh_hash", "refresh_hash", "rotated_at", "generation_kid", "generation_iat",
+_ROTATED = ("previous_refresh_hash", "refresh_hash", "rotated_at", "generation_kid", "generation_refresh_kid",
+            "generation_iat",
             "generation_access_exp", "generation_refresh_exp", "expires_at")
 _UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
                    .values({name: bindparam(name) for name in _ROTATED}))
@@ -85,13 +89,13 @@ def save_rotation(connection: Connection, row: AuthSession) -> None:
     connection.execute(_UPDATE_ROTATED, {"session_id": row.id, **{n: getattr(row, n) for n in _ROTATED}})
 
 
-def new_session_row(kid: str, app_secret: str, organization, mode: str, consumer_id: str,
+def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consumer_id: str,
                     session_type: str, now: datetime) -> tuple[AuthSession, Generation]:
     """A new session row (not yet stored) and the generation its first pair is signed from."""
     access_jti, refresh_jti = random_jti(), random_jti()
     row = AuthSession(id=new_id("sess"), organization_id=organization.id, mode=mode, consumer_id=consumer_id,
                       type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti))
-    _stamp(row, kid, now, organization)
+    _stamp(row, kids, now, organization)
     return row, generation_of(row, access_jti, refresh_jti)
 
 
@@ -99,18 +103,18 @@ def insert_session(connection: Connection, row: AuthSession) -> None:
     connection.execute(_INSERT_SESSION, {column.key: getattr(row, column.key) for column in SESSIONS.columns})
 
 
-def start_session(session: Session, tokens: TokenService, kid: str, app_secret: str, organization, mode: str,
+def start_session(session: Session, tokens: TokenService, kids: Kids, app_secret: str, organization, mode: str,
                   consumer_id: str, session_type: str, now: datetime) -> tuple[AuthSession, str, str]:
     """A session started in the caller's ORM transaction, and its signed first pair: the form
     for seeding many sessions at once (the benchmark's and tests' fixtures); the grants insert
     on their Core transaction and sign after it."""
-    row, generation = new_session_row(kid, app_secret, organization, mode, consumer_id, session_type, now)
+    row, generation = new_session_row(kids, app_secret, organization, mode, consumer_id, session_type, now)
     insert_session(session.connection(), row)
     access, refresh = tokens.sign_pair(generation)
     return row, access, refresh
 
 
-def rotate(row: AuthSession, kid: str, app_secret: str, organization, presented_jti: str,
+def rotate(row: AuthSession, kids: Kids, app_secret: str, organization, presented_jti: str,
            now: datetime) -> Generation:
     """Make the successor of the presented (current) refresh token the current generation; the
     caller saves the row and, after its transaction, signs the returned generation."""
@@ -118,7 +122,7 @@ def rotate(row: AuthSession, kid: str, app_secret: str, organization, presented_
     row.previous_refresh_hash = row.refresh_hash
     row.refresh_hash = refresh_hash(app_secret, refresh_jti)
     row.rotated_at = now
-    _stamp(row, kid, now, organization)
+    _stamp(row, kids, now, organization)
     return generation_of(row, access_jti, refresh_jti)
 
 
