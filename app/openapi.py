@@ -1,19 +1,28 @@
-"""flask-smorest, adapted to our contract: 400 on validation, our error envelope, security
-schemes, and Swagger UI served from the app's own files."""
+"""flask-smorest, adapted to our contract: 400 on validation, 415 on bodies that are not JSON,
+our error envelope, security schemes, Swagger UI served from the app's own files, and one
+plugin (`ContractPlugin`) that completes every operation the same way: a stable camelCase
+`operationId`, the 401/403/415 a credential or a body can cause, and error examples per status
+that show the codes the status really carries here."""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Blueprint as FlaskBlueprint
 from flask import send_from_directory
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from swagger_ui_bundle import swagger_ui_path
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from app.errors import CATALOGUE, ApiError
+from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
+
+# The guest upgrade (OTP verify, external exchange): the publishable key, optionally with a
+# guest's access token. Put above `requires("publishable")` so that it replaces its requirement.
+OPTIONAL_GUEST_TOKEN = [{"publishableKey": []}, {"publishableKey": [], "accessToken": []}]
 
 SECURITY_SCHEMES = {
     "publishableKey": {
@@ -59,16 +68,185 @@ class Parser(FlaskParser):
         """A body that does not parse is its own catalogued error, raised where it is known."""
         raise ApiError("invalid_json")
 
+    def _raw_load_json(self, req):
+        """A body that is not JSON is 415 `unsupported_media_type` (no body at all is no data)."""
+        if not is_json_request(req) and (req.content_length or req.get_data(cache=True)):
+            raise ApiError("unsupported_media_type")
+        return super()._raw_load_json(req)
+
+
+class NoQuery(ma.Schema):
+    """For operations without query parameters: any query parameter is a `validation_error`."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+# Stable operation ids (the generated SDKs' method names): never rename one. An operation missing
+# here gets `<method><ViewClass>` (see `_operation_id`); add it here when it is made.
+OPERATION_IDS = {
+    ("post", "/api/v1/auth/guest"): "createGuestSession",
+    ("post", "/api/v1/auth/refresh"): "refreshTokens",
+    ("post", "/api/v1/auth/logout"): "logout",
+    ("post", "/api/v1/auth/external/authorize"): "createExchangeCode",
+    ("post", "/api/v1/auth/external/exchange"): "exchangeCode",
+    ("post", "/api/v1/auth/otp/request"): "requestOtp",
+    ("post", "/api/v1/auth/otp/verify"): "verifyOtp",
+    ("get", "/api/v1/experiences"): "listExperiences",
+    ("post", "/api/v1/experiences"): "createExperience",
+    ("get", "/api/v1/experiences/{experience_id}"): "getExperience",
+    ("patch", "/api/v1/experiences/{experience_id}"): "updateExperience",
+    ("delete", "/api/v1/experiences/{experience_id}"): "deleteExperience",
+    ("get", "/api/v1/queues"): "listQueues",
+    ("post", "/api/v1/queues"): "createQueue",
+    ("get", "/api/v1/queues/{queue_id}"): "getQueue",
+    ("post", "/api/v1/queues/{queue_id}/enter"): "enterQueue",
+    ("get", "/api/v1/queues/{queue_id}/status"): "getQueueStatus",
+    ("post", "/api/v1/queues/{queue_id}/leave"): "leaveQueue",
+    ("get", "/api/v1/consumers"): "listConsumers",
+    ("get", "/api/v1/consumers/{consumer_id}"): "getConsumer",
+    ("get", "/api/v1/consumers/{consumer_id}/sessions"): "listConsumerSessions",
+    ("delete", "/api/v1/consumers/{consumer_id}/sessions"): "revokeConsumerSessions",
+    ("delete", "/api/v1/sessions/{session_id}"): "revokeSession",
+    ("get", "/api/v1/keys"): "listKeys",
+    ("post", "/api/v1/keys"): "createKey",
+    ("get", "/api/v1/keys/{key_id}"): "getKey",
+    ("delete", "/api/v1/keys/{key_id}"): "revokeKey",
+    ("post", "/api/v1/keys/{key_id}/roll"): "rollKey",
+    ("get", "/api/v1/settings"): "getSettings",
+    ("patch", "/api/v1/settings"): "updateSettings",
+    ("get", "/api/v1/test/otp-messages"): "listTestOtpMessages",
+    ("get", "/.well-known/jwks.json"): "getJwks",
+    ("get", "/.well-known/oauth-authorization-server"): "getAuthorizationServerMetadata",
+    ("post", "/oauth/token"): "oauthToken",
+    ("post", "/oauth/introspect"): "introspectToken",
+    ("post", "/oauth/revoke"): "revokeToken",
+    ("get", "/healthz"): "getLiveness",
+    ("get", "/readyz"): "getReadiness",
+}
+
+# The code a status carries when an operation names none of its own.
+_STATUS_CODES = {400: ["validation_error"], 401: [AUTHENTICATION_REQUIRED], 403: ["forbidden"], 404: ["not_found"],
+                 405: ["method_not_allowed"], 409: ["conflict"], 413: ["payload_too_large"],
+                 415: ["unsupported_media_type"], 429: ["rate_limited"], 500: ["internal_error"],
+                 503: ["service_unavailable"]}
+_REFERENCED = {"400": "Validation error, with `details` per field"}  # flask-smorest's BAD_REQUEST, inlined
+_CODE_IN_TEXT = re.compile(r"`([^`]+)`")
+_ERROR_REF = "#/components/schemas/Error"
+
+
+def _operation_id(method: str, path: str, rule) -> str:
+    known = OPERATION_IDS.get((method, path))
+    if known:
+        return known
+    # flask-smorest names an endpoint after its MethodView class.
+    name = rule.endpoint.rsplit(".", 1)[-1] if rule is not None else re.sub(r"\W+", " ", path).title()
+    return method + re.sub(r"\W", "", name)
+
+
+def _example_name(code: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", code).strip("_").lower()
+
+
+def _error_content(codes: list[str], schema_ref: str = _ERROR_REF) -> dict:
+    examples = {}
+    for code in codes:
+        value = {"error": code}
+        entry = CATALOGUE.get(code)
+        if schema_ref == _ERROR_REF and entry is not None and entry.message:
+            value["message"] = entry.message
+        examples[_example_name(code)] = {"summary": entry.description if entry else code, "value": value}
+    return {"application/json": {"schema": {"$ref": schema_ref}, "examples": examples}}
+
+
+class ContractPlugin(BasePlugin):
+    """Completes each operation from what its decorators declare (see the module docstring)."""
+
+    def init_spec(self, spec):
+        self.spec = spec
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for method, operation in (operations or {}).items():
+            if method == "parameters":
+                continue
+            operation.setdefault("operationId", _operation_id(method, path, kwargs.get("rule")))
+            responses = {str(status): response if isinstance(response, dict) and "$ref" not in response
+                         else {"description": _REFERENCED.get(str(status), "Error")}
+                         for status, response in operation.get("responses", {}).items()}
+            operation["responses"] = responses
+            responses.pop("default", None)  # every status is listed with its real codes instead
+            body = operation.get("requestBody")
+            if body is not None:
+                json_body = body.get("content", {}).get("application/json")
+                if json_body is not None:
+                    body["required"] = self._has_required(json_body.get("schema"))
+                    responses.setdefault("415", {"description": "The body is not JSON"})
+                    responses.setdefault("400", {"description": "Validation error, with `details` per field"})
+            security = operation.get("security") or []
+            if any(requirement for requirement in security):
+                responses.setdefault("401", {"description": "Missing, unknown, expired or revoked credential"})
+                if path.startswith("/api/") and all("secretKey" in requirement for requirement in security):
+                    responses.setdefault("403", {"description": "A publishable key on a secret-key endpoint"})
+            for status, response in responses.items():
+                if isinstance(response, dict) and str(status)[:1] in "45":
+                    self._complete_error(int(status), response, operation, body is not None)
+
+    def _has_required(self, schema) -> bool:
+        if isinstance(schema, dict) and "$ref" in schema:
+            schema = self.spec.components.schemas.get(schema["$ref"].rsplit("/", 1)[-1])
+        if isinstance(schema, type | ma.Schema):
+            instance = schema() if isinstance(schema, type) else schema
+            return any(field.required for field in instance.fields.values())
+        return bool(isinstance(schema, dict) and schema.get("required"))
+
+    def _complete_error(self, status: int, response: dict, operation: dict, has_body: bool) -> None:
+        content = response.get("content", {}).get("application/json", {})
+        ref = content.get("schema", {}).get("$ref", _ERROR_REF) if isinstance(content.get("schema"), dict) \
+            else _ERROR_REF
+        named = [code for code in _CODE_IN_TEXT.findall(response.get("description", ""))
+                 if code in CATALOGUE or ref != _ERROR_REF]
+        if ref != _ERROR_REF:  # the RFC 6749 shape of /oauth/*: only the codes it names
+            if named:
+                response["content"] = _error_content(named, ref)
+            return
+        codes = [code for code in named if CATALOGUE[code].status == status] or list(_STATUS_CODES.get(status, []))
+        security = operation.get("security") or []
+        if status == 401 and any(security) and AUTHENTICATION_REQUIRED not in codes:
+            codes.append(AUTHENTICATION_REQUIRED)
+        if status == 403 and all("secretKey" in requirement for requirement in security) and security:
+            codes = [code for code in codes if code != "forbidden"] + [SECRET_KEY_REQUIRED]
+            codes += [code for code in ("insufficient_scope",) if code in CATALOGUE]
+        if status == 400 and has_body:
+            codes += [code for code in ("validation_error", "invalid_json") if code not in codes]
+        codes = list(dict.fromkeys(code for code in codes if code in CATALOGUE))
+        if codes:
+            response["content"] = _error_content(codes)
+
 
 class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = Parser()
+
+    def no_query(self, view):
+        """Decorator for operations without query parameters: any is a `validation_error` (400)."""
+        return self.arguments(NoQuery, location="query", as_kwargs=True)(view)
 
 
 class Api(SmorestApi):
     ERROR_SCHEMA = ErrorSchema
 
+    def __init__(self, app=None, *, spec_kwargs=None, **kwargs):
+        spec_kwargs = dict(spec_kwargs or {})
+        spec_kwargs["extra_plugins"] = [*spec_kwargs.get("extra_plugins", ()), ContractPlugin()]
+        super().__init__(app, spec_kwargs=spec_kwargs, **kwargs)
+
     def _register_error_handlers(self):
         """Errors are ours alone (app.errors); do not let flask-smorest install its handler."""
+
+    def _register_etag_headers(self):
+        """No ETags here: keep their components out of the document."""
+
+    def _register_pagination_header(self):
+        """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
 
 
 def docs_config(version: str) -> dict:
@@ -90,6 +268,8 @@ def docs_config(version: str) -> dict:
                     "`error` codes are stable:\n\n| status | error | when |\n|---|---|---|\n"
                     + ERROR_CODES_DOC),
             },
+            # Relative: the Usher that serves this document, behind whatever proxy and name.
+            "servers": [{"url": "/", "description": "The Usher that serves this document (its `ISSUER`)."}],
             "components": {"securitySchemes": SECURITY_SCHEMES},
         },
     }

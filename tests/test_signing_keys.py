@@ -66,7 +66,7 @@ class CachingVerifier:
 
 
 def test_staged_rotation_publishes_the_new_key_before_it_signs(isolated, isolated_database_url):
-    app, tenant = isolated
+    _app, tenant = isolated
     verifier = CachingVerifier(tenant.client, f"{tenant.org_id}/test")
     before = tenant.guest()
     old_kid = jwt.get_unverified_header(before["accessToken"])["kid"]
@@ -110,7 +110,7 @@ def test_staged_rotation_publishes_the_new_key_before_it_signs(isolated, isolate
 
 
 def test_rotate_now_signs_at_once_and_retire_kills_the_old_tokens_everywhere(isolated, isolated_database_url):
-    app, tenant = isolated
+    _app, tenant = isolated
     queue = tenant.queue()
     before = tenant.guest()
     old_access = jwt.get_unverified_header(before["accessToken"])["kid"]

@@ -21,6 +21,7 @@ class Health(ma.Schema):
 @blp.route("/healthz")
 class Liveness(MethodView):
     @blp.doc(security=[])
+    @blp.no_query
     @blp.response(200, Health)
     def get(self):
         """Liveness
@@ -33,6 +34,7 @@ class Liveness(MethodView):
 @blp.route("/readyz")
 class Readiness(MethodView):
     @blp.doc(security=[])
+    @blp.no_query
     @blp.response(200, Health)
     @blp.alt_response(503, schema=Health, description="The database or the limit storage does not answer")
     def get(self):

@@ -40,6 +40,10 @@ class Introspection(ma.Schema):
     client_id = ma.fields.String()
 
 
+class Revoked(ma.Schema):
+    """RFC 7009 §2.2: an empty object, whether or not there was anything to revoke."""
+
+
 class OAuthError(ma.Schema):
     """RFC 6749 §5.2 error shape."""
 
@@ -66,7 +70,7 @@ class Introspect(MethodView):
 @blp.route("/revoke")
 class Revoke(MethodView):
     @blp.doc(security=SECURITY, requestBody=_form("The token whose session ends."))
-    @blp.response(200, ma.Schema)
+    @blp.response(200, Revoked)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
     @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret key (`invalid_client`)")
     def post(self):

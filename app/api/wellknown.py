@@ -38,6 +38,7 @@ class Jwks(ma.Schema):
 @blp.route("/jwks.json")
 class JwksDocument(MethodView):
     @blp.doc(security=[])
+    @blp.no_query
     @blp.response(200, Jwks, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def get(self):
         """Public signing keys
@@ -71,6 +72,7 @@ class ServerMetadata(ma.Schema):
 @blp.route("/oauth-authorization-server")
 class Metadata(MethodView):
     @blp.doc(security=[])
+    @blp.no_query
     @blp.response(200, ServerMetadata)
     def get(self):
         """Authorization server metadata (RFC 8414)

@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from app.schemas.common import Instant, Schema, page_schema
+from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
 
 DAY = 24 * 3600
 
@@ -63,8 +63,8 @@ class ExperienceOut(Schema):
     close_at = Instant(data_key="closeAt", allow_none=True)
     time_zone = fields.String(data_key="timeZone", allow_none=True)
     theme = fields.Nested(Theme, allow_none=True)
-    i18n = fields.Constant(None, allow_none=True, dump_default=None)
-    sequences = fields.Constant(None, allow_none=True, dump_default=None)
+    i18n = AlwaysNull(metadata={"description": "Reserved for translations (as in the seed); always null for now."})
+    sequences = AlwaysNull(metadata={"description": "Reserved for timed sequences (as in the seed); always null for now."})
     created_at = Instant(data_key="createdAt")
 
 

@@ -20,7 +20,7 @@ class SessionInfo(Schema):
                                metadata={"example": "sess_01HXYZ123456789ABCDEFGHJK"})
     expires_at = fields.String(data_key="expiresAt", required=True,
                                metadata={"description": "When the access token expires (UTC).",
-                                         "example": "2024-12-01T10:00:00Z"})
+                                         "format": "date-time", "example": "2024-12-01T10:00:00Z"})
 
 
 class SessionTokens(Schema):

@@ -53,6 +53,15 @@ class Instant(fields.AwareDateTime):
         return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
 
 
+class AlwaysNull(fields.Constant):
+    """A field reserved by the seed and always null: typed `null` in the document."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {})["type"] = "null"
+        super().__init__(None, **kwargs)
+        self.allow_none = False  # output only; keeps apispec from adding a second "null"
+
+
 class PageArgs(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100),
                            metadata={"description": "Items per page (1–100)."})

@@ -57,7 +57,11 @@ class ConsumerById(MethodView):
     @blp.response(200, ConsumerOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def get(self, consumer_id):
-        """Get a consumer"""
+        """Get a consumer
+
+        Its email or phone, its external identities (provider, issuer, subject, latest claims)
+        and when it was created.
+        """
         session = db_session()
         return consumer_views(session, [tenant_get(session, Consumer, consumer_id, current_context())])[0]
 
@@ -68,7 +72,10 @@ class ConsumerSessions(MethodView):
     @blp.response(200, SessionList)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def get(self, consumer_id):
-        """List a consumer's sessions (newest last, revoked ones included)"""
+        """List a consumer's sessions
+
+        Newest last, revoked ones included (with when and why), so support can see every sign-in.
+        """
         session = db_session()
         consumer = tenant_get(session, Consumer, consumer_id, current_context())
         rows = session.scalars(select(AuthSession).where(AuthSession.consumer_id == consumer.id)
@@ -79,7 +86,10 @@ class ConsumerSessions(MethodView):
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def delete(self, consumer_id):
-        """Revoke all of a consumer's sessions"""
+        """Revoke all of a consumer's sessions
+
+        Every refresh token of the consumer fails and its access tokens are refused from now on.
+        """
         with transaction() as session:
             consumer = tenant_get(session, Consumer, consumer_id, current_context())
             revoke_sessions(session.connection(), "admin", now(), AuthSession.consumer_id == consumer.id)

@@ -39,7 +39,11 @@ class Experiences(MethodView):
     @blp.response(201, ExperienceOut)
     @blp.alt_response(400, schema=ErrorSchema, description="Validation error")
     def post(self, data):
-        """Create an experience"""
+        """Create an experience
+
+        A sale or drop with optional opening and closing instants (`closeAt` after `openAt`) and
+        an IANA time zone; queues are created under it.
+        """
         ctx = current_context()
         current = now()
         experience = Experience(id=new_id("exp"), organization_id=ctx.organization_id, mode=ctx.mode,
@@ -76,7 +80,11 @@ class ExperienceById(MethodView):
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience")
     def delete(self, experience_id):
-        """Delete an experience"""
+        """Delete an experience
+
+        Deletes its queues and their places too. Unknown ids, and ids of another organization or
+        mode, answer 404.
+        """
         ctx = current_context()
         with transaction() as session:
             session.delete(tenant_get(session, Experience, experience_id, ctx))

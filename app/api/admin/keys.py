@@ -68,7 +68,10 @@ class KeyById(MethodView):
     @blp.response(200, KeyOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
     def get(self, key_id):
-        """Get a key (without its value)"""
+        """Get a key
+
+        Its type, mode, last four characters and dates; never its value.
+        """
         return _active_key(db_session(), key_id, current_context())
 
     @requires("secret")

@@ -41,7 +41,11 @@ class Queues(MethodView):
     @blp.response(201, QueueOut)
     @blp.alt_response(400, schema=ErrorSchema, description="Validation error, or an unknown experience")
     def post(self, data):
-        """Create a queue under an experience"""
+        """Create a queue
+
+        Under an experience of the same organization and mode; `capacity` bounds how many
+        consumers may hold a place at once.
+        """
         ctx = current_context()
         with transaction() as session:
             try:

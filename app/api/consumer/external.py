@@ -7,7 +7,7 @@ from app.api.consumer import blp
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
 from app.grants.external import ExternalExchangeGrant, create_exchange_code
-from app.openapi import ErrorSchema
+from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.schemas.auth import SessionTokens
 from app.schemas.external import AuthorizeIn, AuthorizeOut, ExchangeIn
 
@@ -34,6 +34,7 @@ class ExternalExchange(GrantView):
     grant = ExternalExchangeGrant
     rule = "/auth/external/exchange"
 
+    @blp.doc(security=OPTIONAL_GUEST_TOKEN)
     @requires("publishable")
     @blp.arguments(ExchangeIn(), example={"exchangeCode": "exc_…"})
     @blp.response(200, SessionTokens)

@@ -7,7 +7,7 @@ from app.api.consumer import blp
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
 from app.grants.otp import OtpGrant
-from app.openapi import ErrorSchema
+from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.otp.identifiers import identifier_from
 from app.otp.service import request_code, request_limits
 from app.ratelimit import client_ip
@@ -41,6 +41,7 @@ class OtpVerify(GrantView):
     grant = OtpGrant
     rule = "/auth/otp/verify"
 
+    @blp.doc(security=OPTIONAL_GUEST_TOKEN)
     @requires("publishable")
     @blp.arguments(OtpVerifyIn(), example={"email": "ann@example.com", "code": "123456"})
     @blp.response(200, SessionTokens)

@@ -61,7 +61,10 @@ class QueueStatus(MethodView):
     @blp.response(200, QueueConsumerState)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
     def get(self, queue_id):
-        """The caller's place in a queue"""
+        """Get the caller's place in a queue
+
+        The consumer's state in the queue (its position while waiting); 404 when it never entered.
+        """
         ctx = current_context()
         if not ID_SHAPE.fullmatch(queue_id):
             raise ApiError("not_found", "Queue not found")
@@ -75,7 +78,10 @@ class LeaveQueue(MethodView):
     @blp.response(200, QueueConsumerState)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
     def post(self, queue_id):
-        """Leave a queue"""
+        """Leave a queue
+
+        Gives the place up; the consumers behind move forward. Leaving again changes nothing.
+        """
         ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
