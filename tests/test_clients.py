@@ -143,7 +143,8 @@ def test_generated_sdk_runs_guest_otp_upgrade_refresh_and_logout(sdk, live_serve
                                                                            subject="customer-1"))
         external = exchange_code.sync(client=shop, body=ExchangeIn(exchange_code=minted.exchange_code))
         assert isinstance(external, SessionTokens) and external.session.type_ == "external"
-        everywhere = logout.sync_detailed(client=as_consumer(external.access_token), body=LogoutIn(scope=LogoutInScope.GLOBAL))
+        everywhere = logout.sync_detailed(client=as_consumer(external.access_token),
+                                          body=LogoutIn(scope=LogoutInScope.GLOBAL))
         assert everywhere.status_code == 204
         replay = exchange_code.sync(client=shop, body=ExchangeIn(exchange_code=minted.exchange_code))
         assert isinstance(replay, Error) and replay.error == "exchange_code_invalid"

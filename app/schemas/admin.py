@@ -64,7 +64,8 @@ class ExperienceOut(Schema):
     time_zone = fields.String(data_key="timeZone", allow_none=True)
     theme = fields.Nested(Theme, allow_none=True)
     i18n = AlwaysNull(metadata={"description": "Reserved for translations (as in the seed); always null for now."})
-    sequences = AlwaysNull(metadata={"description": "Reserved for timed sequences (as in the seed); always null for now."})
+    sequences = AlwaysNull(metadata={"description": "Reserved for timed sequences (as in the seed); "
+                                                    "always null for now."})
     created_at = Instant(data_key="createdAt")
 
 
