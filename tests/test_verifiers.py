@@ -113,13 +113,14 @@ def test_introspection_reports_the_token_type_and_audience_and_ignores_unknown_h
     guest = tenant.guest()
     basic = base64.b64encode(f"{org['organizationId']}:{tenant.sk}".encode()).decode()
     for hint in (None, "access_token", "refresh_token", "id_token", "bogus"):
-        form = {"token": guest["accessToken"], **({"token_type_hint": hint} if hint else {})}
-        access = tenant.client.post("/oauth/introspect", data=form, headers=secret(tenant.sk))
+        hinted = {"token_type_hint": hint} if hint else {}
+        access = tenant.client.post("/oauth/introspect", data={"token": guest["accessToken"], **hinted},
+                                    headers=secret(tenant.sk))
         assert access.status_code == 200, access.json
         assert access.json["active"] is True and access.json["token_type"] == "access_token"
         assert access.json["aud"] == f"{org['organizationId']}/test"
         refresh = tenant.client.post("/oauth/introspect", headers={"Authorization": f"Basic {basic}"},
-                                     data={"token": guest["refreshToken"], **({"token_type_hint": hint} if hint else {})})
+                                     data={"token": guest["refreshToken"], **hinted})
         assert refresh.status_code == 200
         assert refresh.json["active"] is True and refresh.json["token_type"] == "refresh_token"
         assert "aud" not in refresh.json
