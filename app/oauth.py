@@ -1,24 +1,53 @@
-"""Standard endpoints for merchants' servers: RFC 7662 introspection and RFC 7009 revocation,
-on Authlib's endpoint classes and an Authlib server built per app (in `create_app`).
+"""Standard endpoints, on an Authlib `AuthorizationServer` built per app (in `create_app`):
 
-The client is an organization × mode, authenticated by one of its secret keys: as
-`Authorization: Bearer sk_…`, or HTTP Basic with the organization id and the secret key.
-Errors here keep the RFC 6749 shape (`{"error": "invalid_client", …}`), as those RFCs require.
+- the RFC 6749 token endpoint for public clients (`client_id` = a publishable key, auth method
+  `none`), with the `refresh_token` grant and RFC 8693 token exchange for exchange codes. Each
+  is an Authlib grant that hands the request to the *same* Usher grant as the JSON endpoints
+  (`app/grants/refresh.py`, `app/grants/external.py`): one implementation, two dialects;
+- RFC 7662 introspection and RFC 7009 revocation, whose client is an organization × mode
+  authenticated by one of its secret keys: as `Authorization: Bearer sk_…`, or HTTP Basic with
+  the organization id and the secret key.
+
+Errors here keep the RFC 6749 shape (`{"error": "invalid_grant", …}`), as those RFCs require.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+)
+from authlib.oauth2.rfc6749.grants import BaseGrant as OAuthGrant
+from authlib.oauth2.rfc6749.grants import TokenEndpointMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
+from marshmallow import ValidationError
 from werkzeug.datastructures import Authorization
 
+from app.errors import ApiError
+from app.grants.base import TokenRequest
+from app.grants.external import ExternalExchangeGrant
+from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession, Organization
+from app.ratelimit import client_ip
+from app.schemas.auth import RefreshIn
+from app.schemas.external import ExchangeIn
+from app.security.callers import RequestContext
+from app.security.credentials import Credentials
 from app.security.keys import constant_time_equal
 from app.services.sessions import refresh_hash, revoke_sessions
 from app.tokens.service import ACCESS, REFRESH, TokenError
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+EXCHANGE_CODE_TOKEN_TYPE = "urn:usher:params:oauth:token-type:exchange-code"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 CLIENT_AUTH_METHODS = ["secret_key_bearer", "client_secret_basic"]
 
@@ -121,10 +150,150 @@ class Revocation(RevocationEndpoint):
                             AuthSession.id == token.claims["sessionId"])
 
 
-def _query_client(client_id: str) -> MerchantClient | None:
-    if current_app.extensions["usher"].session().get(Organization, client_id) is None:
+class PublicClient:
+    """A shop's browser or app at the token endpoint: `client_id` is its publishable key, which
+    resolves to the organization and mode it acts in (auth method `none`: it has no secret)."""
+
+    def __init__(self, publishable_key: str, ctx: RequestContext):
+        self.client_id = publishable_key
+        self.ctx = ctx
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "none" and endpoint == "token"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return True  # the server offers only the grants this app enables
+
+
+def _query_client(client_id: str) -> MerchantClient | PublicClient | None:
+    usher = current_app.extensions["usher"]
+    if client_id.startswith("pk_"):
+        ctx = usher.callers.resolve_key(usher.reader(), client_id, "publishable")
+        return PublicClient(client_id, ctx) if ctx is not None else None
+    if usher.session().get(Organization, client_id) is None:
         return None
     return MerchantClient(client_id)
+
+
+class TemporarilyUnavailableError(OAuth2Error):
+    error = "temporarily_unavailable"
+    status_code = 503
+
+
+class RateLimitedError(OAuth2Error):
+    """The JSON endpoints' `rate_limited`, in the RFC 6749 error shape (no registered code says it)."""
+
+    error = "rate_limited"
+    status_code = 429
+
+
+class InvalidTargetError(OAuth2Error):
+    error = "invalid_target"  # RFC 8693 §2.2.2
+
+
+def _oauth_error(exc: ApiError) -> OAuth2Error:
+    """A catalogued error of the shared grant, as RFC 6749 §5.2 says it."""
+    if exc.status == 401 and exc.error != "Authentication required":  # a failed grant
+        return InvalidGrantError(description=exc.message)
+    if exc.status == 401:
+        return InvalidClientError(description="The publishable key is not valid.")
+    retry = exc.headers.get("Retry-After")
+    if exc.status == 429:
+        error: OAuth2Error = RateLimitedError(description=exc.message)
+    elif exc.status == 503:
+        error = TemporarilyUnavailableError(description=exc.message)
+    else:
+        return InvalidRequestError(description=exc.message)
+    if retry:
+        error.get_headers = lambda: [*OAuth2Error.get_headers(error), ("Retry-After", retry)]  # type: ignore[method-assign]
+    return error
+
+
+class _SharedGrant(OAuthGrant, TokenEndpointMixin):
+    """An Authlib token grant that runs one of Usher's own grants: the same validation, limits,
+    rotation, replay and binding rules as its JSON endpoint, answered in RFC 6749 §5.1/§5.2."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["none"]
+    USHER_GRANT: str
+    SCHEMA: type
+
+    def form_data(self, form) -> dict:
+        raise NotImplementedError
+
+    def validate_token_request(self):
+        client = self.authenticate_token_endpoint_client()
+        if not isinstance(client, PublicClient):
+            raise InvalidClientError(description="client_id must be a publishable key.")
+        self.request.client = client
+        try:
+            data = self.SCHEMA().load(self.form_data(self.request.form))
+        except ValidationError as exc:
+            fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "the request"
+            raise InvalidRequestError(description=f"Invalid parameters: {fields}.") from None
+        # No bearer credentials: a guest is upgraded only through the JSON endpoints.
+        self.token_request = TokenRequest(ctx=client.ctx, data=data, client_ip=client_ip(),
+                                          credentials=Credentials(publishable_key=client.client_id))
+
+    def create_token_response(self):
+        usher = current_app.extensions["usher"]
+        try:
+            _status, body = usher.auth.create_token_response(self.USHER_GRANT, self.token_request)
+        except ApiError as exc:
+            raise _oauth_error(exc) from None
+        access = body["access_token"]
+        expires = jwt.decode(access, options={"verify_signature": False})["exp"]  # signed just now, by us
+        token = {"access_token": access, "token_type": "Bearer",
+                 "expires_in": max(0, expires - int(usher.clock().timestamp())),
+                 "refresh_token": body["refresh_token"], **self.extra_fields()}
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+    def extra_fields(self) -> dict:
+        return {}
+
+
+class OAuthRefreshGrant(_SharedGrant):
+    """`grant_type=refresh_token`: `RefreshTokenGrant`, as `POST /api/v1/auth/refresh`."""
+
+    GRANT_TYPE = "refresh_token"
+    USHER_GRANT = RefreshTokenGrant.GRANT_TYPE
+    SCHEMA = RefreshIn
+
+    def form_data(self, form) -> dict:
+        if not form.get("refresh_token"):
+            raise InvalidRequestError(description="Missing 'refresh_token' parameter.")
+        if form.get("scope"):
+            raise InvalidRequestError(description="Usher tokens carry no scope.")
+        return {"refreshToken": form["refresh_token"]}
+
+
+class OAuthTokenExchangeGrant(_SharedGrant):
+    """RFC 8693 for exchange codes: `ExternalExchangeGrant`, as `POST /api/v1/auth/external/exchange`."""
+
+    GRANT_TYPE = TOKEN_EXCHANGE
+    USHER_GRANT = ExternalExchangeGrant.GRANT_TYPE
+    SCHEMA = ExchangeIn
+
+    def form_data(self, form) -> dict:
+        if not form.get("subject_token"):
+            raise InvalidRequestError(description="Missing 'subject_token' parameter.")
+        if form.get("subject_token_type") != EXCHANGE_CODE_TOKEN_TYPE:
+            raise InvalidRequestError(description=f"subject_token_type must be {EXCHANGE_CODE_TOKEN_TYPE}.")
+        if form.get("requested_token_type") not in (None, "", ACCESS_TOKEN_TYPE):
+            raise InvalidRequestError(description=f"requested_token_type can only be {ACCESS_TOKEN_TYPE}.")
+        if form.get("actor_token"):
+            raise InvalidRequestError(description="Delegation (actor_token) is not supported.")
+        if form.get("audience") or form.get("resource") or form.get("scope"):
+            raise InvalidTargetError(description="Usher issues tokens for the client's organization and mode only.")
+        data = {"exchangeCode": form["subject_token"]}
+        if form.get("code_verifier"):
+            data["codeVerifier"] = form["code_verifier"]
+        return data
+
+    def extra_fields(self) -> dict:
+        return {"issued_token_type": ACCESS_TOKEN_TYPE}
 
 
 def _resolve_secret_key(value: str):
@@ -147,5 +316,12 @@ def build_oauth_server(app: Flask) -> AuthorizationServer:
     server.register_client_auth_method("secret_key_bearer", _authenticate_secret_key_bearer)
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)
+    for grant in oauth_grants(app.extensions["usher"].auth):
+        server.register_grant(grant)
     return server
+
+
+def oauth_grants(auth) -> list[type[_SharedGrant]]:
+    """The token endpoint's grants whose Usher grant this app enables."""
+    return [grant for grant in (OAuthRefreshGrant, OAuthTokenExchangeGrant) if auth.enabled(grant.USHER_GRANT)]
 

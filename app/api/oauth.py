@@ -1,4 +1,5 @@
-"""RFC 7662 and RFC 7009 endpoints (outside /api/v1), answered by the app's Authlib server."""
+"""The RFC 6749 token endpoint and the RFC 7662 / RFC 7009 endpoints (outside /api/v1),
+answered by the app's Authlib server (app/oauth.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from flask.views import MethodView
 from app.openapi import Blueprint
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
-                description="Standard endpoints for merchant servers (form-encoded, RFC error shape).")
+                description="Standard OAuth endpoints for shops' clients and merchant servers (form-encoded, "
+                            "RFC error shape).")
 
 SECURITY = [{"secretKey": []}, {"merchantBasic": []}]
 
@@ -44,12 +46,70 @@ class Revoked(ma.Schema):
     """RFC 7009 §2.2: an empty object, whether or not there was anything to revoke."""
 
 
+TOKEN_FORM = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["grant_type", "client_id"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"]},
+        "client_id": {"type": "string", "description": "The publishable key (`pk_test_…` / `pk_live_…`).",
+                      "examples": ["pk_test_…"]},
+        "refresh_token": {"type": "string", "description": "`refresh_token` grant: the refresh token to rotate."},
+        "subject_token": {"type": "string", "description": "Token exchange: the exchange code (`exc_…`)."},
+        "subject_token_type": {"type": "string", "enum": ["urn:usher:params:oauth:token-type:exchange-code"],
+                               "description": "Token exchange: always the exchange-code type."},
+        "requested_token_type": {"type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"],
+                                 "description": "Token exchange, optional: an access token (with a refresh token)."},
+        "code_verifier": {"type": "string", "description": "Token exchange: the PKCE verifier, when the code was "
+                                                           "created with a `codeChallenge`."}}},
+    "examples": {
+        "refresh": {"summary": "Rotate a refresh token",
+                    "value": {"grant_type": "refresh_token", "refresh_token": "eyJ…", "client_id": "pk_test_…"}},
+        "exchange": {"summary": "Exchange an exchange code (RFC 8693)",
+                     "value": {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                               "subject_token": "exc_…",
+                               "subject_token_type": "urn:usher:params:oauth:token-type:exchange-code",
+                               "client_id": "pk_test_…"}}}}}}
+
+
+class TokenResponse(ma.Schema):
+    """RFC 6749 §5.1 (and RFC 8693 §2.2.1 for token exchange)."""
+
+    access_token = ma.fields.String(required=True)
+    token_type = ma.fields.String(required=True, metadata={"enum": ["Bearer"]})
+    expires_in = ma.fields.Integer(required=True, metadata={"description": "Seconds until the access token expires."})
+    refresh_token = ma.fields.String(required=True)
+    issued_token_type = ma.fields.String(metadata={
+        "enum": ["urn:ietf:params:oauth:token-type:access_token"], "description": "Token exchange only."})
+
+
 class OAuthError(ma.Schema):
     """RFC 6749 §5.2 error shape."""
 
     error = ma.fields.String(required=True, metadata={"example": "invalid_client"})
     error_description = ma.fields.String()
     requestId = ma.fields.String()
+
+
+@blp.route("/token")
+class Token(MethodView):
+    @blp.doc(security=[], requestBody=TOKEN_FORM)
+    @blp.response(200, TokenResponse, headers={"Cache-Control": {"schema": {"type": "string"}}})
+    @blp.alt_response(400, schema=OAuthError, description="`invalid_grant` (a refresh token or exchange code that "
+                                                          "fails the same checks as the JSON endpoints), "
+                                                          "`invalid_client` (`client_id` is not a valid "
+                                                          "publishable key), `invalid_request`, "
+                                                          "`unsupported_grant_type`, `invalid_target`")
+    @blp.alt_response(429, schema=OAuthError, description="`rate_limited` (see `Retry-After`)")
+    @blp.alt_response(503, schema=OAuthError, description="`temporarily_unavailable` (see `Retry-After`)")
+    def post(self):
+        """Token endpoint (RFC 6749)
+
+        For standard OAuth clients of a shop (public clients: `client_id` is the publishable key,
+        no secret). `grant_type=refresh_token` rotates a refresh token with the rotation, grace
+        and reuse rules of `POST /api/v1/auth/refresh`; token exchange (RFC 8693) trades an
+        exchange code for a session with the single-use, replay and PKCE rules of
+        `POST /api/v1/auth/external/exchange`. The same code serves both dialects.
+        """
+        return current_app.extensions["oauth"].create_token_response()
 
 
 @blp.route("/introspect")

@@ -6,13 +6,13 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from app.oauth import oauth_grants
 from app.openapi import Blueprint
 
 blp = Blueprint("wellknown", __name__, url_prefix="/.well-known",
                 description="Public documents for merchant servers that verify tokens offline.")
 
 JWKS_MAX_AGE = 300
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 
 def jwks_max_age(lead_seconds: float, keyring_cache_seconds: float) -> int:
@@ -85,11 +85,12 @@ class Metadata(MethodView):
         authorization endpoint (sessions are made by its JSON endpoints), so the only response
         type is `none`; S256 is the challenge method exchange codes accept.
         """
-        issuer = current_app.extensions["usher"].settings.issuer.rstrip("/")
+        usher = current_app.extensions["usher"]
+        issuer = usher.settings.issuer.rstrip("/")
         return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
                 "token_endpoint": f"{issuer}/oauth/token",
                 "token_endpoint_auth_methods_supported": ["none"],
-                "grant_types_supported": ["refresh_token", TOKEN_EXCHANGE],
+                "grant_types_supported": [grant.GRANT_TYPE for grant in oauth_grants(usher.auth)],
                 "response_types_supported": ["none"],
                 "introspection_endpoint": f"{issuer}/oauth/introspect",
                 "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
