@@ -13,13 +13,14 @@ blp = Blueprint("wellknown", __name__, url_prefix="/.well-known",
                 description="Public documents for merchant servers that verify tokens offline.")
 
 JWKS_MAX_AGE = 300
+CLOCK_MARGIN = 60
 
 
 def jwks_max_age(lead_seconds: float, keyring_cache_seconds: float) -> int:
-    """How long verifiers may cache the JWKS: 5 minutes, and always well within the rotation lead
-    (less what a worker may take to see the new key), so a verifier that honours it has fetched
-    a new key before the key signs."""
-    return max(0, min(JWKS_MAX_AGE, int(lead_seconds - keyring_cache_seconds) // 2))
+    """How long verifiers may cache the JWKS: 5 minutes, and always shorter than the rotation lead
+    less what a worker takes to see a new key and a minute for clocks and requests, so a
+    verifier that honours it has fetched a new key before the key signs."""
+    return max(0, min(JWKS_MAX_AGE, int(lead_seconds - keyring_cache_seconds) - CLOCK_MARGIN))
 
 
 class Jwk(ma.Schema):
