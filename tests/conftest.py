@@ -4,16 +4,18 @@ stay independent without rebuilding the schema."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from app import create_app
-from app.cli import upgrade_database
+from app.cli import alembic_config, upgrade_database
 from tests.helpers import Actions, TenantActions
 from tests.live import LiveServer
 
@@ -40,27 +42,37 @@ def database_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def isolated_database_url(database_url, tmp_path):
-    """A database of this test's own, migrated (a PostgreSQL schema in the PostgreSQL pass), for
-    tests that change what every app on the shared database relies on (withdrawing signing keys)."""
-    if not database_url.startswith("postgresql"):
-        url = f"sqlite:///{tmp_path / 'isolated.sqlite3'}"
-        upgrade_database(url)
-        yield url
-        return
-    schema = f"iso_{os.getpid()}_{tmp_path.name}".lower().replace("-", "_")[:60]
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in database_url else "?"
-    url = f"{database_url}{separator}options=-csearch_path%3D{schema}"
-    try:
-        upgrade_database(url)
-        yield url
-    finally:
+def isolated_database(database_url, tmp_path):
+    """Make databases of this test's own, migrated up to a revision (a PostgreSQL schema in the
+    PostgreSQL pass): for tests that change what every app on the shared database relies on
+    (withdrawing signing keys), or that start from an older schema."""
+    schemas: list[str] = []
+    made = itertools.count()
+    engine = create_engine(database_url) if database_url.startswith("postgresql") else None
+
+    def make(revision: str = "head") -> str:
+        name = f"iso_{os.getpid()}_{next(made)}_{tmp_path.name}".lower().replace("-", "_")[:60]
+        if engine is None:
+            url = f"sqlite:///{tmp_path / (name + '.sqlite3')}"
+        else:
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{name}"'))
+            schemas.append(name)
+            url = f"{database_url}{'&' if '?' in database_url else '?'}options=-csearch_path%3D{name}"
+        command.upgrade(alembic_config(url), revision)
+        return url
+
+    yield make
+    if engine is not None:
         with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            for name in schemas:
+                conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def isolated_database_url(isolated_database) -> str:
+    return isolated_database()
 
 
 @pytest.fixture(scope="session")

@@ -75,8 +75,19 @@ def sdk(live_server, tmp_path):
 def test_generated_sdk_runs_guest_otp_upgrade_refresh_and_logout(sdk, live_server, actions):
     from usher_client import AuthenticatedClient, Client
     from usher_client.api.admin import create_queue, list_test_otp_messages
-    from usher_client.api.auth import create_guest_session, exchange_code, refresh_tokens, verify_otp
-    from usher_client.api.consumer import create_exchange_code, enter_queue, get_queue_status, logout, request_otp
+    from usher_client.api.auth import (
+        create_guest_session,
+        exchange_code,
+        refresh_tokens,
+        verify_otp,
+    )
+    from usher_client.api.consumer import (
+        create_exchange_code,
+        enter_queue,
+        get_queue_status,
+        logout,
+        request_otp,
+    )
     from usher_client.models import (
         AuthorizeIn,
         Error,

@@ -15,6 +15,7 @@ import time
 
 import jwt
 import pytest
+from alembic import command
 
 from app import create_app
 from app.services.orgs import create_organization
@@ -170,3 +171,60 @@ def test_rotate_now_signs_at_once_and_retire_kills_the_old_tokens_everywhere(iso
                        headers=consumer(tenant.pk, after["accessToken"])).status_code == 200
     assert tenant.refresh(after["refreshToken"]).status_code == 200
     assert client.post("/api/v1/auth/guest", headers=publishable(tenant.pk)).status_code == 201
+
+
+def test_keys_made_before_the_split_keep_their_tokens_working(isolated_database, app_config):
+    """A database at revision 0004 with a key and a session whose refresh token that key signed
+    (as Usher signed both kinds then): after the upgrade the key is `legacy`, published, and the
+    old refresh token still rotates; the new refresh token comes from an unpublished key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+    from sqlalchemy import create_engine, text
+
+    from app.cli import alembic_config
+    from app.security.crypto import Sealer
+    from app.services.sessions import refresh_hash
+
+    url = isolated_database("0004")
+    now = int(time.time())
+    private, kid = Ed25519PrivateKey.generate(), "sig_01HXYZ123456789ABCDEFGHJK"
+    sealed = Sealer(APP_SECRET, "usher signing keys v1").seal(
+        private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()), kid)
+    with create_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO signing_keys (kid, public_key, private_key_encrypted, created_at) "
+                          "VALUES (:kid, :public, :sealed, CURRENT_TIMESTAMP)"),
+                     {"kid": kid, "public": private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+                      "sealed": sealed})
+    command.upgrade(alembic_config(url), "head")
+    app = create_app({**app_config, "DATABASE_URL": url})
+    try:
+        with app.extensions["usher"].db.transaction() as session:
+            org = create_organization(session, APP_SECRET, "Legacy")
+        tenant = TenantActions(app.test_client(), org["keys"]["test"], org["organizationId"])
+        guest = tenant.guest()
+        assert jwt.get_unverified_header(guest["accessToken"])["kid"] == kid  # still the signing access key
+        refresh_kid = jwt.get_unverified_header(guest["refreshToken"])["kid"]
+        assert refresh_kid != kid
+        published = {k["kid"] for k in tenant.client.get("/.well-known/jwks.json").json["keys"]}
+        assert kid in published and refresh_kid not in published
+        # A refresh token the legacy key signed before the upgrade (same session, same jti scheme).
+        claims = jwt.decode(guest["refreshToken"], options={"verify_signature": False})
+        old = {**claims, "jti": "legacy-jti", "iat": now, "exp": now + 3600}
+        with create_engine(url).begin() as conn:
+            conn.execute(text("UPDATE sessions SET refresh_hash = :hash, generation_refresh_kid = NULL "
+                              "WHERE id = :id"), {"hash": refresh_hash(APP_SECRET, "legacy-jti"),
+                                                  "id": claims["sessionId"]})
+        legacy_token = jwt.encode(old, private, algorithm="EdDSA", headers={"kid": kid, "typ": "JWT"})
+        rotated = tenant.refresh(legacy_token)
+        assert rotated.status_code == 200, rotated.json
+        assert jwt.get_unverified_header(rotated.json["refreshToken"])["kid"] == refresh_kid
+        states = {key["kid"]: key for key in json.loads(app.test_cli_runner().invoke(
+            args=["signing-key", "list", "--json"]).output)}
+        assert states[kid]["purpose"] == "legacy" and states[kid]["state"] == "current"
+    finally:
+        app.extensions["usher"].db.dispose()
