@@ -195,7 +195,8 @@ def test_keys_made_before_the_split_keep_their_tokens_working(isolated_database,
     private, kid = Ed25519PrivateKey.generate(), "sig_01HXYZ123456789ABCDEFGHJK"
     sealed = Sealer(APP_SECRET, "usher signing keys v1").seal(
         private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()), kid)
-    with create_engine(url).begin() as conn:
+    engine = create_engine(url)
+    with engine.begin() as conn:
         conn.execute(text("INSERT INTO signing_keys (kid, public_key, private_key_encrypted, created_at) "
                           "VALUES (:kid, :public, :sealed, CURRENT_TIMESTAMP)"),
                      {"kid": kid, "public": private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
@@ -215,7 +216,7 @@ def test_keys_made_before_the_split_keep_their_tokens_working(isolated_database,
         # A refresh token the legacy key signed before the upgrade (same session, same jti scheme).
         claims = jwt.decode(guest["refreshToken"], options={"verify_signature": False})
         old = {**claims, "jti": "legacy-jti", "iat": now, "exp": now + 3600}
-        with create_engine(url).begin() as conn:
+        with engine.begin() as conn:
             conn.execute(text("UPDATE sessions SET refresh_hash = :hash, generation_refresh_kid = NULL "
                               "WHERE id = :id"), {"hash": refresh_hash(APP_SECRET, "legacy-jti"),
                                                   "id": claims["sessionId"]})
@@ -228,3 +229,4 @@ def test_keys_made_before_the_split_keep_their_tokens_working(isolated_database,
         assert states[kid]["purpose"] == "legacy" and states[kid]["state"] == "current"
     finally:
         app.extensions["usher"].db.dispose()
+        engine.dispose()
