@@ -44,3 +44,48 @@ def test_swagger_ui_is_served_from_local_assets(client):
             assert response.status_code == 200
             assert len(response.data) > 1000
     assert client.get("/docs/assets/../../app/config.py").status_code == 404
+
+
+def test_every_operation_is_ready_for_generated_clients(client):
+    """Stable camelCase operationIds, a description, the 401/403 a credential can cause, and error
+    examples whose codes are ones that status really carries."""
+    import re
+
+    spec = client.get("/openapi.json").json
+    assert spec["servers"] == [{"url": "/", "description": "The Usher that serves this document (its `ISSUER`)."}]
+    ids = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            where = f"{method.upper()} {path}"
+            ids.append(operation["operationId"])
+            assert re.fullmatch(r"[a-z][a-zA-Z0-9]*", operation["operationId"]), where
+            assert operation.get("description"), where
+            security = operation["security"]
+            if any(security) and path.startswith("/api/"):
+                assert "401" in operation["responses"], where
+                if all("secretKey" in requirement for requirement in security):
+                    assert "403" in operation["responses"], where
+            for status, response in operation["responses"].items():
+                examples = response.get("content", {}).get("application/json", {}).get("examples", {})
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                if status.startswith(("4", "5")) and schema.get("$ref") != "#/components/schemas/Health":
+                    assert examples, f"{where} {status} has no example"
+                if schema.get("$ref") == "#/components/schemas/Error":
+                    for example in examples.values():
+                        assert CATALOGUE[example["value"]["error"]].status == int(status), (where, status, example)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                assert "415" in operation["responses"], where
+    assert len(ids) == len(set(ids))
+    assert spec["paths"]["/api/v1/auth/guest"]["post"]["operationId"] == "createGuestSession"
+    verify = spec["paths"]["/api/v1/auth/otp/verify"]["post"]
+    assert verify["security"] == [{"publishableKey": []}, {"publishableKey": [], "accessToken": []}]
+    assert {"otp_invalid", "otp_expired", "authentication_required"} <= set(
+        verify["responses"]["401"]["content"]["application/json"]["examples"])
+    assert spec["paths"]["/api/v1/auth/logout"]["post"]["requestBody"]["required"] is False
+    schemas = spec["components"]["schemas"]
+    assert "Schema" not in schemas
+    assert schemas["SessionInfo"]["properties"]["expiresAt"]["format"] == "date-time"
+    assert schemas["ExperienceOut"]["properties"]["i18n"]["type"] == "null"
