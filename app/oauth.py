@@ -169,6 +169,8 @@ class PublicClient:
 
 
 def _query_client(client_id: str) -> MerchantClient | PublicClient | None:
+    if not client_id.isprintable():  # form and Basic values may carry what no id holds (NUL, …)
+        return None
     usher = current_app.extensions["usher"]
     if client_id.startswith("pk_"):
         ctx = usher.callers.resolve_key(usher.reader(), client_id, "publishable")

@@ -94,6 +94,8 @@ def test_foreign_and_malformed_refresh_requests(client, tenant, org, actions):
         ({"grant_type": "refresh_token", "refresh_token": guest["refreshToken"], "client_id": tenant.sk},
          "invalid_client"),
         ({"grant_type": "refresh_token", "refresh_token": guest["refreshToken"]}, "invalid_client"),
+        ({"grant_type": "refresh_token", "refresh_token": guest["refreshToken"],  # PostgreSQL refuses NUL
+          "client_id": "pk_test_" + "A" * 31 + "\x00"}, "invalid_client"),
         ({"grant_type": "refresh_token", "client_id": tenant.pk}, "invalid_request"),
         ({"grant_type": "password", "username": "a", "password": "b", "client_id": tenant.pk},
          "unsupported_grant_type"),
@@ -103,6 +105,10 @@ def test_foreign_and_malformed_refresh_requests(client, tenant, org, actions):
         response = client.post("/oauth/token", data=form)
         assert response.status_code == 400, (form, response.json)
         assert response.json["error"] == error, (form, response.json)
+    basic = base64.b64encode(b"org_\x00:" + tenant.sk.encode()).decode()
+    introspect = client.post("/oauth/introspect", data={"token": guest["accessToken"]},
+                             headers={"Authorization": f"Basic {basic}"})
+    assert introspect.status_code == 401 and introspect.json["error"] == "invalid_client"
     # None of that consumed the refresh token.
     assert tenant.refresh(guest["refreshToken"]).status_code == 200
 
