@@ -24,6 +24,8 @@ from tests.live import ROOT, LiveServer, PostgresServer, RedisServer, http
 from tests.load import Load, start_clients
 
 pytestmark = [
+    pytest.mark.gunicorn,
+    pytest.mark.services,
     pytest.mark.own_services,
     pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("pg_ctl") is None,
                        reason="redis-server and pg_ctl are needed (.ci/run installs them)"),

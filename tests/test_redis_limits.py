@@ -14,7 +14,8 @@ from tests.helpers import publishable
 from tests.live import LiveServer, RedisServer, http
 from tests.test_sessions import race
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+pytestmark = [pytest.mark.gunicorn, pytest.mark.services,
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
+import pytest
 from sqlalchemy import select
 
 from app.models import AuthSession
@@ -71,6 +72,7 @@ def _live_refresh(server, pk, token):
     return http("POST", server.url + "/api/v1/auth/refresh", publishable(pk), {"refreshToken": token})
 
 
+@pytest.mark.gunicorn
 def test_concurrent_refreshes_get_one_identical_successor_on_gunicorn(live_server, actions):
     keys = actions.create_org()["keys"]["test"]
     pk = keys["publishableKey"]

@@ -30,6 +30,7 @@ def forge(header: dict, claims: dict, signature: bytes = b"") -> str:
     return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
 
 
+@pytest.mark.gunicorn
 def test_guest_token_verifies_against_the_jwks_fetched_over_http(live_server, actions):
     org = actions.create_org()
     keys = org["keys"]["test"]
