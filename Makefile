@@ -27,6 +27,7 @@ run: $(VENV)/.runtime
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations wsgi.py gunicorn.conf.py
+	$(BIN)/mypy
 
 # The pinned locks, generated from requirements.in / requirements-dev.in with pip-tools (kept in a
 # venv of its own, so it never enters the locks). Existing pins are kept; to move one package:

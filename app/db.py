@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -58,6 +58,7 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    __table__: ClassVar[Table]  # every model is mapped to a Table (DeclarativeBase says FromClause)
     type_annotation_map: ClassVar[dict] = {datetime: UTCDateTime()}
 
 

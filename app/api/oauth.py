@@ -11,7 +11,7 @@ from app.openapi import Blueprint
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
                 description="Standard endpoints for merchant servers (form-encoded, RFC error shape).")
 
-SECURITY = [{"secretKey": []}, {"merchantBasic": []}]
+SECURITY: list[dict[str, list[str]]] = [{"secretKey": []}, {"merchantBasic": []}]
 
 
 def _form(description: str) -> dict:

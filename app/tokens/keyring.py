@@ -120,6 +120,7 @@ class Keyring:
 
     def current(self) -> KeyEntry:
         self._fresh()
+        assert self._current is not None  # _fresh() has loaded the keys (making the first one if none)
         return self._current
 
     def signing_key(self, kid: str) -> KeyEntry | None:
