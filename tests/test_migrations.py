@@ -49,7 +49,7 @@ def test_db_revision_autogenerates_the_missing_table_and_the_result_applies(tmp_
     shutil.copytree(ROOT / "migrations", project / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "wsgi.py", project / "wsgi.py")
     url = f"sqlite:///{tmp_path / 'revision.sqlite3'}"
-    env = {**os.environ, "DATABASE_URL": url, "APP_SECRET": "migration-test-secret"}
+    env = {**os.environ, "DATABASE_URL": url, "APP_SECRET": "migration-test-secret-" + "m" * 32}
 
     def flask(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=project, env=env,
