@@ -58,14 +58,25 @@ def pg_stack(tmp_path):
     upgrade_database(postgres.url)
     redis = RedisServer(tmp_path)
     redis.start()
+    # gunicorn's access log names the worker (pid) that answered each request.
     server = LiveServer({"DATABASE_URL": postgres.url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "4",
-                         "RATELIMIT_STORAGE_URI": redis.url, "GUEST_RATE_LIMIT": "100000 per minute"},
+                         "RATELIMIT_STORAGE_URI": redis.url, "GUEST_RATE_LIMIT": "100000 per minute",
+                         "GUNICORN_ACCESSLOG": str(tmp_path / "access.log"),
+                         "GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(s)s %(U)s'"},
                         tmp_path / "gunicorn.log")
     server.start()
     yield postgres, redis, server, _org(postgres.url)
     server.stop()
     redis.stop()
     postgres.remove()
+
+
+def _all_workers_serving(load: Load, server: LiveServer) -> bool:
+    """Every client served, by all four workers (gunicorn answers once its first worker is up;
+    the others boot after it)."""
+    access_log = server.log_path.with_name("access.log")
+    workers = {line.split()[0] for line in access_log.read_text().splitlines()} if access_log.exists() else set()
+    return len(workers) >= 4 and load.each_client(float("-inf"), 3)
 
 
 def _first_success_after(load: Load, moment: float) -> float | None:
@@ -76,7 +87,7 @@ def test_postgres_restart_under_load(pg_stack):
     postgres, _, server, keys = pg_stack
     clients = start_clients(server.url, keys["publishableKey"], 8, extra=["guest"])
     with Load(clients) as load:
-        load.wait_until(lambda: load.each_client(float("-inf"), 3), 30, "every client served")
+        load.wait_until(lambda: _all_workers_serving(load, server), 30, "all four workers serving")
         down_at = time.monotonic()
         postgres.stop("fast")
         load.wait_until(lambda: load.counts(down_at)[503] >= len(clients), 30, "503s while PostgreSQL is down")
@@ -152,7 +163,7 @@ def test_a_worker_killed_mid_refresh_costs_only_its_in_flight_requests(pg_stack)
     _, _, server, keys = pg_stack
     clients = start_clients(server.url, keys["publishableKey"], 8)
     with Load(clients, pause=0) as load:
-        load.wait_until(lambda: load.each_client(float("-inf"), 3), 30, "every client served")
+        load.wait_until(lambda: _all_workers_serving(load, server), 30, "all four workers serving")
         victim = _worker_pids(server.process.pid)[0]
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -185,7 +196,7 @@ def test_graceful_reload_under_load_fails_nothing(pg_stack):
     clients = start_clients(server.url, keys["publishableKey"], 6, extra=["guest"])
     before = set(_worker_pids(server.process.pid))
     with Load(clients) as load:
-        load.wait_until(lambda: load.each_client(float("-inf"), 3), 30, "every client served")
+        load.wait_until(lambda: _all_workers_serving(load, server), 30, "all four workers serving")
         server.process.send_signal(signal.SIGHUP)
         replaced_at = load.wait_until(lambda: _replaced(set(_worker_pids(server.process.pid)), before), 30,
                                       "four new workers and no old one")
