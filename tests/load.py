@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPException  # IncompleteRead: a reply cut off mid-body
 
 from tests.helpers import publishable
 from tests.live import http
@@ -38,14 +39,14 @@ class SessionClient:
                 self.refresh_token = reply.body["refreshToken"]
             elif reply.status != 503:
                 status = f"{reply.status}:{(reply.body or {}).get('error')}"
-        except OSError as exc:
+        except (OSError, HTTPException) as exc:
             status = type(getattr(exc, "reason", exc)).__name__
         self.outcomes.append(Outcome(time.monotonic(), status))
         for call in self.extra:
             if call == "guest":
                 try:
                     status = http("POST", self.url + "/api/v1/auth/guest", publishable(self.pk), timeout=10).status
-                except OSError as exc:
+                except (OSError, HTTPException) as exc:
                     status = type(getattr(exc, "reason", exc)).__name__
                 self.outcomes.append(Outcome(time.monotonic(), status))
 
