@@ -102,9 +102,12 @@ def private_file(path: str) -> None:
     """Create `path` owner-only (0600) if it does not exist, and make it so if it does. A path
     that cannot exist is left alone: using the database then fails as a 503, as if it were down."""
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if not os.path.exists(path):
+            # Never open and close an existing database file: closing any descriptor of it drops
+            # every POSIX lock this process holds on it, including SQLite's (disk I/O errors).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         os.chmod(path, 0o600)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError):
         pass
 
 
