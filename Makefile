@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
 
-.PHONY: run test test-sqlite test-postgres lint fuzz bench profile clean
+.PHONY: run test test-fast test-sqlite test-postgres lint lock fuzz bench profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
@@ -26,12 +26,27 @@ run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check $(RUFF_ARGS) app tests bench wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations wsgi.py gunicorn.conf.py
+	$(BIN)/mypy
+
+# The pinned locks, generated from requirements.in / requirements-dev.in with pip-tools (kept in a
+# venv of its own, so it never enters the locks). Existing pins are kept; to move one package:
+# `make lock LOCK_ARGS="--upgrade-package NAME"`.
+PIP_COMPILE = .venv-lock/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock:
+	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.6.2; }
+	$(PIP_COMPILE) requirements.in -o requirements.txt
+	$(PIP_COMPILE) requirements-dev.in -o requirements-dev.txt
 
 test: lint test-sqlite test-postgres
 
 test-sqlite: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+# The suite without gunicorn, the services a test starts itself (redis-server, PostgreSQL, nginx)
+# and the browser: in-process tests on SQLite only (see the markers in setup.cfg).
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not gunicorn and not services"
 
 # Runs again on PostgreSQL + Redis when they answer on loopback; says so when they do not.
 test-postgres: $(VENV)/.dev
@@ -58,4 +73,4 @@ profile: $(VENV)/.dev
 	$(BIN)/python -m bench.profile
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache

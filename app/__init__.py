@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 __version__ = "0.1.0"
@@ -53,7 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                       RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri)
     app.config.update({key: value for key, value in (config or {}).items() if key.isupper()
                        and key.lower() not in Settings.__dataclass_fields__})
-    app.json.sort_keys = False
+    cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's own provider
 
     if settings.trusted_proxy_count:
         n = settings.trusted_proxy_count
@@ -61,9 +62,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     clock = Clock()
     db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
-    keyrings = [Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
-                for purpose in (ACCESS_KEYS, REFRESH_KEYS)]
-    tokens = TokenService(*keyrings, settings.issuer, settings.token_leeway_seconds, clock)
+    access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
+                                 for purpose in (ACCESS_KEYS, REFRESH_KEYS))
+    tokens = TokenService(access_keys, refresh_keys, settings.issuer, settings.token_leeway_seconds, clock)
     callers = CallerResolver(db, tokens, settings.app_secret, clock)
     limits = RateLimits(build_limiter(app))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)

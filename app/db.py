@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -58,6 +58,7 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    __table__: ClassVar[Table]  # every model is mapped to a Table (DeclarativeBase says FromClause)
     type_annotation_map: ClassVar[dict] = {datetime: UTCDateTime()}
 
 
@@ -101,9 +102,12 @@ def private_file(path: str) -> None:
     """Create `path` owner-only (0600) if it does not exist, and make it so if it does. A path
     that cannot exist is left alone: using the database then fails as a 503, as if it were down."""
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if not os.path.exists(path):
+            # Never open and close an existing database file: closing any descriptor of it drops
+            # every POSIX lock this process holds on it, including SQLite's (disk I/O errors).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         os.chmod(path, 0o600)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError):
         pass
 
 

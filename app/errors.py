@@ -114,7 +114,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        body = {"error": self.error}
+        body: dict[str, str | dict] = {"error": self.error}
         if self.message is not None:
             body["message"] = self.message
         if self.details:

@@ -13,8 +13,6 @@ Errors here keep the RFC 6749 shape (`{"error": "invalid_grant", …}`), as thos
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -218,7 +216,7 @@ class _SharedGrant(OAuthGrant, TokenEndpointMixin):
     """An Authlib token grant that runs one of Usher's own grants: the same validation, limits,
     rotation, replay and binding rules as its JSON endpoint, answered in RFC 6749 §5.1/§5.2."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 (Authlib declares it per instance)
     USHER_GRANT: str
     SCHEMA: type
 

@@ -7,7 +7,6 @@ that show the codes the status really carries here."""
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 import marshmallow as ma
 from apispec import BasePlugin
@@ -22,7 +21,7 @@ from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, 
 
 # The guest upgrade (OTP verify, external exchange): the publishable key, optionally with a
 # guest's access token. Put above `requires("publishable")` so that it replaces its requirement.
-OPTIONAL_GUEST_TOKEN = [{"publishableKey": []}, {"publishableKey": [], "accessToken": []}]
+OPTIONAL_GUEST_TOKEN: list[dict[str, list[str]]] = [{"publishableKey": []}, {"publishableKey": [], "accessToken": []}]
 
 SECURITY_SCHEMES = {
     "publishableKey": {
@@ -62,7 +61,7 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     # Every location follows the schema's own `unknown` (RAISE): an unknown query parameter is a
     # validation error too, as the document says (additionalProperties: false).
-    DEFAULT_UNKNOWN_BY_LOCATION: ClassVar[dict] = {}
+    DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {}  # noqa: RUF012 (webargs declares it per instance)
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         """A body that does not parse is its own catalogued error, raised where it is known."""

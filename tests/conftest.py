@@ -14,12 +14,27 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
+import tests.live
 from app import create_app
 from app.cli import alembic_config, upgrade_database
 from tests.helpers import Actions, TenantActions
 from tests.live import LiveServer
 
 APP_SECRET = "test-app-secret-" + "x" * 32
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test that uses the shared gunicorn fixture starts gunicorn: mark it so (make test-fast
+    leaves it out) without relying on each test to say it."""
+    for item in items:
+        if "live_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gunicorn)
+
+
+def pytest_runtest_setup(item):
+    """Before any fixture of the test: its markers, which tests/live.py checks before starting a server."""
+    tests.live.RUNNING_TEST_MARKERS = {marker.name for marker in item.iter_markers()}
 
 
 def _reset_postgres(url: str) -> None:

@@ -18,6 +18,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Under pytest, the markers of the running test (tests/conftest.py sets them before its fixtures):
+# starting gunicorn or another server from a test without its marker fails, so `make test-fast`
+# (`-m "not gunicorn and not services"`) never starts one. None outside pytest (bench/).
+RUNNING_TEST_MARKERS: set[str] | None = None
+
+
+def require_marker(marker: str, what: str) -> None:
+    if RUNNING_TEST_MARKERS is not None:
+        assert marker in RUNNING_TEST_MARKERS, f"a test that starts {what} must be marked pytest.mark.{marker}"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -62,6 +72,7 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> None:
+        require_marker("gunicorn", "gunicorn")
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                         cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -101,6 +112,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        require_marker("services", "redis-server")
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -174,6 +186,7 @@ class NginxServer:
         return path
 
     def start(self) -> None:
+        require_marker("services", "nginx")
         config = self.config()
         check = subprocess.run(["nginx", "-t", "-c", str(config), "-p", str(self.workdir)], capture_output=True,
                                text=True, check=False)
@@ -248,6 +261,7 @@ class PostgresServer:
         return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
 
     def init(self) -> None:
+        require_marker("services", "PostgreSQL")
         if os.geteuid() == 0:
             shutil.chown(self.workdir, "postgres")
             os.chmod(self.workdir, 0o755)  # the postgres user must enter it

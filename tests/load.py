@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPException  # IncompleteRead: a reply cut off mid-body
 
 from tests.helpers import publishable
 from tests.live import http
@@ -37,14 +39,14 @@ class SessionClient:
                 self.refresh_token = reply.body["refreshToken"]
             elif reply.status != 503:
                 status = f"{reply.status}:{(reply.body or {}).get('error')}"
-        except OSError as exc:
+        except (OSError, HTTPException) as exc:
             status = type(getattr(exc, "reason", exc)).__name__
         self.outcomes.append(Outcome(time.monotonic(), status))
         for call in self.extra:
             if call == "guest":
                 try:
                     status = http("POST", self.url + "/api/v1/auth/guest", publishable(self.pk), timeout=10).status
-                except OSError as exc:
+                except (OSError, HTTPException) as exc:
                     status = type(getattr(exc, "reason", exc)).__name__
                 self.outcomes.append(Outcome(time.monotonic(), status))
 
@@ -69,6 +71,20 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> float:
+        """Poll until `predicate()` holds while the load runs (fault tests wait for what they need to
+        have seen, not for a fixed time); returns the moment it held."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"not seen within {timeout} s: {what}"
+            time.sleep(0.05)
+        return time.monotonic()
+
+    def each_client(self, since: float, successes: int) -> bool:
+        """Whether every client's last `successes` outcomes, all at or after `since`, succeeded."""
+        return all(len(c.outcomes) >= successes and all(o.at >= since and o.status in (200, 201)
+                                                        for o in c.outcomes[-successes:]) for c in self.clients)
 
     def outcomes(self, start: float = float("-inf"), end: float = float("inf")) -> list[Outcome]:
         return sorted((o for c in self.clients for o in c.outcomes if start <= o.at < end), key=lambda o: o.at)

@@ -9,7 +9,11 @@ import pytest
 from tests.live import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.gunicorn,
+    pytest.mark.services,
+    pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (.ci/run installs it)"),
+]
 # A test artifact (git-ignored); docs/swagger-ui-guest.png is a checked-in copy of one.
 SCREENSHOT = ROOT / "test-artifacts" / "swagger-ui-guest.png"
 

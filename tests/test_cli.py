@@ -1,4 +1,5 @@
-"""The command line people and scripts rely on (operations.md), run as real processes."""
+"""The command line people and scripts rely on (README: "Quick tour", "Running it in production"),
+run as real processes."""
 
 from __future__ import annotations
 

@@ -67,6 +67,7 @@ def test_codes_carry_enough_randomness_and_are_stored_only_as_hashes(ext, app):
     assert code not in stored and code[4:] not in "".join(stored)
 
 
+@pytest.mark.gunicorn
 def test_single_use_under_ten_concurrent_exchanges_on_gunicorn(live_server, actions):
     keys = actions.create_org()["keys"]["test"]
     code = http("POST", live_server.url + "/api/v1/auth/external/authorize", secret(keys["secretKey"]),

@@ -31,6 +31,9 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 
 
+pytestmark = pytest.mark.gunicorn
+
+
 @pytest.fixture(scope="module")
 def fuzz_target(database_url, tmp_path_factory, actions_factory):
     server = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "2",

@@ -11,7 +11,8 @@ from tests.conftest import APP_SECRET
 from tests.helpers import bearer, consumer, publishable, secret
 from tests.live import LiveServer, NginxServer, RedisServer, https
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs it)")
+pytestmark = [pytest.mark.gunicorn, pytest.mark.services,
+              pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (.ci/run installs it)")]
 
 
 @pytest.fixture(scope="module")

@@ -274,6 +274,7 @@ def test_upgrade_with_an_invalid_or_identified_token_is_refused_and_consumes_not
     assert not_a_guest.status_code == 401
 
 
+@pytest.mark.gunicorn
 def test_single_use_under_twenty_concurrent_verifies_on_gunicorn(live_server, actions, client):
     keys = actions.create_org()["keys"]["test"]
     url = live_server.url + "/api/v1/auth/otp"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from app.models import QueueEntry
@@ -83,6 +84,7 @@ def test_pending_closed_and_full_queues_refuse_entry(tenant, client):
     assert response.status_code == 409 and "full" in response.json["message"]
 
 
+@pytest.mark.gunicorn
 def test_fifty_concurrent_enters_get_distinct_first_come_positions_on_gunicorn(live_server, actions, client, app):
     tenant = TenantActions(client, actions.create_org()["keys"]["test"])
     queue = tenant.queue(capacity=100)

@@ -4,25 +4,34 @@ Each test starts its own redis-server on a spare port and stops it itself."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPResponse
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import APP_SECRET
 from tests.helpers import publishable
 from tests.live import LiveServer, RedisServer, http
-from tests.test_sessions import race
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+pytestmark = [pytest.mark.gunicorn, pytest.mark.services,
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")]
 
 
 @pytest.fixture
 def redis_and_gunicorn(database_url, tmp_path, actions):
     redis = RedisServer(tmp_path)
     redis.start()
+    # gunicorn's access log, each line naming the worker (pid) that answered.
     server = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "4",
-                         "RATELIMIT_STORAGE_URI": redis.url}, tmp_path / "gunicorn.log")
+                         "RATELIMIT_STORAGE_URI": redis.url, "GUNICORN_ACCESSLOG": str(tmp_path / "access.log"),
+                         "GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(s)s %(U)s'"}, tmp_path / "gunicorn.log")
     server.start()
     keys = actions.create_org()["keys"]["test"]
     yield redis, server, keys["publishableKey"]
@@ -30,14 +39,63 @@ def redis_and_gunicorn(database_url, tmp_path, actions):
     redis.stop()
 
 
-def test_an_identifiers_limit_holds_across_four_workers(redis_and_gunicorn):
+def _held_requests(count: int, method: str, url: str, headers: dict, body: dict | None = None) -> list[int]:
+    """`count` requests in flight at once: each connection sends its headers but the blank line, so
+    a sync worker that accepted it waits on it and the next connection goes to another worker;
+    then all of them are completed at the same instant. Returns the statuses."""
+    parts = urlsplit(url)
+    data = json.dumps(body).encode() if body is not None else b""
+    head = "".join(f"{name}: {value}\r\n" for name, value in {
+        **headers, "Host": parts.netloc, "Content-Type": "application/json", "Content-Length": len(data),
+        "Connection": "close"}.items())
+    barrier = threading.Barrier(count)
+
+    def send(_) -> int:
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(f"{method} {parts.path} HTTP/1.1\r\n{head}".encode())
+            barrier.wait()
+            sock.sendall(b"\r\n" + data)
+            response = HTTPResponse(sock)
+            response.begin()
+            response.read()
+            return response.status
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(send, range(count)))
+
+
+def _answered(access_log: Path, path: str, count: int) -> list[list[str]]:
+    """[pid, status, path] of the access log's lines for `path`, once there are `count` of them (a
+    worker writes its line just after answering)."""
+    lines: list[list[str]] = []
+    deadline = time.monotonic() + 5
+    while len(lines) < count and time.monotonic() < deadline:
+        text = access_log.read_text() if access_log.exists() else ""
+        lines = [line.split() for line in text.splitlines() if line.endswith(" " + path)]
+        time.sleep(0.05)
+    return lines
+
+
+def test_an_identifiers_limit_holds_across_four_workers(redis_and_gunicorn, tmp_path):
     _, server, pk = redis_and_gunicorn
+    access_log = tmp_path / "access.log"
+    # gunicorn answers once its first worker is up; the others boot after it. Wait until four
+    # requests held at once are answered by four workers.
+    deadline, rounds = time.monotonic() + 60, 0
+    while True:
+        assert _held_requests(4, "GET", server.url + "/healthz", {}) == [200] * 4
+        rounds += 1
+        if len({pid for pid, _, _ in _answered(access_log, "/healthz", 4 * rounds)[-4:]}) == 4:
+            break
+        assert time.monotonic() < deadline, "four workers never answered at once"
+
     url = server.url + "/api/v1/auth/otp/request"
-    replies = race(12, lambda: http("POST", url, publishable(pk), {"email": "shared@example.com"}))
-    assert sorted(r.status for r in replies) == [202] + [429] * 11
-    # The requests really were spread over several workers.
-    pids = {line.split("pid: ")[1] for line in server.log().splitlines() if "Booting worker with pid" in line}
-    assert len(pids) == 4
+    statuses = _held_requests(12, "POST", url, publishable(pk), {"email": "shared@example.com"})
+    assert sorted(statuses) == [202] + [429] * 11
+    # The twelve were answered by all four workers, and still only one code went out.
+    answered = _answered(access_log, "/api/v1/auth/otp/request", 12)
+    assert sorted(status for _, status, _ in answered) == ["202"] + ["429"] * 11
+    assert len({pid for pid, _, _ in answered}) == 4, answered
     # And sequentially, on whichever worker answers, the cooldown holds too.
     for _ in range(8):
         assert http("POST", url, publishable(pk), {"email": "shared@example.com"}).status == 429

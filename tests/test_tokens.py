@@ -27,6 +27,7 @@ def forge(header: dict, claims: dict, signature: bytes = b"") -> str:
     return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
 
 
+@pytest.mark.gunicorn
 def test_guest_token_verifies_against_the_jwks_fetched_over_http(live_server, actions):
     org = actions.create_org()
     keys = org["keys"]["test"]
@@ -213,5 +214,11 @@ def test_private_keys_are_encrypted_at_rest(app, tenant):
 
 def test_bearer_only_logout_works_as_in_the_seed(tenant):
     guest = tenant.guest()
-    response = tenant.client.post("/api/v1/auth/logout", headers=bearer(guest["accessToken"]))
-    assert response.status_code == 204
+    response = tenant.client.post("/api/v1/auth/logout", headers=bearer(guest["accessToken"]))  # no publishable key
+    assert response.status_code == 204 and response.data == b""
+    # The session has ended: neither of its tokens works any more.
+    refused = tenant.refresh(guest["refreshToken"])
+    assert refused.status_code == 401 and refused.json["error"] == "refresh_token_invalid"
+    again = tenant.client.post("/api/v1/auth/logout", headers=bearer(guest["accessToken"]))
+    assert again.status_code == 401 and again.json == {"error": "Authentication required"}
+

@@ -13,7 +13,7 @@ blp = Blueprint("oauth", __name__, url_prefix="/oauth",
                 description="Standard OAuth endpoints for shops' clients and merchant servers (form-encoded, "
                             "RFC error shape).")
 
-SECURITY = [{"secretKey": []}, {"merchantBasic": []}]
+SECURITY: list[dict[str, list[str]]] = [{"secretKey": []}, {"merchantBasic": []}]
 
 
 def _form(description: str) -> dict:

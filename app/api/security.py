@@ -14,7 +14,7 @@ from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
 
-SECURITY_REQUIREMENTS = {
+SECURITY_REQUIREMENTS: dict[CredentialKind, list[dict[str, list[str]]]] = {
     CredentialKind.PUBLISHABLE: [{"publishableKey": []}],
     CredentialKind.SECRET: [{"secretKey": []}],
     CredentialKind.ACCESS: [{"publishableKey": [], "accessToken": []}],

@@ -22,12 +22,12 @@ class WebhookSender:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("SMS_WEBHOOK_URL must be an http(s) URL")
-        self.url, self.parts = url, parts
+        self.url, self.parts, self.host = url, parts, parts.hostname
         self.timeout, self.connect_retries, self.backoff = timeout, connect_retries, backoff
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
-        return cls(self.parts.hostname, self.parts.port, timeout=self.timeout)
+        return cls(self.host, self.parts.port, timeout=self.timeout)
 
     def send(self, message: Message) -> None:
         payload = json.dumps({"to": message.to, "body": message.body}).encode()

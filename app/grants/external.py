@@ -4,6 +4,7 @@ shopper's browser trades the code for a session (exchange)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -50,7 +51,8 @@ class ExternalExchangeGrant(BaseGrant):
     def create_token_response(self) -> tuple[int, dict]:
         ctx, data, now = self.request.ctx, self.request.data, self.server.clock()
         code_hash = exchange_hash(self.server.app_secret, data["exchange_code"])
-        outcome, finish = None, None
+        outcome: str | None = None
+        finish: Callable[[], dict] | None = None
         with self.server.db.write() as connection:
             row = connection.execute(_SELECT_CODE, {"code_hash": code_hash}).first()
             if row is None or row.organization_id != ctx.organization_id or row.mode != ctx.mode:
@@ -72,6 +74,7 @@ class ExternalExchangeGrant(BaseGrant):
                 connection.execute(_CONSUME, {"code": code_hash, "now": now, "made_session": session_row.id})
         if outcome:
             raise ApiError(outcome)
+        assert finish is not None  # no failed outcome: the session was made
         return 200, finish()
 
     def _consumer(self, connection, row, now) -> str:

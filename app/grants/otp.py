@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import bindparam, select, update
 
 from app.errors import ApiError
@@ -30,7 +32,8 @@ class OtpGrant(BaseGrant):
         ctx, identifier = self.request.ctx, self.identifier
         presented = code_hash(self.server.app_secret, ctx.organization_id, ctx.mode, identifier.value,
                               self.request.data["code"])
-        outcome, finish = None, None
+        outcome: str | None = None
+        finish: Callable[[], dict] | None = None
         with self.server.db.write() as connection:
             code = connection.execute(_SELECT_CODE, {"organization_id": ctx.organization_id, "mode": ctx.mode,
                                                      "identifier": identifier.value}).first()
@@ -52,6 +55,7 @@ class OtpGrant(BaseGrant):
                                      identifier.value)
         if outcome:
             raise ApiError(outcome)
+        assert finish is not None  # no failed outcome: the session was made
         return 200, finish()
 
 

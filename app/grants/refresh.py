@@ -49,7 +49,7 @@ class RefreshTokenGrant(BaseGrant):
                 generation = rotate(row, kids, secret, self.request.ctx.organization, claims["jti"], now)
                 save_rotation(connection, row)
             elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
-                  and now - row.rotated_at <= grace
+                  and row.rotated_at is not None and now - row.rotated_at <= grace
                   and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
                                           row.refresh_hash)):
                 generation = successor_generation(row, secret, claims["jti"])

@@ -20,8 +20,8 @@ def queue_status(queue: Queue, now: datetime) -> str:
 
 
 def queued_count(session: Session, queue_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(QueueEntry)
-                          .where(QueueEntry.queue_id == queue_id, QueueEntry.status == "QUEUED"))
+    return session.execute(select(func.count()).select_from(QueueEntry)
+                           .where(QueueEntry.queue_id == queue_id, QueueEntry.status == "QUEUED")).scalar_one()
 
 
 def queue_view(session: Session, queue: Queue, time_zone: str | None, now: datetime) -> dict:
@@ -50,8 +50,8 @@ def enter(session: Session, queue: Queue, consumer_id: str, now: datetime) -> Qu
         raise ApiError("conflict", f"The queue is {status.lower()}.")
     if queue.capacity is not None and queued_count(session, queue.id) >= queue.capacity:
         raise ApiError("conflict", "The queue is full.")
-    sequence = session.scalar(update(Queue).where(Queue.id == queue.id)
-                              .values(next_sequence=Queue.next_sequence + 1).returning(Queue.next_sequence))
+    sequence = session.execute(update(Queue).where(Queue.id == queue.id).values(next_sequence=Queue.next_sequence + 1)
+                               .returning(Queue.next_sequence)).scalar_one()
     if entry is None:
         entry = QueueEntry(queue_id=queue.id, consumer_id=consumer_id, sequence=sequence, status="QUEUED",
                            entered_at=now)

@@ -14,7 +14,7 @@ from app.services.sessions import revoke_sessions
 def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime) -> None:
     """Move the guest's queue places to the consumer (keeping the earlier place where both
     queued), end the guest's other sessions, and record `merged_into` on the guest."""
-    guest = session.get(Consumer, guest_id)
+    guest = session.get_one(Consumer, guest_id)
     for entry in session.scalars(select(QueueEntry).where(QueueEntry.consumer_id == guest_id)).all():
         held = session.scalar(select(QueueEntry).where(QueueEntry.queue_id == entry.queue_id,
                                                        QueueEntry.consumer_id == consumer_id))

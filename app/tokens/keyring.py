@@ -190,6 +190,7 @@ class Keyring:
             with self._lock:
                 self._load()
             signer = self._signer_among(self._keys.values(), self.clock())
+        assert signer is not None  # _load() always leaves an activated key (making the first if none)
         return signer
 
     def signing_key(self, kid: str) -> KeyEntry | None:

@@ -1,14 +1,12 @@
 """organizations, api keys, experiences
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
 from alembic import op
-
-import app.db
 
 revision = '0001'
 down_revision = None
@@ -21,7 +19,7 @@ def upgrade() -> None:
     op.create_table('organizations',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('access_token_ttl', sa.Integer(), nullable=False),
     sa.Column('refresh_token_ttl', sa.Integer(), nullable=False),
     sa.Column('otp_ttl', sa.Integer(), nullable=False),
@@ -35,14 +33,15 @@ def upgrade() -> None:
     sa.Column('type', sa.String(length=11), nullable=False),
     sa.Column('lookup', sa.String(length=100), nullable=False),
     sa.Column('last4', sa.String(length=4), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('revoked_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('last_used_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.Column('last_used_at', sa.DateTime(), nullable=True),
     sa.Column('rolled_from_id', sa.String(length=40), nullable=True),
     sa.CheckConstraint("mode IN ('test', 'live')", name=op.f('ck_api_keys_mode')),
     sa.CheckConstraint("type IN ('publishable', 'secret')", name=op.f('ck_api_keys_type')),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_api_keys_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_api_keys_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('lookup', name=op.f('uq_api_keys_lookup'))
     )
@@ -54,13 +53,14 @@ def upgrade() -> None:
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.Column('mode', sa.String(length=4), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('open_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('close_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('open_at', sa.DateTime(), nullable=True),
+    sa.Column('close_at', sa.DateTime(), nullable=True),
     sa.Column('time_zone', sa.String(length=64), nullable=True),
     sa.Column('theme', sa.JSON(), nullable=True),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', app.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_experiences_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_experiences_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_experiences'))
     )
     with op.batch_alter_table('experiences', schema=None) as batch_op:

@@ -5,10 +5,8 @@ Revises: 0001
 Create Date: 2026-11-29
 """
 
-from alembic import op
 import sqlalchemy as sa
-import app.db
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'
@@ -22,9 +20,9 @@ def upgrade() -> None:
     sa.Column('kid', sa.String(length=40), nullable=False),
     sa.Column('public_key', sa.LargeBinary(length=32), nullable=False),
     sa.Column('private_key_encrypted', sa.LargeBinary(length=128), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('retired_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('publish_until', app.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('retired_at', sa.DateTime(), nullable=True),
+    sa.Column('publish_until', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('kid', name=op.f('pk_signing_keys'))
     )
     op.create_table('consumers',
@@ -34,8 +32,9 @@ def upgrade() -> None:
     sa.Column('email', sa.String(length=320), nullable=True),
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('merged_into', sa.String(length=40), nullable=True),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_consumers_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_consumers_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_consumers'))
     )
     with op.batch_alter_table('consumers', schema=None) as batch_op:
@@ -50,12 +49,14 @@ def upgrade() -> None:
     sa.Column('experience_id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('capacity', sa.Integer(), nullable=True),
-    sa.Column('open_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('close_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('open_at', sa.DateTime(), nullable=True),
+    sa.Column('close_at', sa.DateTime(), nullable=True),
     sa.Column('next_sequence', sa.Integer(), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['experience_id'], ['experiences.id'], name=op.f('fk_queues_experience_id_experiences'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_queues_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['experience_id'], ['experiences.id'], name=op.f('fk_queues_experience_id_experiences'),
+        ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_queues_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_queues'))
     )
     with op.batch_alter_table('queues', schema=None) as batch_op:
@@ -68,19 +69,21 @@ def upgrade() -> None:
     sa.Column('mode', sa.String(length=4), nullable=False),
     sa.Column('consumer_id', sa.String(length=40), nullable=False),
     sa.Column('type', sa.String(length=16), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('revoked_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(), nullable=True),
     sa.Column('revoked_reason', sa.String(length=32), nullable=True),
     sa.Column('refresh_hash', sa.String(length=64), nullable=False),
     sa.Column('previous_refresh_hash', sa.String(length=64), nullable=True),
-    sa.Column('rotated_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('rotated_at', sa.DateTime(), nullable=True),
     sa.Column('generation_kid', sa.String(length=40), nullable=False),
     sa.Column('generation_iat', sa.Integer(), nullable=False),
     sa.Column('generation_access_exp', sa.Integer(), nullable=False),
     sa.Column('generation_refresh_exp', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'], name=op.f('fk_sessions_consumer_id_consumers'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_sessions_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'], name=op.f('fk_sessions_consumer_id_consumers'),
+        ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_sessions_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sessions'))
     )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
@@ -92,11 +95,13 @@ def upgrade() -> None:
     sa.Column('consumer_id', sa.String(length=40), nullable=False),
     sa.Column('sequence', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
-    sa.Column('entered_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('admitted_at', app.db.UTCDateTime(), nullable=True),
-    sa.Column('left_at', app.db.UTCDateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'], name=op.f('fk_queue_entries_consumer_id_consumers'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['queue_id'], ['queues.id'], name=op.f('fk_queue_entries_queue_id_queues'), ondelete='CASCADE'),
+    sa.Column('entered_at', sa.DateTime(), nullable=False),
+    sa.Column('admitted_at', sa.DateTime(), nullable=True),
+    sa.Column('left_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'], name=op.f('fk_queue_entries_consumer_id_consumers'),
+        ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['queue_id'], ['queues.id'], name=op.f('fk_queue_entries_queue_id_queues'),
+        ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_queue_entries')),
     sa.UniqueConstraint('queue_id', 'consumer_id', name=op.f('uq_queue_entries_queue_id'))
     )

@@ -5,10 +5,8 @@ Revises: 0002
 Create Date: 2026-11-29
 """
 
-from alembic import op
 import sqlalchemy as sa
-import app.db
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'
@@ -25,8 +23,9 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=5), nullable=False),
     sa.Column('recipient', sa.String(length=320), nullable=False),
     sa.Column('body_sealed', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_captured_messages_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_captured_messages_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_captured_messages'))
     )
     with op.batch_alter_table('captured_messages', schema=None) as batch_op:
@@ -39,11 +38,12 @@ def upgrade() -> None:
     sa.Column('identifier', sa.String(length=320), nullable=False),
     sa.Column('channel', sa.String(length=5), nullable=False),
     sa.Column('code_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', app.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('consumed_at', app.db.UTCDateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_otp_codes_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('consumed_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_otp_codes_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_otp_codes'))
     )
     with op.batch_alter_table('otp_codes', schema=None) as batch_op:
@@ -52,8 +52,10 @@ def upgrade() -> None:
     with op.batch_alter_table('organizations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('otp_cooldown', sa.Integer(), server_default='30', nullable=False))
         batch_op.add_column(sa.Column('otp_requests_per_hour', sa.Integer(), server_default='5', nullable=False))
-        batch_op.add_column(sa.Column('otp_requests_per_ip_per_hour', sa.Integer(), server_default='20', nullable=False))
-        batch_op.add_column(sa.Column('otp_verifies_per_ip_per_hour', sa.Integer(), server_default='30', nullable=False))
+        batch_op.add_column(sa.Column('otp_requests_per_ip_per_hour', sa.Integer(), server_default='20',
+            nullable=False))
+        batch_op.add_column(sa.Column('otp_verifies_per_ip_per_hour', sa.Integer(), server_default='30',
+            nullable=False))
 
     # ### end Alembic commands ###
 

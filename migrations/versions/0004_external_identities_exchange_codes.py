@@ -5,10 +5,8 @@ Revises: 0003
 Create Date: 2026-11-29
 """
 
-from alembic import op
 import sqlalchemy as sa
-import app.db
-
+from alembic import op
 
 revision = '0004'
 down_revision = '0003'
@@ -27,11 +25,12 @@ def upgrade() -> None:
     sa.Column('subject', sa.String(length=255), nullable=False),
     sa.Column('claims', sa.JSON(), nullable=True),
     sa.Column('code_challenge', sa.String(length=64), nullable=True),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('consumed_at', app.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('consumed_at', sa.DateTime(), nullable=True),
     sa.Column('session_id', sa.String(length=40), nullable=True),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_exchange_codes_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_exchange_codes_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('code_hash', name=op.f('pk_exchange_codes'))
     )
     with op.batch_alter_table('exchange_codes', schema=None) as batch_op:
@@ -46,15 +45,18 @@ def upgrade() -> None:
     sa.Column('issuer', sa.String(length=2048), nullable=False),
     sa.Column('subject', sa.String(length=255), nullable=False),
     sa.Column('claims', sa.JSON(), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', app.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'], name=op.f('fk_external_identities_consumer_id_consumers'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_external_identities_organization_id_organizations'), ondelete='CASCADE'),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['consumer_id'], ['consumers.id'],
+        name=op.f('fk_external_identities_consumer_id_consumers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+        name=op.f('fk_external_identities_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_external_identities'))
     )
     with op.batch_alter_table('external_identities', schema=None) as batch_op:
         batch_op.create_index('ix_external_identities_consumer', ['consumer_id'], unique=False)
-        batch_op.create_index('ix_external_identities_triple', ['organization_id', 'mode', 'provider', 'issuer', 'subject'], unique=True)
+        batch_op.create_index('ix_external_identities_triple', ['organization_id', 'mode', 'provider', 'issuer',
+            'subject'], unique=True)
 
     # ### end Alembic commands ###
 

@@ -10,10 +10,8 @@ Revises: 0004
 Create Date: 2026-11-30
 """
 
-from alembic import op
 import sqlalchemy as sa
-import app.db
-
+from alembic import op
 
 revision = '0007_signing_key_stages'
 down_revision = '0004'
@@ -24,10 +22,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purpose', sa.String(length=16), nullable=False, server_default='legacy'))
-        batch_op.add_column(sa.Column('activates_at', app.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('activates_at', sa.DateTime(), nullable=True))
     op.execute("UPDATE signing_keys SET activates_at = created_at, retired_at = NULL")
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
-        batch_op.alter_column('activates_at', existing_type=app.db.UTCDateTime(), nullable=False)
+        batch_op.alter_column('activates_at', existing_type=sa.DateTime(), nullable=False)
         batch_op.alter_column('purpose', existing_type=sa.String(length=16), server_default=None)
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('generation_refresh_kid', sa.String(length=40), nullable=True))
@@ -40,7 +38,8 @@ def downgrade() -> None:
     # becomes a replaced one that is no longer published.
     op.execute("DELETE FROM signing_keys WHERE purpose = 'refresh'")
     op.execute("UPDATE signing_keys SET publish_until = retired_at WHERE retired_at IS NOT NULL")
-    op.execute("UPDATE signing_keys SET retired_at = activates_at WHERE retired_at IS NULL AND publish_until IS NOT NULL")
+    op.execute("UPDATE signing_keys SET retired_at = activates_at"
+               " WHERE retired_at IS NULL AND publish_until IS NOT NULL")
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.drop_column('activates_at')
         batch_op.drop_column('purpose')
