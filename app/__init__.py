@@ -38,10 +38,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
     from app.grants.base import AuthServer
+    from app.inputs import register_input_guards
     from app.oauth import build_oauth_server
     from app.observability import register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
-    from app.ratelimit import RateLimits, build_limiter
+    from app.ratelimit import RateLimits, build_storage
     from app.security.callers import CallerResolver
     from app.state import Usher
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
@@ -66,7 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                  for purpose in (ACCESS_KEYS, REFRESH_KEYS))
     tokens = TokenService(access_keys, refresh_keys, settings.issuer, settings.token_leeway_seconds, clock)
     callers = CallerResolver(db, tokens, settings.app_secret, clock)
-    limits = RateLimits(build_limiter(app))
+    limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)
     auth_blp, grants = build_auth_blueprint(settings)
     for grant in grants:
@@ -82,6 +83,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["oauth"] = build_oauth_server(app)
     app.register_blueprint(swagger_assets_blueprint())
     register_error_handlers(app)
+    register_input_guards(app)
     register_observability(app)
     register_cli(app)
     return app

@@ -16,14 +16,14 @@ import uuid
 from flask import Flask, g, request
 
 log = logging.getLogger("usher.access")
-SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def register_observability(app: Flask) -> None:
     @app.before_request
     def _start():
         incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if SANE_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
 
     @app.after_request

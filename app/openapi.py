@@ -6,6 +6,7 @@ that show the codes the status really carries here."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import marshmallow as ma
@@ -15,8 +16,10 @@ from flask import send_from_directory
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from swagger_ui_bundle import swagger_ui_path
+from webargs import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from app import inputs
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 
 # The guest upgrade (OTP verify, external exchange): the publishable key, optionally with a
@@ -63,15 +66,24 @@ class Parser(FlaskParser):
     # validation error too, as the document says (additionalProperties: false).
     DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {}  # noqa: RUF012 (webargs declares it per instance)
 
+    def _raw_load_json(self, req):
+        """A body that is not JSON is 415 `unsupported_media_type` (no body at all is no data);
+        JSON is parsed with bounds on depth and number length (`app.inputs`), before any schema."""
+        if not is_json_request(req):
+            if req.content_length or req.get_data(cache=True):
+                raise ApiError("unsupported_media_type")
+            return missing
+        data = req.get_data(cache=True)
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"Bytes decoding error : {exc.reason}", doc=str(exc.object),
+                                       pos=exc.start) from exc
+        return inputs.loads(text)
+
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         """A body that does not parse is its own catalogued error, raised where it is known."""
         raise ApiError("invalid_json")
-
-    def _raw_load_json(self, req):
-        """A body that is not JSON is 415 `unsupported_media_type` (no body at all is no data)."""
-        if not is_json_request(req) and (req.content_length or req.get_data(cache=True)):
-            raise ApiError("unsupported_media_type")
-        return super()._raw_load_json(req)
 
 
 class NoQuery(ma.Schema):

@@ -1,24 +1,38 @@
-"""Named rate limits, applied where their key is known (Supabase Auth's pattern).
+"""Rate limits: the `limits` library behind one small interface, applied in the view layer only.
 
-Flask-Limiter (built per app in `create_app`) owns the storage from `RATELIMIT_STORAGE_URI`;
-views call `RateLimits.hit` with a limit name and the key parts (client IP after ProxyFix, or a
-normalized identifier). OTP and exchange limits fail closed: if the storage is unreachable
-they answer 503, never run unlimited. Other limits fail open and log.
+- One storage per app (`RATELIMIT_STORAGE_URI`: `memory://` or `redis://…`), built in `create_app`.
+- One strategy, the sliding window counter: the previous window's count, weighted by how much of
+  it still overlaps, plus the current one. A client cannot spend its budget at the end of one
+  window and again at the start of the next (fixed windows allow twice the budget there), and a
+  check costs one Redis round trip (one Lua script); only a refusal reads the window again, for
+  `Retry-After`.
+- Every key is `name / organization / mode / key`: test traffic never spends a live budget.
+- Client addresses are keyed by `client_key`: IPv4 by address, IPv6 by its /64 (one client
+  usually owns a whole /64).
+- Views are the one layer that applies limits (they know the tenant, the client address and the
+  normalized identifier); grants and services never do.
+
+OTP and exchange limits fail closed: if the storage is unreachable they answer 503, never run
+unlimited. Others (`fail_closed=False`) fail open and log.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
 
-from flask import Flask, request
-from flask_limiter import Limiter
+from flask import request
 from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.errors import ApiError
 
 log = logging.getLogger("usher.ratelimit")
+
+PREFIX = "usher"
 
 
 def client_ip() -> str:
@@ -26,80 +40,93 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-def build_limiter(app: Flask) -> Limiter:
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-                          if app.config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss")) else {})
-    limiter = Limiter(key_func=client_ip, app=app, default_limits=[], headers_enabled=False,
-                      strategy="fixed-window", key_prefix="usher")
-    # No limit is declared through Flask-Limiter's decorators or defaults (each named limit is hit
-    # where its key is known), so its per-request check would only look for nothing: unhook it.
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
-    return limiter
+def client_key(address: str | None = None) -> str:
+    """The limit key of a client address: IPv4 as is, IPv6 by its /64 (an IPv4-mapped IPv6
+    address counts as its IPv4 address)."""
+    address = client_ip() if address is None else address
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def build_storage(uri: str) -> Storage:
+    """The app's limit storage; Redis with short timeouts, so a dead Redis fails fast (503)."""
+    options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if uri.startswith(("redis", "rediss")) else {}
+    return storage_from_string(uri, key_prefix=PREFIX, **options)
 
 
 class RateLimits:
-    def __init__(self, limiter: Limiter):
-        self.limiter = limiter
+    """`hit` (count one and refuse past the budget), `check` (refuse if spent, count nothing),
+    `spend` (count a failure, never refuse), `clear` (give a budget back), `ping`."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}
 
-    def _item(self, limit: str) -> RateLimitItem:
-        item = self._items.get(limit)
+    def _item(self, rate: str) -> RateLimitItem:
+        item = self._items.get(rate)
         if item is None:
-            item = self._items[limit] = parse(limit)
+            item = self._items[rate] = parse(rate)
         return item
 
-    def _retry_after(self, item: RateLimitItem, keys: tuple[str, ...]) -> str:
-        reset = self.limiter.limiter.get_window_stats(item, *keys).reset_time
-        return str(max(1, math.ceil(reset - time.time())))
+    def _refuse(self, item: RateLimitItem, keys: tuple[str, ...]) -> ApiError:
+        reset = self.strategy.get_window_stats(item, *keys).reset_time
+        return ApiError("rate_limited", headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
 
-    def _storage_down(self, name: str, exc: Exception, fail_closed: bool) -> None:
+    @staticmethod
+    def _storage_down(name: str, exc: Exception, fail_closed: bool) -> None:
         log.warning("rate limit storage unavailable for %s: %s", name, type(exc).__name__)
         if fail_closed:
             raise ApiError("service_unavailable", headers={"Retry-After": "5"}) from None
 
-    def hit(self, name: str, limit: str, *keys: str, fail_closed: bool = True) -> None:
-        """Count one request against `limit` for these keys; 429 with Retry-After when over."""
-        item = self._item(limit)
-        keys = (name, *keys)
+    def hit(self, name: str, rate: str, organization_id: str, mode: str, key: str, *,
+            fail_closed: bool = True) -> None:
+        """Count one request against `rate` for this tenant and key; 429 with Retry-After when over."""
+        item, keys = self._item(rate), (name, organization_id, mode, key)
         try:
-            if self.limiter.limiter.hit(item, *keys):
+            if self.strategy.hit(item, *keys):
                 return
-            retry_after = self._retry_after(item, keys)
-        except ApiError:
-            raise
+            error = self._refuse(item, keys)
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
-        raise ApiError("rate_limited", headers={"Retry-After": retry_after})
+        raise error
 
-    def check(self, name: str, limit: str, *keys: str, fail_closed: bool = True) -> None:
+    def check(self, name: str, rate: str, organization_id: str, mode: str, key: str, *,
+              fail_closed: bool = True) -> None:
         """429 if the budget is already spent, without spending any."""
-        item = self._item(limit)
-        keys = (name, *keys)
+        item, keys = self._item(rate), (name, organization_id, mode, key)
         try:
-            if self.limiter.limiter.test(item, *keys):
+            if self.strategy.test(item, *keys):
                 return
-            retry_after = self._retry_after(item, keys)
+            error = self._refuse(item, keys)
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
-        raise ApiError("rate_limited", headers={"Retry-After": retry_after})
+        raise error
 
-    def spend(self, name: str, limit: str, *keys: str) -> None:
+    def spend(self, name: str, rate: str, organization_id: str, mode: str, key: str) -> None:
         """Count a failure against a budget (never refuses by itself; see `check`)."""
         try:
-            self.limiter.limiter.hit(self._item(limit), name, *keys)
+            self.strategy.hit(self._item(rate), name, organization_id, mode, key)
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
-            log.warning("rate limit storage unavailable for %s: %s", name, type(exc).__name__)
+            self._storage_down(name, exc, fail_closed=False)
 
-    def clear(self, name: str, limit: str, *keys: str) -> None:
+    def clear(self, name: str, rate: str, organization_id: str, mode: str, key: str) -> None:
         try:
-            self.limiter.limiter.clear(self._item(limit), name, *keys)
+            self.strategy.clear(self._item(rate), name, organization_id, mode, key)
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
-            log.warning("rate limit storage unavailable for %s: %s", name, type(exc).__name__)
+            self._storage_down(name, exc, fail_closed=False)
 
     def ping(self) -> bool:
         try:
-            return bool(self.limiter.storage.check())
+            return bool(self.storage.check())
         except Exception:  # noqa: BLE001 - any limit-storage failure
             return False

@@ -166,7 +166,7 @@ class Seeder:
 
             organization = session.get(Organization, self.org_id)
             for i in range(count):
-                request_code(self.usher.db, self.usher.senders, self.usher.limits, APP_SECRET,
+                request_code(self.usher.db, self.usher.senders, APP_SECRET,
                              organization, "test", Identifier("email", f"b{self.batch}-{i}@bench.example"),
                              self.usher.clock())
             rows = session.scalars(select(CapturedMessage).where(CapturedMessage.organization_id == self.org_id,

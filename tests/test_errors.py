@@ -100,7 +100,7 @@ def test_rate_limit_answers_429_from_the_catalogue(fresh_app):
 
     @app.get("/test-only/limited")
     def limited():
-        app.extensions["usher"].limits.hit("test", "1 per minute", "key")
+        app.extensions["usher"].limits.hit("test", "1 per minute", "org", "test", "key")
         return {"ok": True}
 
     assert client.get("/test-only/limited").status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +14,10 @@ from app.delivery.capture import CaptureSender
 from app.delivery.console import ConsoleSender
 from app.delivery.smtp import SmtpSender
 from app.delivery.webhook import WebhookSender
+from app.errors import ApiError
 from app.security.crypto import Sealer
+
+log = logging.getLogger("usher.delivery")
 
 
 @dataclass
@@ -23,10 +27,16 @@ class Senders:
     capture: CaptureSender
 
     def for_message(self, channel: str, mode: str) -> Sender:
-        """Test-mode messages never reach a real sender."""
+        """Test-mode messages never reach a real sender; live-mode codes never reach the console
+        (a terminal is a log): without a real sender, live OTP answers 503."""
         if mode == "test":
             return self.capture
-        return self.email if channel == "email" else self.sms
+        sender = self.email if channel == "email" else self.sms
+        if sender.name == ConsoleSender.name:
+            log.error("no %s sender for live-mode codes: set OTP_%s_SENDER", channel, channel.upper())
+            raise ApiError("service_unavailable", "Codes cannot be sent in live mode yet.",
+                           headers={"Retry-After": "60"})
+        return sender
 
 
 def build_senders(db: Database, settings: Settings, clock: Callable[[], datetime]) -> Senders:

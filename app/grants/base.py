@@ -63,7 +63,8 @@ class BaseGrant:
             raise TypeError(f"{cls.__name__} must set GRANT_TYPE")
 
     def validate_token_request(self) -> None:
-        """Check the request (limits first); raise a catalogued ApiError if it cannot succeed."""
+        """Check the request; raise a catalogued ApiError if it cannot succeed. (Rate limits are
+        applied by the views, the one layer that applies them: see `app.ratelimit`.)"""
         raise NotImplementedError
 
     def create_token_response(self) -> tuple[int, dict]:

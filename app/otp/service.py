@@ -1,4 +1,5 @@
-"""Request a code: limits, generate, deliver, store the keyed hash (replacing any previous code)."""
+"""Request a code: generate, deliver, store the keyed hash (replacing any previous code). The view
+applies the limits first."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from app.delivery.registry import Senders
 from app.errors import ApiError
 from app.models import Organization, OtpCode
 from app.otp.identifiers import Identifier
-from app.ratelimit import RateLimits
 from app.security.keys import keyed_hash
 
 log = logging.getLogger("usher.otp")
 
 MAX_ATTEMPTS_PER_CODE = 5
 FAILURES_PER_IDENTIFIER = "10 per hour"
+
+
+class DeliveryFailed(ApiError):
+    """The sender failed: 503, and nothing was stored."""
 
 
 def generate_code(length: int) -> str:
@@ -40,15 +44,6 @@ def mask(identifier: Identifier) -> str:
     return f"{identifier.value[:3]}***{identifier.value[-2:]}"
 
 
-def request_limits(limits: RateLimits, organization: Organization, mode: str, identifier: Identifier,
-                   ip: str) -> None:
-    """Per client IP, then the resend cooldown and the hourly budget of the identifier."""
-    tenant = (organization.id, mode)
-    limits.hit("otp_request_ip", f"{organization.otp_requests_per_ip_per_hour} per hour", *tenant, ip)
-    limits.hit("otp_request_cooldown", f"1 per {organization.otp_cooldown} second", *tenant, identifier.value)
-    limits.hit("otp_request_identifier", f"{organization.otp_requests_per_hour} per hour", *tenant, identifier.value)
-
-
 def _store(connection: Connection, values: dict) -> None:
     """Insert the code, or replace the identifier's previous one in place (one statement)."""
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
@@ -59,10 +54,11 @@ def _store(connection: Connection, values: dict) -> None:
         set_={**replace, "attempts": 0, "consumed_at": None}))
 
 
-def request_code(db: Database, senders: Senders, limits: RateLimits, app_secret: str,
-                 organization: Organization, mode: str, identifier: Identifier, now: datetime) -> datetime:
+def request_code(db: Database, senders: Senders, app_secret: str, organization: Organization, mode: str,
+                 identifier: Identifier, now: datetime) -> datetime:
     """Send a new code and keep only its hash. Delivery comes first: if it fails, the previous
-    code (if any) still works, the cooldown is given back, and the answer is 503."""
+    code (if any) still works and the answer is 503 (`DeliveryFailed`, so the view gives the
+    cooldown back)."""
     code = generate_code(organization.otp_length)
     expires_at = now.replace(microsecond=0) + timedelta(seconds=organization.otp_ttl)
     minutes = max(1, round(organization.otp_ttl / 60))
@@ -76,9 +72,7 @@ def request_code(db: Database, senders: Senders, limits: RateLimits, app_secret:
     except DeliveryError as exc:
         log.error("otp delivery failed: sender=%s to=%s org=%s error=%s", sender.name, mask(identifier),
                   organization.id, exc)
-        limits.clear("otp_request_cooldown", f"1 per {organization.otp_cooldown} second", organization.id, mode,
-                     identifier.value)
-        raise ApiError("service_unavailable", "The code could not be sent. Please try again.",
+        raise DeliveryFailed("service_unavailable", "The code could not be sent. Please try again.",
                        headers={"Retry-After": "5"}) from None
     with db.write() as connection:  # after delivery: no transaction is open while a sender works
         _store(connection, {"organization_id": organization.id, "mode": mode, "identifier": identifier.value,

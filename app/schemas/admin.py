@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
+from app.inputs import FullMatch
 from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
 
 DAY = 24 * 3600
@@ -11,9 +12,9 @@ DAY = 24 * 3600
 
 class Theme(Schema):
     primary_color = fields.String(data_key="primaryColor", allow_none=True,
-                                  validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
+                                  validate=FullMatch(r"#[0-9a-fA-F]{6}"))
     background_color = fields.String(data_key="backgroundColor", allow_none=True,
-                                     validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
+                                     validate=FullMatch(r"#[0-9a-fA-F]{6}"))
     logo_url = fields.Url(data_key="logoUrl", allow_none=True, schemes={"https"},
                           validate=validate.Length(max=2000))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import phonenumbers
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from app.inputs import FullMatch
 from app.schemas.common import Instant, Schema
 
 REGIONS = phonenumbers.SUPPORTED_REGIONS
@@ -85,7 +86,7 @@ class OtpRequestOut(Schema):
 
 
 class OtpVerifyIn(OtpIdentifier):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{6,10}$", error="6 to 10 digits."),
+    code = fields.String(required=True, validate=FullMatch(r"[0-9]{6,10}", error="6 to 10 digits."),
                          metadata={"example": "123456"})
 
 

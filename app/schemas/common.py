@@ -50,7 +50,11 @@ class Instant(fields.AwareDateTime):
         return iso_instant(value)
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
-        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC; 9999-12-31T23:59:59-01:00 after 9999
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Out of range once converted to UTC.") from None
 
 
 class AlwaysNull(fields.Constant):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
@@ -10,6 +11,7 @@ from app.grants.guest import GuestGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession
 from app.openapi import ErrorSchema
+from app.ratelimit import client_key
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
 from app.services.sessions import revoke_sessions
 
@@ -27,6 +29,10 @@ class Guest(GrantView):
         An anonymous consumer (`guest_…`) with an access and a refresh token. Limited per
         client address (60 per minute by default).
         """
+        ctx, usher = current_context(), current_app.extensions["usher"]
+        # Fails open: guests cost the merchant nothing, and a limit storage outage must not stop a drop.
+        usher.limits.hit("guest_per_ip", usher.settings.guest_rate_limit, ctx.organization_id, ctx.mode, client_key(),
+                         fail_closed=False)
         return self.token_response()
 
 

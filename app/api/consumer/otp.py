@@ -6,11 +6,12 @@ from flask.views import MethodView
 from app.api.consumer import blp
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
+from app.errors import ApiError
 from app.grants.otp import OtpGrant
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.otp.identifiers import identifier_from
-from app.otp.service import request_code, request_limits
-from app.ratelimit import client_ip
+from app.otp.service import FAILURES_PER_IDENTIFIER, DeliveryFailed, request_code
+from app.ratelimit import client_key
 from app.schemas.auth import OtpRequestIn, OtpRequestOut, OtpVerifyIn, SessionTokens
 
 
@@ -21,7 +22,8 @@ class OtpRequest(MethodView):
     @blp.response(202, OtpRequestOut)
     @blp.alt_response(400, schema=ErrorSchema, description="`invalid_email`, `invalid_phone` or `validation_error`")
     @blp.alt_response(429, schema=ErrorSchema, description="Resend cooldown or hourly budget spent (`Retry-After`)")
-    @blp.alt_response(503, schema=ErrorSchema, description="The sender or the limit storage is down")
+    @blp.alt_response(503, schema=ErrorSchema, description="The sender or the limit storage is down, or live mode "
+                                                           "has no real sender (codes are never printed)")
     def post(self, data):
         """Send a one-time code
 
@@ -29,11 +31,20 @@ class OtpRequest(MethodView):
         answer is the same whether or not the address is known. A new code replaces the previous one.
         """
         ctx = current_context()
-        usher = current_app.extensions["usher"]
+        usher, settings = current_app.extensions["usher"], ctx.organization
         identifier = identifier_from(data)
-        request_limits(usher.limits, ctx.organization, ctx.mode, identifier, client_ip())
-        expires_at = request_code(usher.db, usher.senders, usher.limits,
-                                  usher.settings.app_secret, ctx.organization, ctx.mode, identifier, usher.clock())
+        usher.senders.for_message(identifier.channel, ctx.mode)  # 503 before anything is spent
+        tenant, limits = (ctx.organization_id, ctx.mode), usher.limits
+        cooldown = f"1 per {settings.otp_cooldown} second"
+        limits.hit("otp_request_ip", f"{settings.otp_requests_per_ip_per_hour} per hour", *tenant, client_key())
+        limits.hit("otp_request_cooldown", cooldown, *tenant, identifier.value)
+        limits.hit("otp_request_identifier", f"{settings.otp_requests_per_hour} per hour", *tenant, identifier.value)
+        try:
+            expires_at = request_code(usher.db, usher.senders, usher.settings.app_secret, settings, ctx.mode,
+                                      identifier, usher.clock())
+        except DeliveryFailed:
+            limits.clear("otp_request_cooldown", cooldown, *tenant, identifier.value)
+            raise
         return {"sent": True, "expires_at": expires_at}
 
 
@@ -51,7 +62,20 @@ class OtpVerify(GrantView):
         """Sign in with a one-time code
 
         Single use. Five wrong tries end a code; ten wrong tries per identifier per hour (across
-        codes) answer `rate_limited`. With a guest's access token in `Authorization`, the guest is
+        codes, known and unknown identifiers alike) answer `rate_limited`. A wrong code is
+        `otp_invalid` whatever the identifier's history; `otp_expired` only answers the right code
+        too late or already used. With a guest's access token in `Authorization`, the guest is
         upgraded: its queue places move to the consumer and its session ends.
         """
-        return self.token_response(data)
+        ctx = current_context()
+        limits, tenant = current_app.extensions["usher"].limits, (ctx.organization_id, ctx.mode)
+        identifier = identifier_from(data)
+        limits.hit("otp_verify_ip", f"{ctx.organization.otp_verifies_per_ip_per_hour} per hour", *tenant,
+                   client_key())
+        limits.check("otp_failures", FAILURES_PER_IDENTIFIER, *tenant, identifier.value)
+        try:
+            return self.token_response(data)
+        except ApiError as error:
+            if error.error == "otp_invalid":  # known or unknown identifier alike
+                limits.spend("otp_failures", FAILURES_PER_IDENTIFIER, *tenant, identifier.value)
+            raise

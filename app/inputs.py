@@ -1,0 +1,97 @@
+"""Hostile input stops here, as a 400 or 413 from the catalogue, before a schema sees it.
+
+- JSON is parsed with bounds: at most `MAX_JSON_DEPTH` levels of nesting (the standard parser
+  recurses, and 5,000 levels are a `RecursionError`), numbers of at most `MAX_NUMBER_CHARS`
+  characters (Python refuses to convert integers past 4,300 digits with a `ValueError`), and no
+  `NaN`/`Infinity`.
+- A chunked body (no `Content-Length`) over `MAX_CONTENT_LENGTH` is 413, as a declared one is:
+  Werkzeug's limited stream stops reading at the limit without saying so.
+- Patterns match the whole value (`re.fullmatch`): `$` also matches before a trailing newline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from flask import Flask, request
+from marshmallow import validate
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.errors import ApiError
+
+MAX_JSON_DEPTH = 32
+MAX_NUMBER_CHARS = 40
+
+
+def _refused(reason: str) -> ApiError:
+    return ApiError("validation_error", details={"_body": [reason]})
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _refused(f"Numbers have at most {MAX_NUMBER_CHARS} characters.")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise _refused(f"Numbers have at most {MAX_NUMBER_CHARS} characters and are finite.")
+    return value
+
+
+def _parse_constant(text: str):
+    raise _refused(f"{text} is not a JSON number.")
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def loads(text: str | bytes):
+    """`json.loads` with the bounds above; `json.JSONDecodeError` for what is not JSON at all."""
+    try:
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except RecursionError:
+        raise _refused(f"JSON is nested at most {MAX_JSON_DEPTH} levels deep.") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise _refused(f"JSON is nested at most {MAX_JSON_DEPTH} levels deep.")
+    return value
+
+
+class FullMatch(validate.Regexp):
+    """`validate.Regexp`, but the whole value must match (`re.fullmatch`). The OpenAPI document
+    shows the pattern anchored (`^(?:…)$`, JSON Schema patterns are searches); the check itself
+    is a full match, which no trailing newline passes."""
+
+    def __init__(self, regex: str | re.Pattern, error: str | None = None):
+        pattern = regex if isinstance(regex, str) else regex.pattern
+        super().__init__(f"^(?:{pattern})$", error=error)
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise validate.ValidationError(self._format_error(value))
+        return value
+
+
+def fullmatch(pattern: str | re.Pattern, value: str) -> bool:
+    return (re.compile(pattern) if isinstance(pattern, str) else pattern).fullmatch(value) is not None
+
+
+def register_input_guards(app: Flask) -> None:
+    @app.before_request
+    def _chunked_body_within_limit():
+        limit = request.max_content_length
+        if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
+            return
+        if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
