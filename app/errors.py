@@ -69,6 +69,12 @@ CATALOGUE: dict[str, ErrorCode] = {
     "forbidden": ErrorCode(
         403, "This credential may not do that.",
         "The credential is valid but not allowed here."),
+    "origin_not_allowed": ErrorCode(
+        403, "This origin may not call the API with this key.",
+        "The browser's `Origin` is not in the mode's `allowedOrigins`; nothing was done."),
+    "identification_required": ErrorCode(
+        403, "Sign in to enter this queue.",
+        "The queue admits identified consumers only; a guest must sign in first."),
     "not_found": ErrorCode(
         404, "Not found.",
         "Unknown path or id, or an id of another organization or mode."),

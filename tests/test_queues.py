@@ -22,7 +22,7 @@ def test_admin_creates_lists_and_gets_queues(tenant, client):
     queue = tenant.queue(capacity=10)
     assert queue["id"].startswith("queue_")
     assert queue["status"] == "OPEN" and queue["consumerCount"] == 0 and queue["capacity"] == 10
-    assert set(queue) == {"id", "name", "experienceId", "sequenceId", "capacity", "openAt", "closeAt",
+    assert set(queue) == {"id", "name", "experienceId", "sequenceId", "capacity", "admission", "openAt", "closeAt",
                           "timeZone", "status", "consumerCount"}
     listed = client.get(f"/api/v1/queues?experienceId={queue['experienceId']}", headers=secret(tenant.sk)).json
     assert [q["id"] for q in listed["data"]] == [queue["id"]]

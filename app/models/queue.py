@@ -20,6 +20,7 @@ class Queue(Base):
     experience_id: Mapped[str] = mapped_column(ForeignKey("experiences.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     capacity: Mapped[int | None]
+    admission: Mapped[str] = mapped_column(String(10), default="any", server_default="any")
     open_at: Mapped[datetime | None]
     close_at: Mapped[datetime | None]
     next_sequence: Mapped[int] = mapped_column(default=0)

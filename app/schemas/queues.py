@@ -13,6 +13,9 @@ class QueueIn(Schema):
                               metadata={"description": "Most consumers queued at once; null = unlimited."})
     open_at = Instant(data_key="openAt", allow_none=True)
     close_at = Instant(data_key="closeAt", allow_none=True)
+    admission = fields.String(load_default="any", validate=validate.OneOf(["any", "identified"]), metadata={
+        "description": "`identified` refuses guests (403 `identification_required`): a guest token, free to "
+                       "make, cannot farm places.", "example": "any"})
 
     @validates_schema
     def _window(self, data, **_kwargs):
@@ -26,6 +29,7 @@ class QueueOut(Schema):
     experience_id = fields.String(data_key="experienceId")
     sequence_id = fields.Constant(None, data_key="sequenceId", allow_none=True, dump_default=None)
     capacity = fields.Integer(allow_none=True)
+    admission = fields.String(metadata={"enum": ["any", "identified"]})
     open_at = Instant(data_key="openAt", allow_none=True)
     close_at = Instant(data_key="closeAt", allow_none=True)
     time_zone = fields.String(data_key="timeZone", allow_none=True)

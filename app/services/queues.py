@@ -11,6 +11,10 @@ from app.errors import ApiError
 from app.models import Queue, QueueEntry
 
 
+def is_guest(consumer_id: str) -> bool:
+    return consumer_id.startswith("guest_")
+
+
 def queue_status(queue: Queue, now: datetime) -> str:
     if queue.open_at is not None and now < queue.open_at:
         return "PENDING"
@@ -26,6 +30,7 @@ def queued_count(session: Session, queue_id: str) -> int:
 
 def queue_view(session: Session, queue: Queue, time_zone: str | None, now: datetime) -> dict:
     return {"id": queue.id, "name": queue.name, "experience_id": queue.experience_id, "capacity": queue.capacity,
+            "admission": queue.admission,
             "open_at": queue.open_at, "close_at": queue.close_at, "time_zone": time_zone,
             "status": queue_status(queue, now), "consumer_count": queued_count(session, queue.id)}
 
@@ -41,6 +46,8 @@ def enter(session: Session, queue: Queue, consumer_id: str, now: datetime) -> Qu
     The queue row is locked first (FOR UPDATE on PostgreSQL; SQLite write transactions are
     serialized), so arrival order, capacity and the sequence counter agree under concurrency.
     """
+    if queue.admission == "identified" and is_guest(consumer_id):
+        raise ApiError("identification_required")
     session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
     entry = find_entry(session, queue.id, consumer_id)
     if entry is not None and entry.status != "LEFT":

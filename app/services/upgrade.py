@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.models import AuthSession, Consumer, QueueEntry
+from app.models import AuthSession, Consumer, Queue, QueueEntry
 from app.services.sessions import revoke_sessions
 
 
@@ -16,6 +16,9 @@ def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime
     queued), end the guest's other sessions, and record `merged_into` on the guest."""
     guest = session.get_one(Consumer, guest_id)
     for entry in session.scalars(select(QueueEntry).where(QueueEntry.consumer_id == guest_id)).all():
+        if session.get(Queue, entry.queue_id).admission == "identified":
+            session.execute(delete(QueueEntry).where(QueueEntry.id == entry.id))  # never enterable by a guest
+            continue
         held = session.scalar(select(QueueEntry).where(QueueEntry.queue_id == entry.queue_id,
                                                        QueueEntry.consumer_id == consumer_id))
         if held is None:

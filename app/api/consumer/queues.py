@@ -40,12 +40,15 @@ class QueueById(MethodView):
 class EnterQueue(MethodView):
     @requires("access")
     @blp.response(200, QueueConsumerState)
+    @blp.alt_response(403, schema=ErrorSchema, description="`identification_required`: the queue's admission is "
+                                                           "`identified` and the caller is a guest")
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
     @blp.alt_response(409, schema=ErrorSchema, description="The queue is pending, closed or full")
     def post(self, queue_id):
         """Enter a queue
 
-        Idempotent: entering again returns the place already held. Places are first come, first served.
+        Idempotent: entering again returns the place already held. Places are first come, first
+        served. A queue whose `admission` is `identified` refuses guests.
         """
         ctx = current_context()
         with transaction() as session:
