@@ -34,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.cli import register_cli
     from app.clock import Clock
     from app.config import Settings
+    from app.cors import register_cors
     from app.db import Database
     from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
@@ -85,5 +86,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)
+    register_cors(app)
     register_cli(app)
     return app

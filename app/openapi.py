@@ -269,7 +269,7 @@ def docs_config(version: str) -> dict:
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
         "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",
-        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "tryItOutEnabled": True,
+        "OPENAPI_SWAGGER_UI_CONFIG": {"tryItOutEnabled": True,  # no persistAuthorization: keys not kept
                                       "displayRequestDuration": True},
         "API_SPEC_OPTIONS": {
             "info": {

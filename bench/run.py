@@ -125,21 +125,22 @@ class Seeder:
         self.batch = 0
 
     def _ctx(self, session):
-        from app.models import Organization
-        from app.security.callers import RequestContext
+        from app.security.callers import RequestContext, organization_snapshot
 
-        return RequestContext(organization=session.get(Organization, self.org_id), mode="test", key_type="secret",
+        return RequestContext(organization=organization_snapshot(session, self.org_id, "test"), mode="test",
+                              key_type="secret",
                               key_id="bench")
 
     def guests(self, count: int) -> list[dict]:
-        from app.models import Consumer, Organization, new_id
+        from app.models import Consumer, new_id
+        from app.security.callers import organization_snapshot
         from app.services.sessions import start_session
 
         tokens = self.usher.auth.tokens
         kids = tokens.current_kids()
         out = []
         with self.usher.db.transaction() as session:
-            organization = session.get(Organization, self.org_id)
+            organization = organization_snapshot(session, self.org_id, "test")
             for _ in range(count):
                 consumer = Consumer(id=new_id("guest"), organization_id=self.org_id, mode="test",
                                     created_at=datetime.now(UTC))
@@ -162,9 +163,9 @@ class Seeder:
         start = datetime.now(UTC)
         with self.app.test_request_context():
             session = self.usher.db.sessionmaker()
-            from app.models import Organization
+            from app.security.callers import organization_snapshot
 
-            organization = session.get(Organization, self.org_id)
+            organization = organization_snapshot(session, self.org_id, "test")
             for i in range(count):
                 request_code(self.usher.db, self.usher.senders, APP_SECRET,
                              organization, "test", Identifier("email", f"b{self.batch}-{i}@bench.example"),

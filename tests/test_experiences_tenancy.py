@@ -59,12 +59,13 @@ def test_settings_read_patch_and_ranges(client, org):
     sk = org["keys"]["test"]["secretKey"]
     defaults = {"accessTokenTtl": 3600, "refreshTokenTtl": 2592000, "otpTtl": 300, "otpLength": 6,
                 "otpCooldown": 30, "otpRequestsPerHour": 5, "otpRequestsPerIpPerHour": 20,
-                "otpVerifiesPerIpPerHour": 30}
+                "otpVerifiesPerIpPerHour": 30, "allowedOrigins": ["http://localhost:*", "http://127.0.0.1:*"]}
     assert client.get("/api/v1/settings", headers=secret(sk)).json == defaults
     patched = client.patch("/api/v1/settings", headers=secret(sk), json={"accessTokenTtl": 900, "otpLength": 8})
     assert patched.json == {**defaults, "accessTokenTtl": 900, "otpLength": 8}
-    # Settings apply to both modes.
-    assert client.get("/api/v1/settings", headers=secret(org["keys"]["live"]["secretKey"])).json == patched.json
+    # Settings belong to the key's mode: live keeps its own (no local origins by default).
+    assert client.get("/api/v1/settings", headers=secret(org["keys"]["live"]["secretKey"])).json == {
+        **defaults, "allowedOrigins": []}
     for body in ({"accessTokenTtl": 0}, {"accessTokenTtl": 86401}, {"refreshTokenTtl": 59},
                  {"refreshTokenTtl": 365 * 86400 + 1}, {"otpTtl": 601}, {"otpLength": 5}, {"otpLength": 11},
                  {"otpLength": "six"}, {"otpCooldown": 0}, {"otpRequestsPerHour": 101},

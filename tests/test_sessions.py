@@ -142,10 +142,10 @@ def _three_sessions(tenant, app):
     kids = usher.auth.tokens.current_kids()
     sessions = [guest]
     with usher.db.transaction() as tx:
-        from app.models import Organization
+        from app.security.callers import organization_snapshot
 
         claims = jwt.decode(guest["accessToken"], options={"verify_signature": False})
-        organization = tx.get(Organization, claims["organizationId"])
+        organization = organization_snapshot(tx, claims["organizationId"], "test")
         for _ in range(2):
             row, access, refresh = start_session(tx, usher.auth.tokens, kids, usher.auth.app_secret, organization,
                                                  "test", claims["consumerId"], "guest", usher.clock())

@@ -10,6 +10,7 @@ from functools import wraps
 
 from flask import current_app, g, request
 
+from app.cors import check_origin
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
@@ -54,7 +55,9 @@ def requires(*names: str):
         def wrapper(*args, **kwargs):
             credentials = request_credentials()
             usher = current_app.extensions["usher"]
-            g.usher_ctx = usher.callers.resolve(usher.reader(), choose(credentials), credentials)
+            kind = choose(credentials)
+            ctx = g.usher_ctx = usher.callers.resolve(usher.reader(), kind, credentials)
+            check_origin(ctx.organization.allowed_origins, kind)  # the browser's origin, before any work
             return view(*args, **kwargs)
 
         security = [req for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]

@@ -4,10 +4,10 @@ from app.models.base import new_id
 from app.models.consumer import AuthSession, Consumer
 from app.models.experience import Experience
 from app.models.external import ExchangeCode, ExternalIdentity
-from app.models.organization import ApiKey, Organization
+from app.models.organization import ApiKey, Organization, OrganizationSettings
 from app.models.otp import CapturedMessage, OtpCode
 from app.models.queue import Queue, QueueEntry
 from app.models.signing_key import SigningKey
 
 __all__ = ["ApiKey", "AuthSession", "CapturedMessage", "Consumer", "ExchangeCode", "Experience", "ExternalIdentity",
-           "Organization", "OtpCode", "Queue", "QueueEntry", "SigningKey", "new_id"]
+           "Organization", "OrganizationSettings", "OtpCode", "Queue", "QueueEntry", "SigningKey", "new_id"]

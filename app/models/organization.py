@@ -2,20 +2,31 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
 
 
 class Organization(Base):
-    """A merchant. Its settings apply to both of its modes."""
+    """A merchant, with settings per mode (`OrganizationSettings`)."""
 
     __tablename__ = "organizations"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OrganizationSettings(Base):
+    """An organization's settings in one mode: a test key never changes live security."""
+
+    __tablename__ = "organization_settings"
+    __table_args__ = (CheckConstraint("mode IN ('test', 'live')", name="mode"),)
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    mode: Mapped[str] = mapped_column(String(4), primary_key=True)
     access_token_ttl: Mapped[int] = mapped_column(default=3600)
     refresh_token_ttl: Mapped[int] = mapped_column(default=30 * 24 * 3600)
     otp_ttl: Mapped[int] = mapped_column(default=300)
@@ -24,6 +35,7 @@ class Organization(Base):
     otp_requests_per_hour: Mapped[int] = mapped_column(default=5, server_default="5")
     otp_requests_per_ip_per_hour: Mapped[int] = mapped_column(default=20, server_default="20")
     otp_verifies_per_ip_per_hour: Mapped[int] = mapped_column(default=30, server_default="30")
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class ApiKey(Base):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,9 +16,12 @@ from app.db import Database
 from app.delivery.base import DeliveryError, Message
 from app.delivery.registry import Senders
 from app.errors import ApiError
-from app.models import Organization, OtpCode
+from app.models import OtpCode
 from app.otp.identifiers import Identifier
 from app.security.keys import keyed_hash
+
+if TYPE_CHECKING:
+    from app.security.callers import OrganizationSnapshot
 
 log = logging.getLogger("usher.otp")
 
@@ -54,7 +58,7 @@ def _store(connection: Connection, values: dict) -> None:
         set_={**replace, "attempts": 0, "consumed_at": None}))
 
 
-def request_code(db: Database, senders: Senders, app_secret: str, organization: Organization, mode: str,
+def request_code(db: Database, senders: Senders, app_secret: str, organization: OrganizationSnapshot, mode: str,
                  identifier: Identifier, now: datetime) -> datetime:
     """Send a new code and keep only its hash. Delivery comes first: if it fails, the previous
     code (if any) still works and the answer is 503 (`DeliveryFailed`, so the view gives the

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
+from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
 from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
 
@@ -93,6 +94,24 @@ class SettingsSchema(Schema):
     otp_verifies_per_ip_per_hour = fields.Integer(
         data_key="otpVerifiesPerIpPerHour", validate=validate.Range(1, 100_000),
         metadata={"description": "Verify attempts per client address per hour", "example": 30})
+    allowed_origins = fields.List(fields.String(validate=validate.Length(1, 300)), data_key="allowedOrigins",
+                                  validate=validate.Length(max=MAX_ORIGINS), metadata={
+        "description": "Browser origins that may call the consumer API with this mode's publishable key "
+                       f"(at most {MAX_ORIGINS}): exact (`https://shop.example.com`), a subdomain wildcard "
+                       "(`https://*.example.com`) or a port wildcard (`http://localhost:*`). Default: the "
+                       "local origins in test mode, none in live mode.",
+        "example": ["https://shop.example.com", "https://*.shop.example.com"]})
+
+    @validates("allowed_origins")
+    def _origins(self, value, **_kwargs):
+        problems = {}
+        for index, entry in enumerate(value):
+            try:
+                parse_origin_pattern(entry)
+            except ValueError as exc:
+                problems[index] = [f"{entry!r}: {exc}"]
+        if problems:
+            raise ValidationError(problems)
 
 
 class KeyOut(Schema):

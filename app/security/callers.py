@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, literal, select, update
 
 from app.db import Database
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
-from app.models import ApiKey, AuthSession, Organization
+from app.models import ApiKey, AuthSession, Organization, OrganizationSettings
 from app.security.credentials import CredentialKind, Credentials
 from app.security.keys import constant_time_equal, key_lookup, parse_key
 from app.tokens.service import ACCESS, TokenError, TokenService
@@ -25,7 +25,8 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class OrganizationSnapshot:
-    """The caller's organization as read with its key: its id, name and settings."""
+    """The caller's organization as read with its key: its id, name and the settings of the
+    caller's mode."""
 
     id: str
     name: str
@@ -37,6 +38,7 @@ class OrganizationSnapshot:
     otp_requests_per_hour: int
     otp_requests_per_ip_per_hour: int
     otp_verifies_per_ip_per_hour: int
+    allowed_origins: list[str]
 
 
 @dataclass
@@ -55,19 +57,27 @@ class RequestContext:
 
 
 _ORG = Organization.__table__.c
+_SETTINGS = OrganizationSettings.__table__.c
 _KEY = ApiKey.__table__.c
 _SESSION = AuthSession.__table__.c
-_ORG_COLUMNS = [getattr(_ORG, name) for name in OrganizationSnapshot.__dataclass_fields__]
+_ORG_COLUMNS = [_ORG.id, _ORG.name, *(getattr(_SETTINGS, name) for name in OrganizationSnapshot.__dataclass_fields__
+                                      if name not in ("id", "name"))]
 # Built once: the hot path only binds parameters (SQLAlchemy caches the compiled SQL too).
 _KEY_QUERY = (select(_KEY.id.label("key_id"), _KEY.lookup, _KEY.type, _KEY.mode, _KEY.expires_at, _KEY.revoked_at,
                      _KEY.last_used_at, *_ORG_COLUMNS)
               .join_from(ApiKey.__table__, Organization.__table__, _ORG.id == _KEY.organization_id)
+              .join(OrganizationSettings.__table__,
+                    (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == _KEY.mode))
               .where(_KEY.lookup == bindparam("lookup")))
 _LIVE_SESSION = (select(literal(1)).where(_SESSION.id == bindparam("session_id"), _SESSION.revoked_at.is_(None),
                                            _SESSION.consumer_id == bindparam("consumer_id"),
                                            _SESSION.organization_id == _ORG.id).exists().label("session_live"))
 _KEY_AND_SESSION_QUERY = _KEY_QUERY.add_columns(_LIVE_SESSION)
-_ORG_AND_SESSION_QUERY = select(*_ORG_COLUMNS, _LIVE_SESSION).where(_ORG.id == bindparam("organization_id"))
+_ORG_AND_SESSION_QUERY = (select(*_ORG_COLUMNS, _LIVE_SESSION)
+                          .join_from(Organization.__table__, OrganizationSettings.__table__,
+                                     (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == bindparam("mode")))
+                          .where(_ORG.id == bindparam("organization_id")))
+_ORG_QUERY = _ORG_AND_SESSION_QUERY.with_only_columns(*_ORG_COLUMNS)
 _TOUCH_KEY = update(ApiKey.__table__).where(_KEY.id == bindparam("key_id")).values(last_used_at=bindparam("now"))
 
 
@@ -77,6 +87,11 @@ def unauthenticated() -> ApiError:
 
 def _snapshot(row) -> OrganizationSnapshot:
     return OrganizationSnapshot(*(row._mapping[column.name] for column in _ORG_COLUMNS))
+
+
+def organization_snapshot(connection: Connection, organization_id: str, mode: str) -> OrganizationSnapshot:
+    """The organization with the settings of one mode, outside a request (CLI, benchmarks, tests)."""
+    return _snapshot(connection.execute(_ORG_QUERY, {"organization_id": organization_id, "mode": mode}).first())
 
 
 class CallerResolver:
@@ -139,7 +154,7 @@ class CallerResolver:
 
     def session_is_live(self, reader: Connection, organization_id: str, claims: dict) -> OrganizationSnapshot | None:
         """The organization, if the token's session is live in it (one query); else None."""
-        row = reader.execute(_ORG_AND_SESSION_QUERY, {"organization_id": organization_id,
+        row = reader.execute(_ORG_AND_SESSION_QUERY, {"organization_id": organization_id, "mode": claims["mode"],
                                                       "session_id": claims["sessionId"],
                                                       "consumer_id": claims["consumerId"]}).first()
         return _snapshot(row) if row is not None and row.session_live else None

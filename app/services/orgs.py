@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.cors import DEFAULT_ALLOWED_ORIGINS
 from app.db import utcnow
-from app.models import ApiKey, Organization, new_id
+from app.models import ApiKey, Organization, OrganizationSettings, new_id
 from app.models.base import MODES
 from app.security.keys import generate_key_value, key_lookup
 
@@ -25,12 +26,14 @@ def create_key(session: Session, app_secret: str, organization_id: str, mode: st
 
 
 def create_organization(session: Session, app_secret: str, name: str) -> dict:
-    """An organization with a publishable and a secret key in each mode."""
+    """An organization with default settings, a publishable and a secret key in each mode."""
     org = Organization(id=new_id("org"), name=name, created_at=utcnow())
     session.add(org)
     session.flush()
     keys: dict = {}
     for mode in MODES:
+        session.add(OrganizationSettings(organization_id=org.id, mode=mode,
+                                         allowed_origins=list(DEFAULT_ALLOWED_ORIGINS[mode])))
         _, publishable = create_key(session, app_secret, org.id, mode, "publishable")
         _, secret = create_key(session, app_secret, org.id, mode, "secret")
         keys[mode] = {"publishableKey": publishable, "secretKey": secret}

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.models import AuthSession, Organization, new_id
+from app.models import AuthSession, new_id
 from app.security.keys import keyed_hash
 from app.tokens.service import Generation, Kids, TokenService
+
+if TYPE_CHECKING:
+    from app.security.callers import OrganizationSnapshot
 
 
 def random_jti() -> str:
@@ -32,7 +36,7 @@ def refresh_hash(app_secret: str, refresh_jti: str) -> str:
     return keyed_hash(app_secret, "refresh", refresh_jti)
 
 
-def _stamp(row: AuthSession, kids: Kids, now: datetime, organization: Organization) -> None:
+def _stamp(row: AuthSession, kids: Kids, now: datetime, organization: OrganizationSnapshot) -> None:
     iat = int(now.timestamp())
     row.generation_kid = kids.access
     row.generation_refresh_kid = kids.refresh

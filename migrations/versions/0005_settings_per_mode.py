@@ -1,7 +1,10 @@
-"""settings per (organization, mode), queue admission
+"""settings per (organization, mode), allowed origins, queue admission
+
+Today's organization settings are copied to both modes; test mode allows the local origins
+(`http://localhost:*`, `http://127.0.0.1:*`), live mode none.
 
 Revision ID: 0005_settings_per_mode
-Revises: 0004
+Revises: 0007_signing_key_stages
 Create Date: 2026-11-30
 """
 
@@ -10,12 +13,39 @@ import sqlalchemy as sa
 
 
 revision = '0005_settings_per_mode'
-down_revision = '0004'
+down_revision = '0007_signing_key_stages'
 branch_labels = None
 depends_on = None
 
+SETTINGS = ('access_token_ttl', 'refresh_token_ttl', 'otp_ttl', 'otp_length', 'otp_cooldown',
+            'otp_requests_per_hour', 'otp_requests_per_ip_per_hour', 'otp_verifies_per_ip_per_hour')
+DEFAULTS = {'access_token_ttl': '3600', 'refresh_token_ttl': str(30 * 24 * 3600), 'otp_ttl': '300',
+            'otp_length': '6', 'otp_cooldown': '30', 'otp_requests_per_hour': '5',
+            'otp_requests_per_ip_per_hour': '20', 'otp_verifies_per_ip_per_hour': '30'}
+ALLOWED_ORIGINS = {'test': ["http://localhost:*", "http://127.0.0.1:*"], 'live': []}
+
 
 def upgrade() -> None:
+    op.create_table('organization_settings',
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('mode', sa.String(length=4), nullable=False),
+    *[sa.Column(name, sa.Integer(), nullable=False) for name in SETTINGS[:4]],
+    *[sa.Column(name, sa.Integer(), server_default=DEFAULTS[name], nullable=False) for name in SETTINGS[4:]],
+    sa.Column('allowed_origins', sa.JSON(), nullable=False),
+    sa.CheckConstraint("mode IN ('test', 'live')", name=op.f('ck_organization_settings_mode')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_organization_settings_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('organization_id', 'mode', name=op.f('pk_organization_settings'))
+    )
+    columns = ', '.join(SETTINGS)
+    for mode, origins in ALLOWED_ORIGINS.items():
+        op.execute(sa.text(
+            f"INSERT INTO organization_settings (organization_id, mode, {columns}, allowed_origins) "
+            f"SELECT id, :mode, {columns}, :origins FROM organizations").bindparams(
+                sa.bindparam('mode', mode), sa.bindparam('origins', origins, type_=sa.JSON())))
+    with op.batch_alter_table('organizations', schema=None) as batch_op:
+        for name in SETTINGS:
+            batch_op.drop_column(name)
+
     with op.batch_alter_table('queues', schema=None) as batch_op:
         batch_op.add_column(sa.Column('admission', sa.String(length=10), server_default='any', nullable=False))
 
@@ -23,3 +53,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('queues', schema=None) as batch_op:
         batch_op.drop_column('admission')
+
+    with op.batch_alter_table('organizations', schema=None) as batch_op:
+        for name in SETTINGS:
+            batch_op.add_column(sa.Column(name, sa.Integer(), server_default=DEFAULTS[name], nullable=False))
+    # Back to one set of settings per organization: the live ones (what production ran on).
+    for name in SETTINGS:
+        op.execute(f"UPDATE organizations SET {name} = (SELECT s.{name} FROM organization_settings s "
+                   f"WHERE s.organization_id = organizations.id AND s.mode = 'live') "
+                   f"WHERE EXISTS (SELECT 1 FROM organization_settings s "
+                   f"WHERE s.organization_id = organizations.id AND s.mode = 'live')")
+    op.drop_table('organization_settings')

@@ -5,7 +5,7 @@ from flask.views import MethodView
 from app.api.admin import blp
 from app.api.helpers import transaction
 from app.api.security import current_context, requires
-from app.models import Organization
+from app.models import OrganizationSettings
 from app.schemas.admin import SettingsSchema
 
 
@@ -14,9 +14,9 @@ class Settings(MethodView):
     @requires("secret")
     @blp.response(200, SettingsSchema)
     def get(self):
-        """Read the organization's settings
+        """Read the settings of the key's mode
 
-        Settings apply to both modes.
+        Settings belong to one mode: a test key reads test settings, a live key live settings.
         """
         return current_context().organization
 
@@ -24,13 +24,14 @@ class Settings(MethodView):
     @blp.arguments(SettingsSchema(), example={"accessTokenTtl": 900})
     @blp.response(200, SettingsSchema)
     def patch(self, data):
-        """Change the organization's settings
+        """Change the settings of the key's mode
 
-        Send any subset of the fields; the answer is the whole settings object.
+        Send any subset of the fields; the answer is the whole settings object. A test key never
+        changes live settings.
         """
         ctx = current_context()
         with transaction() as session:
-            organization = session.get(Organization, ctx.organization_id)
+            settings = session.get(OrganizationSettings, (ctx.organization_id, ctx.mode))
             for name, value in data.items():
-                setattr(organization, name, value)
-        return organization
+                setattr(settings, name, value)
+        return settings

@@ -1,0 +1,145 @@
+"""Browsers on a shop's own domain: CORS, and the headers every response carries.
+
+Who does what:
+- **Flask-CORS** does the mechanics: preflight answers (methods, allowed headers, max age),
+  `Access-Control-Allow-Origin` echoing the origin, `Vary: Origin`, exposed headers, `*` on
+  `/.well-known/*`.
+- **This module** makes the one decision Flask-CORS cannot: is this origin in the caller's
+  `allowedOrigins` (per organization and mode)? `check_origin` runs right after the caller is
+  resolved and before the view does anything; a refused origin is 403 `origin_not_allowed` and
+  nothing happened. An actual request gets CORS headers only when its origin was checked and
+  allowed: secret-key endpoints, refused origins and unresolved callers get none. A preflight
+  carries no key, so on consumer routes it is answered for any origin (204).
+
+`allowedOrigins` entries: `scheme://host[:port]` with `http` or `https`, a host that may start
+with `*.` (any subdomain, never the bare domain), and a port that may be `*` (any port).
+Matching is exact on scheme, host and port: `https://shop.example.com.evil.example` never
+matches `https://shop.example.com`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import Flask, g, request
+from flask_cors import CORS
+from flask_cors.core import FLASK_CORS_EVALUATED
+
+from app.errors import ApiError
+from app.security.credentials import CredentialKind
+
+MAX_ORIGINS = 50
+DEFAULT_ALLOWED_ORIGINS = {"test": ["http://localhost:*", "http://127.0.0.1:*"], "live": []}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Publishable-Key", "X-Request-Id"]
+EXPOSE_HEADERS = ["X-Request-Id", "Retry-After"]
+# Every consumer route (the admin routes that share a path answer a secret key without CORS).
+CONSUMER_PATHS = r"/api/v1/(auth/.+|experiences/[^/]+|queues/[^/]+(/(enter|status|leave))?)"
+
+
+@dataclass(frozen=True)
+class OriginPattern:
+    scheme: str
+    host: str  # lower case; "*.example.com" for a subdomain wildcard
+    port: int | None  # None: any port
+
+    def matches(self, scheme: str, host: str, port: int) -> bool:
+        if scheme != self.scheme or (self.port is not None and port != self.port):
+            return False
+        if self.host.startswith("*."):
+            suffix = self.host[1:]  # ".example.com"
+            return host.endswith(suffix) and len(host) > len(suffix)
+        return host == self.host
+
+
+def parse_origin_pattern(value: str) -> OriginPattern:
+    """An `allowedOrigins` entry, or ValueError saying what is wrong with it."""
+    if not isinstance(value, str) or value != value.strip() or not value:
+        raise ValueError("Must be an origin such as https://shop.example.com.")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in DEFAULT_PORTS:
+        raise ValueError("Must start with http:// or https://.")
+    if any(c in rest for c in "/?#@\\ ") or not rest:
+        raise ValueError("An origin has no path, query, fragment or user name.")
+    host, colon, port_text = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if colon and not (port_text == "*" or (port_text.isdigit() and 0 < int(port_text) < 65536)):
+        raise ValueError("The port must be a number or *.")
+    if colon and port_text != "*" and port_text != str(int(port_text)):
+        raise ValueError("The port must be a number or *.")
+    host = host.lower()
+    labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
+    if host.startswith("*.") and len(labels) < 2:
+        raise ValueError("A wildcard covers subdomains of a domain: https://*.example.com.")
+    if not all(label and all(c.isalnum() or c == "-" for c in label) and label.isascii() for label in labels):
+        raise ValueError("The host must be a domain name or an IPv4 address, or *. and a domain.")
+    port = None if port_text == "*" else int(port_text) if colon else DEFAULT_PORTS[scheme]
+    return OriginPattern(scheme, host, port)
+
+
+def origin_allowed(origin: str, patterns: list[str]) -> bool:
+    parts = urlsplit(origin)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return False
+    if not parts.hostname or port is None or parts.path or parts.query or parts.username:
+        return False
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    for entry in patterns:
+        try:
+            if parse_origin_pattern(entry).matches(scheme, host, port):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def check_origin(allowed_origins: list[str] | None, credential: CredentialKind) -> None:
+    """The per-tenant decision, right after the caller is resolved: a browser origin outside
+    the mode's `allowedOrigins` is refused before anything is done. Secret keys are server-side:
+    their answers never carry CORS headers."""
+    origin = request.headers.get("Origin")
+    if origin is None or credential is CredentialKind.SECRET:
+        return
+    if not origin_allowed(origin, allowed_origins or []):
+        raise ApiError("origin_not_allowed")
+    g.cors_origin_allowed = True
+
+
+def register_cors(app: Flask) -> None:
+    """Flask-CORS for the mechanics, then our gate on actual requests; `nosniff` everywhere and
+    `no-store` on every API answer (tokens, key values, exchange codes and captured messages
+    live there)."""
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if request.path.startswith(("/api/", "/oauth/")) and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
+        return response
+
+    CORS(app, resources={
+        r"/.well-known/.*": {"origins": "*", "send_wildcard": True, "vary_header": False,
+                              "methods": ["GET", "HEAD", "OPTIONS"]},
+        CONSUMER_PATHS: {"origins": "*", "methods": ["GET", "HEAD", "POST", "OPTIONS"]},
+    }, allow_headers=ALLOW_HEADERS, expose_headers=EXPOSE_HEADERS, max_age=600, intercept_exceptions=False,
+        always_send=False)
+
+    # Registered after Flask-CORS, so it runs before it (Flask runs these in reverse order).
+    @app.after_request
+    def _gate(response):
+        if "Origin" not in request.headers or request.path.startswith("/.well-known/"):
+            return response
+        consumer_route = re.fullmatch(CONSUMER_PATHS, request.path) is not None
+        if consumer_route and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response.status_code = 204  # a preflight carries no key: methods and headers only
+            response.set_data(b"")
+            return response
+        if not g.get("cors_origin_allowed"):
+            setattr(response, FLASK_CORS_EVALUATED, True)  # Flask-CORS then leaves this answer alone
+            if consumer_route:
+                response.vary.add("Origin")
+        return response
