@@ -1,12 +1,19 @@
-"""Swagger UI in a real browser: Debian's chromium driven by Playwright, headless."""
+"""Real browsers: Debian's chromium driven by Playwright, headless: Swagger UI, and a shop page on
+another origin calling the consumer API (CORS)."""
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import func, select
 
-from tests.live import ROOT
+from app.models import Consumer
+from tests.helpers import secret
+from tests.live import ROOT, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -18,15 +25,16 @@ pytestmark = [
 SCREENSHOT = ROOT / "test-artifacts" / "swagger-ui-guest.png"
 
 
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 def test_swagger_ui_authorizes_and_executes_a_guest_session(live_server, actions):
     from playwright.sync_api import sync_playwright
 
     keys = actions.create_org("Browser")["keys"]["test"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1800})
         external = []
         page.on("request", lambda request: external.append(request.url)
@@ -56,3 +64,82 @@ def test_swagger_ui_authorizes_and_executes_a_guest_session(live_server, actions
         browser.close()
     assert external == []  # every asset came from the app itself
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+SHOP_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>
+<body><h1>Shop</h1><script>
+async function joinQueue(api, pk, queueId) {
+  try {
+    const guest = await fetch(api + "/api/v1/auth/guest", {method: "POST", headers: {"X-Publishable-Key": pk}});
+    const session = await guest.json();
+    const enter = await fetch(api + "/api/v1/queues/" + queueId + "/enter", {method: "POST",
+      headers: {"X-Publishable-Key": pk, "Authorization": "Bearer " + session.accessToken}});
+    const state = await enter.json();
+    return {guest: guest.status, guestRequestId: guest.headers.get("X-Request-Id"), enter: enter.status,
+            enterRequestId: enter.headers.get("X-Request-Id"), position: state.position,
+            consumerId: state.consumerId};
+  } catch (error) {
+    return {blocked: String(error)};
+  }
+}
+</script></body></html>"""
+
+
+class _ShopPage(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(SHOP_PAGE)))
+        self.end_headers()
+        self.wfile.write(SHOP_PAGE)
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_a_shop_page_on_another_origin_signs_in_and_enters_a_queue(live_server, actions, client, app):
+    """Blocked while the shop's origin is not in the live allowedOrigins (and nothing happens),
+    then signs a shopper in and enters a queue, reading X-Request-Id, once it is."""
+    from playwright.sync_api import sync_playwright
+
+    org = actions.create_org("Shop")
+    keys = org["keys"]["live"]
+    experience = client.post("/api/v1/experiences", json={"name": "Drop"}, headers=secret(keys["secretKey"])).json
+    queue = client.post("/api/v1/queues", json={"experienceId": experience["id"], "name": "Main"},
+                        headers=secret(keys["secretKey"])).json
+    shop = ThreadingHTTPServer(("127.0.0.1", free_port()), _ShopPage)
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    shop_origin = f"http://127.0.0.1:{shop.server_address[1]}"
+
+    def live_consumers() -> int:
+        with app.extensions["usher"].db.sessionmaker() as session:
+            return session.scalar(select(func.count()).select_from(Consumer).where(
+                Consumer.organization_id == org["organizationId"], Consumer.mode == "live"))
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+            page = browser.new_page()
+            page.goto(shop_origin + "/shop.html")
+            args = [live_server.url, keys["publishableKey"], queue["id"]]
+            blocked = page.evaluate("(a) => joinQueue(...a)", args)
+            assert "blocked" in blocked and "Failed to fetch" in blocked["blocked"], blocked
+            assert live_consumers() == 0  # refused before anything happened
+
+            patched = client.patch("/api/v1/settings", json={"allowedOrigins": [shop_origin]},
+                                   headers=secret(keys["secretKey"]))
+            assert patched.status_code == 200
+            deadline = time.monotonic() + 10  # a worker may cache a publishable key's resolution briefly
+            while True:
+                joined = page.evaluate("(a) => joinQueue(...a)", args)
+                if "blocked" not in joined or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            browser.close()
+    finally:
+        shop.shutdown()
+        shop.server_close()
+    assert joined["guest"] == 201 and joined["enter"] == 200, joined
+    assert joined["position"] == 1 and joined["consumerId"].startswith("guest_")
+    assert len(joined["guestRequestId"]) >= 16 and len(joined["enterRequestId"]) >= 16
+    assert live_consumers() == 1

@@ -8,6 +8,7 @@ import http.client
 import json
 import types
 
+import jwt
 import limits.storage.memory
 import pytest
 from sqlalchemy import func, select
@@ -67,6 +68,28 @@ def test_otp_verify_does_not_tell_who_has_signed_in(otp, monkeypatch):
     for who, replies in answers.items():
         assert [r.json for r in replies[:10]] == [OTP_INVALID] * 10, who
         assert replies[10].status_code == 429 and replies[10].json["error"] == "rate_limited", who
+
+
+# --- a test key changes live security ----------------------------------------------------------
+
+def test_a_test_key_changes_live_security(client, org):
+    """`PATCH /settings` with a test key changes test settings only; live tokens and live OTP
+    limits keep theirs."""
+    test, live = org["keys"]["test"], org["keys"]["live"]
+    live_before = client.get("/api/v1/settings", headers=secret(live["secretKey"])).json
+    patched = client.patch("/api/v1/settings", headers=secret(test["secretKey"]), json={
+        "accessTokenTtl": 86400, "otpRequestsPerHour": 100, "otpRequestsPerIpPerHour": 100000,
+        "otpVerifiesPerIpPerHour": 100000, "otpCooldown": 1})
+    assert patched.status_code == 200 and patched.json["accessTokenTtl"] == 86400
+    assert client.get("/api/v1/settings", headers=secret(live["secretKey"])).json == live_before
+    assert live_before["accessTokenTtl"] == 3600 and live_before["otpRequestsPerIpPerHour"] == 20
+    for keys, ttl in ((live, 3600), (test, 86400)):
+        guest = client.post("/api/v1/auth/guest", headers=publishable(keys["publishableKey"])).json
+        claims = jwt.decode(guest["accessToken"], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == ttl, claims["mode"]
+    live_patch = client.patch("/api/v1/settings", headers=secret(live["secretKey"]), json={"otpLength": 8})
+    assert live_patch.json["otpLength"] == 8
+    assert client.get("/api/v1/settings", headers=secret(test["secretKey"])).json["otpLength"] == 6
 
 
 # --- queue places for sale ----------------------------------------------------------------------

@@ -84,3 +84,31 @@ def test_nginx_answers_json_for_oversized_bodies_and_redirects_plain_http(stack,
     assert response.status == 301 and response.headers["Location"].startswith("https://")
     connection.close()
 
+
+
+def test_cors_and_security_headers_pass_through_nginx(stack, actions, client):
+    """nginx neither swallows OPTIONS nor strips Usher's headers, and adds HSTS."""
+    nginx, _ = stack
+    keys = actions.create_org()["keys"]["live"]
+    shop = "https://shop.example.com"
+    preflight = https("OPTIONS", nginx.url + "/api/v1/auth/guest",
+                      {"Origin": shop, "Access-Control-Request-Method": "POST",
+                       "Access-Control-Request-Headers": "x-publishable-key"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == shop
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "x-publishable-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert preflight.headers["Access-Control-Max-Age"] == "600" and "Origin" in preflight.headers["Vary"]
+    refused = https("POST", nginx.url + "/api/v1/auth/guest", {**publishable(keys["publishableKey"]), "Origin": shop})
+    assert refused.status == 403 and refused.body["error"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    client.patch("/api/v1/settings", json={"allowedOrigins": [shop]}, headers=secret(keys["secretKey"]))
+    allowed = https("POST", nginx.url + "/api/v1/auth/guest", {**publishable(keys["publishableKey"]), "Origin": shop})
+    assert allowed.status == 201 and allowed.headers["Access-Control-Allow-Origin"] == shop
+    assert set(allowed.headers["Access-Control-Expose-Headers"].replace(" ", "").split(",")) == {
+        "X-Request-Id", "Retry-After"}
+    assert allowed.headers["Cache-Control"] == "no-store" and allowed.headers["X-Content-Type-Options"] == "nosniff"
+    assert allowed.headers["Strict-Transport-Security"].startswith("max-age=")
+    big = https("POST", nginx.url + "/api/v1/experiences", secret(keys["secretKey"]), {"name": "x" * 70000})
+    assert big.status == 413 and big.headers["X-Content-Type-Options"] == "nosniff"
+    assert big.headers["Strict-Transport-Security"].startswith("max-age=")
