@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import types
 
 import jwt
@@ -15,7 +16,9 @@ from sqlalchemy import func, select
 
 from app.models import Consumer, QueueEntry
 from tests.helpers import TenantActions, consumer, publishable, secret
+from tests.live import http as http_request
 from tests.test_otp import OTP_INVALID, Otp, wrong
+from tests.test_sessions import race
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def _org(app) -> dict:
     from app.services.orgs import create_organization
 
     with app.extensions["usher"].db.transaction() as session:
-        return create_organization(session, app.config["APP_SECRET"], "Hardened")
+        return create_organization(session, app.extensions["usher"].settings.app_secret, "Hardened")
 
 
 # --- OTP verify tells who has signed in -------------------------------------------------------
@@ -90,6 +93,58 @@ def test_a_test_key_changes_live_security(client, org):
     live_patch = client.patch("/api/v1/settings", headers=secret(live["secretKey"]), json={"otpLength": 8})
     assert live_patch.json["otpLength"] == 8
     assert client.get("/api/v1/settings", headers=secret(test["secretKey"])).json["otpLength"] == 6
+
+
+# --- one guest, many upgrades -------------------------------------------------------------------
+
+def _one_verify_each(api: str, pk: str, guest_token: str, codes: dict):
+    """A call for `race`: each thread verifies a different address with the same guest token."""
+    pending, lock = iter(codes), threading.Lock()
+
+    def verify():
+        with lock:
+            email = next(pending)
+        return email, http_request("POST", api + "/auth/otp/verify", consumer(pk, guest_token),
+                                   {"email": email, "code": codes[email]})
+
+    return verify
+
+
+def test_one_guest_many_upgrades(live_server, actions, client):
+    """On gunicorn (4 workers): 5 concurrent OTP verifies for 5 addresses carrying one guest
+    token. Exactly one upgrades the guest (its queue place and `mergedInto` name the same
+    consumer); the others answer 401 and consume nothing: their codes still sign them in."""
+    keys = actions.create_org()["keys"]["test"]
+    pk, sk = keys["publishableKey"], keys["secretKey"]
+    api = live_server.url + "/api/v1"
+    for round_ in range(3):
+        guest = http_request("POST", api + "/auth/guest", publishable(pk)).body
+        queue = TenantActions(client, keys).queue()
+        entered = http_request("POST", f"{api}/queues/{queue['id']}/enter", consumer(pk, guest["accessToken"]))
+        assert entered.status == 200 and entered.body["position"] == 1
+        emails = [f"up{round_}-{i}@example.com" for i in range(5)]
+        for email in emails:
+            assert http_request("POST", api + "/auth/otp/request", publishable(pk), {"email": email}).status == 202
+        outbox = http_request("GET", api + "/test/otp-messages", secret(sk)).body["data"]
+        codes = {email: next(m["body"] for m in outbox if m["to"] == email).split("code is ")[1][:6]
+                 for email in emails}
+        replies = race(5, _one_verify_each(api, pk, guest["accessToken"], codes))
+        winners = [(email, r) for email, r in replies if r.status == 200]
+        losers = [(email, r) for email, r in replies if r.status != 200]
+        assert len(winners) == 1, [(e, r.status, r.body) for e, r in replies]
+        assert [(r.status, r.body["error"]) for _, r in losers] == [(401, "Authentication required")] * 4
+        winner = winners[0][1].body
+        assert winner["session"]["guestId"] == guest["session"]["consumerId"]
+        won = http_request("GET", f"{api}/queues/{queue['id']}/status", consumer(pk, winner["accessToken"]))
+        assert won.status == 200 and won.body["position"] == 1
+        merged = http_request("GET", f"{api}/consumers/{guest['session']['consumerId']}", secret(sk)).body
+        assert merged["mergedInto"] == winner["session"]["consumerId"]
+        for email, _ in losers:  # their codes were not consumed; they sign in, without a place
+            again = http_request("POST", api + "/auth/otp/verify", publishable(pk),
+                                 {"email": email, "code": codes[email]})
+            assert again.status == 200, again.body
+            assert http_request("GET", f"{api}/queues/{queue['id']}/status",
+                        consumer(pk, again.body["accessToken"])).status == 404
 
 
 # --- queue places for sale ----------------------------------------------------------------------
