@@ -51,7 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     settings = Settings.load(config)
     app = Flask(__name__, instance_relative_config=False)
-    app.config.update(docs_config(__version__))
+    app.config.update(docs_config(__version__, swagger_ui=settings.docs_enabled))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length,
                       RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri)
     app.config.update({key: value for key, value in (config or {}).items() if key.isupper()
@@ -82,7 +82,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (consumer_blp, auth_blp, admin_blp, wellknown_blp, oauth_blp, health_blp):
         api.register_blueprint(blueprint)
     app.extensions["oauth"] = build_oauth_server(app)
-    app.register_blueprint(swagger_assets_blueprint())
+    if settings.docs_enabled:
+        app.register_blueprint(swagger_assets_blueprint())
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)

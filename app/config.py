@@ -89,6 +89,8 @@ class Settings:
     enabled_grants: tuple[str, ...] = field(default_factory=tuple)
     sqlite_busy_timeout_ms: int = 10000
     log_level: str = "INFO"
+    #: Swagger UI at /docs (`DOCS_ENABLED=false` switches it off; /openapi.json stays).
+    docs_enabled: bool = True
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:

@@ -8,7 +8,8 @@ Who does what:
   `allowedOrigins` (per organization and mode)? `check_origin` runs right after the caller is
   resolved and before the view does anything; a refused origin is 403 `origin_not_allowed` and
   nothing happened. An actual request gets CORS headers only when its origin was checked and
-  allowed: secret-key endpoints, refused origins and unresolved callers get none. A preflight
+  allowed (also for a 401 whose publishable key allows it, so a page can refresh an expired
+  token): secret-key endpoints, refused origins and unknown callers get none. A preflight
   carries no key, so on consumer routes it is answered for any origin (204).
 
 `allowedOrigins` entries: `scheme://host[:port]` with `http` or `https`, a host that may start
@@ -23,7 +24,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_cors import CORS
 from flask_cors.core import FLASK_CORS_EVALUATED
 
@@ -108,6 +109,17 @@ def check_origin(allowed_origins: list[str] | None, credential: CredentialKind) 
     g.cors_origin_allowed = True
 
 
+def _origin_allowed_for_publishable_key() -> bool:
+    """For a 401 of a consumer route (an expired or revoked access token, say): is the origin
+    allowed for the publishable key sent along? Then the page can read the 401 and refresh."""
+    value = request.headers.get("X-Publishable-Key")
+    if not value:
+        return False
+    usher = current_app.extensions["usher"]
+    ctx = usher.callers.resolve_key(usher.reader(), value, "publishable")
+    return ctx is not None and origin_allowed(request.headers["Origin"], ctx.organization.allowed_origins)
+
+
 def register_cors(app: Flask) -> None:
     """Flask-CORS for the mechanics, then our gate on actual requests; `nosniff` everywhere and
     `no-store` on every API answer (tokens, key values, exchange codes and captured messages
@@ -138,6 +150,9 @@ def register_cors(app: Flask) -> None:
             response.status_code = 204  # a preflight carries no key: methods and headers only
             response.set_data(b"")
             return response
+        if (not g.get("cors_origin_allowed") and consumer_route and response.status_code == 401
+                and _origin_allowed_for_publishable_key()):
+            g.cors_origin_allowed = True  # the page may read its 401 (an expired token: refresh)
         if not g.get("cors_origin_allowed"):
             setattr(response, FLASK_CORS_EVALUATED, True)  # Flask-CORS then leaves this answer alone
             if consumer_route:

@@ -260,8 +260,8 @@ class Api(SmorestApi):
         """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
 
 
-def docs_config(version: str) -> dict:
-    return {
+def docs_config(version: str, swagger_ui: bool = True) -> dict:
+    config = {
         "API_TITLE": "Usher",
         "API_VERSION": version,
         "OPENAPI_VERSION": "3.1.0",
@@ -284,6 +284,9 @@ def docs_config(version: str) -> dict:
             "components": {"securitySchemes": SECURITY_SCHEMES},
         },
     }
+    if not swagger_ui:  # production may switch /docs off (DOCS_ENABLED=false)
+        del config["OPENAPI_SWAGGER_UI_PATH"]
+    return config
 
 
 def swagger_assets_blueprint() -> FlaskBlueprint:

@@ -201,3 +201,32 @@ def test_nosniff_everywhere_and_no_store_on_every_token_key_code_and_message(cli
 def test_swagger_ui_keeps_no_pasted_credentials(client):
     page = client.get("/docs").get_data(as_text=True)
     assert "persistAuthorization" not in page
+
+
+def test_a_page_can_read_its_401_when_its_origin_is_allowed(client, tenant):
+    """An expired or revoked access token answers 401 with CORS headers when the publishable key
+    allows the origin (the page then refreshes); an unknown key or another origin gets none."""
+    _settings(client, tenant.sk, allowedOrigins=[SHOP])
+    queue = tenant.queue()
+    guest = tenant.guest()
+    client.post("/api/v1/auth/logout", headers={**consumer(tenant.pk, guest["accessToken"])})
+    path = f"/api/v1/queues/{queue['id']}/status"
+    dead = client.get(path, headers={**consumer(tenant.pk, guest["accessToken"]), "Origin": SHOP})
+    assert dead.status_code == 401 and dead.headers["Access-Control-Allow-Origin"] == SHOP
+    garbage = client.get(path, headers={**consumer(tenant.pk, "eyJnot.a.token"), "Origin": SHOP})
+    assert garbage.status_code == 401 and garbage.headers["Access-Control-Allow-Origin"] == SHOP
+    other = client.get(path, headers={**consumer(tenant.pk, guest["accessToken"]), "Origin": "https://evil.example"})
+    assert other.status_code == 401 and _cors(other) == {}
+    unknown = client.get(path, headers={**consumer("pk_test_unknown", guest["accessToken"]), "Origin": SHOP})
+    assert unknown.status_code == 401 and _cors(unknown) == {}
+
+
+def test_docs_can_be_switched_off(app_config):
+    from app import create_app
+
+    app = create_app({**app_config, "DOCS_ENABLED": "false"})
+    client = app.test_client()
+    assert client.get("/docs").status_code == 404
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 404
+    assert client.get("/openapi.json").status_code == 200
+    app.extensions["usher"].db.dispose()
