@@ -335,3 +335,36 @@ def test_oversized_chunked_body(live_server, actions):
     assert (status, body["error"]) == (413, "payload_too_large")
     status, body = post_chunked(json.dumps({"email": "small@example.com"}).encode())
     assert status == 202, body
+
+
+def test_migration_copies_todays_settings_to_both_modes(tmp_path):
+    """`0005_settings_per_mode` on a database of today's shape: each organization's settings
+    become its test and live settings (test also allows the local origins); downgrade restores
+    one set (the live one)."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from app.cli import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'before.sqlite3'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0004")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO organizations (id, name, created_at, access_token_ttl, refresh_token_ttl, otp_ttl, "
+            "otp_length, otp_cooldown, otp_requests_per_hour) "
+            "VALUES ('org_1', 'Acme', '2026-01-01 00:00:00', 900, 86400, 120, 8, 45, 7)"))
+    command.upgrade(config, "0005_settings_per_mode")
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT mode, access_token_ttl, refresh_token_ttl, otp_ttl, otp_length, otp_cooldown, "
+            "otp_requests_per_hour, otp_requests_per_ip_per_hour, allowed_origins FROM organization_settings "
+            "WHERE organization_id = 'org_1' ORDER BY mode")).all()
+    assert [tuple(r[:8]) for r in rows] == [("live", 900, 86400, 120, 8, 45, 7, 20),
+                                            ("test", 900, 86400, 120, 8, 45, 7, 20)]
+    assert [json.loads(r[8]) for r in rows] == [[], ["http://localhost:*", "http://127.0.0.1:*"]]
+    command.downgrade(config, "0004")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT access_token_ttl, otp_length FROM organizations")).all() == [(900, 8)]
+    engine.dispose()
