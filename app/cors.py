@@ -125,9 +125,11 @@ def register_cors(app: Flask) -> None:
     `no-store` on every API answer (tokens, key values, exchange codes and captured messages
     live there)."""
 
-    @app.after_request
+    @app.after_request  # registered before Flask-CORS, so it runs after it
     def _security_headers(response):
         response.headers["X-Content-Type-Options"] = "nosniff"
+        if "Access-Control-Allow-Headers" in response.headers:  # the whole list, as documented
+            response.headers["Access-Control-Allow-Headers"] = ", ".join(ALLOW_HEADERS)
         if request.path.startswith(("/api/", "/oauth/")) and "Cache-Control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
             response.headers["Pragma"] = "no-cache"
@@ -146,7 +148,8 @@ def register_cors(app: Flask) -> None:
         if "Origin" not in request.headers or request.path.startswith("/.well-known/"):
             return response
         consumer_route = re.fullmatch(CONSUMER_PATHS, request.path) is not None
-        if consumer_route and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if (consumer_route and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+                and response.status_code == 200):  # the route exists: Flask answered its OPTIONS
             response.status_code = 204  # a preflight carries no key: methods and headers only
             response.set_data(b"")
             return response
