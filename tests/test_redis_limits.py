@@ -119,3 +119,42 @@ def test_with_redis_stopped_otp_fails_closed_within_a_second_and_guest_keeps_wor
     assert verify.status == 503 and time.monotonic() - started < 1.0
     guest = http("POST", server.url + "/api/v1/auth/guest", publishable(pk))
     assert guest.status == 201
+
+
+def test_one_redis_round_trip_per_limit_check(app_config, tmp_path, monkeypatch):
+    """The sliding window counter costs one Redis round trip (one Lua script) per check: a guest
+    session (one limit) is one round trip, an OTP request (three limits) three."""
+    import redis.connection
+
+    from app import create_app
+    from app.services.orgs import create_organization
+
+    sent = []
+    real_send = redis.connection.Connection.send_packed_command
+
+    def counting_send(connection, command, *args, **kwargs):
+        sent.append(command)
+        return real_send(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting_send)
+    server = RedisServer(tmp_path)
+    server.start()
+    app = create_app({**app_config, "RATELIMIT_STORAGE_URI": server.url})
+    try:
+        with app.extensions["usher"].db.transaction() as session:
+            pk = create_organization(session, app.extensions["usher"].settings.app_secret,
+                                     "Trips")["keys"]["test"]["publishableKey"]
+        client = app.test_client()
+        for n in range(2):  # warm-up: connections are made and scripts loaded on first use
+            client.post("/api/v1/auth/guest", headers=publishable(pk))
+            client.post("/api/v1/auth/otp/request", headers=publishable(pk), json={"email": f"w{n}@example.com"})
+        sent.clear()
+        assert client.post("/api/v1/auth/guest", headers=publishable(pk)).status_code == 201
+        assert len(sent) == 1, sent
+        sent.clear()
+        assert client.post("/api/v1/auth/otp/request", headers=publishable(pk),
+                           json={"email": "trips@example.com"}).status_code == 202
+        assert len(sent) == 3, sent
+    finally:
+        app.extensions["usher"].db.dispose()
+        server.stop()
