@@ -34,7 +34,7 @@ from app.grants.base import TokenRequest
 from app.grants.external import ExternalExchangeGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession, Organization
-from app.ratelimit import client_ip
+from app.ratelimit import client_ip, client_key
 from app.schemas.auth import RefreshIn
 from app.schemas.external import ExchangeIn
 from app.security.callers import RequestContext
@@ -237,9 +237,14 @@ class _SharedGrant(OAuthGrant, TokenEndpointMixin):
         self.token_request = TokenRequest(ctx=client.ctx, data=data, client_ip=client_ip(),
                                           credentials=Credentials(publishable_key=client.client_id))
 
+    def apply_limits(self, usher) -> None:
+        """The limits of the grant's JSON endpoint, with the same keys (one budget for both):
+        this is the view layer of /oauth/token, where limits are applied (see `app.ratelimit`)."""
+
     def create_token_response(self):
         usher = current_app.extensions["usher"]
         try:
+            self.apply_limits(usher)
             _status, body = usher.auth.create_token_response(self.USHER_GRANT, self.token_request)
         except ApiError as exc:
             raise _oauth_error(exc) from None
@@ -291,6 +296,11 @@ class OAuthTokenExchangeGrant(_SharedGrant):
         if form.get("code_verifier"):
             data["codeVerifier"] = form["code_verifier"]
         return data
+
+    def apply_limits(self, usher) -> None:
+        ctx = self.token_request.ctx  # as POST /api/v1/auth/external/exchange
+        usher.limits.hit("exchange_ip", usher.settings.exchange_rate_limit, ctx.organization_id, ctx.mode,
+                         client_key())
 
     def extra_fields(self) -> dict:
         return {"issued_token_type": ACCESS_TOKEN_TYPE}
