@@ -198,6 +198,9 @@ class ContractPlugin(BasePlugin):
                 responses.setdefault("401", {"description": "Missing, unknown, expired or revoked credential"})
                 if path.startswith("/api/") and all("secretKey" in requirement for requirement in security):
                     responses.setdefault("403", {"description": "A publishable key on a secret-key endpoint"})
+                if path.startswith("/api/") and _browser_callable(security):
+                    responses.setdefault("403", {"description": "`origin_not_allowed`: the browser's `Origin` is "
+                                                                "not in the mode's `allowedOrigins`"})
             for status, response in responses.items():
                 if isinstance(response, dict) and str(status)[:1] in "45":
                     self._complete_error(int(status), response, operation, body is not None)
@@ -227,11 +230,19 @@ class ContractPlugin(BasePlugin):
         if status == 403 and all("secretKey" in requirement for requirement in security) and security:
             codes = [code for code in codes if code != "forbidden"] + [SECRET_KEY_REQUIRED]
             codes += [code for code in ("insufficient_scope",) if code in CATALOGUE]
+        if status == 403 and _browser_callable(security):
+            codes.append("origin_not_allowed")
         if status == 400 and has_body:
             codes += [code for code in ("validation_error", "invalid_json") if code not in codes]
         codes = list(dict.fromkeys(code for code in codes if code in CATALOGUE))
         if codes:
             response["content"] = _error_content(codes)
+
+
+def _browser_callable(security: list) -> bool:
+    """A consumer operation (publishable key or access token): browsers call it, so its origin
+    can be refused (`app.cors`)."""
+    return any("publishableKey" in requirement or "accessToken" in requirement for requirement in security)
 
 
 class Blueprint(SmorestBlueprint):

@@ -235,3 +235,15 @@ def test_docs_can_be_switched_off(app_config):
     assert client.get("/docs/assets/swagger-ui.css").status_code == 404
     assert client.get("/openapi.json").status_code == 200
     app.extensions["usher"].db.dispose()
+
+
+def test_the_openapi_document_lists_origin_not_allowed_on_consumer_operations(client):
+    paths = client.get("/openapi.json").json["paths"]
+    for path, method in (("/api/v1/auth/guest", "post"), ("/api/v1/auth/otp/verify", "post"),
+                         ("/api/v1/queues/{queue_id}/enter", "post"), ("/api/v1/queues/{queue_id}", "get")):
+        examples = paths[path][method]["responses"]["403"]["content"]["application/json"]["examples"]
+        assert "origin_not_allowed" in examples, path
+    assert "identification_required" in paths["/api/v1/queues/{queue_id}/enter"]["post"]["responses"]["403"][
+        "content"]["application/json"]["examples"]
+    settings = paths["/api/v1/settings"]["patch"]["responses"]["403"]["content"]["application/json"]["examples"]
+    assert "origin_not_allowed" not in settings  # secret-key endpoints are not for browsers
