@@ -58,7 +58,9 @@ def client_key(address: str | None = None) -> str:
 def build_storage(uri: str) -> Storage:
     """The app's limit storage; Redis with short timeouts, so a dead Redis fails fast (503)."""
     options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if uri.startswith(("redis", "rediss")) else {}
-    return storage_from_string(uri, key_prefix=PREFIX, **options)
+    storage = storage_from_string(uri, key_prefix=PREFIX, **options)
+    assert isinstance(storage, Storage)  # a synchronous URI (the async ones start with async+)
+    return storage
 
 
 class RateLimits:

@@ -16,7 +16,7 @@ def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime
     queued), end the guest's other sessions, and record `merged_into` on the guest."""
     guest = session.get_one(Consumer, guest_id)
     for entry in session.scalars(select(QueueEntry).where(QueueEntry.consumer_id == guest_id)).all():
-        if session.get(Queue, entry.queue_id).admission == "identified":
+        if session.get_one(Queue, entry.queue_id).admission == "identified":
             session.execute(delete(QueueEntry).where(QueueEntry.id == entry.id))  # never enterable by a guest
             continue
         held = session.scalar(select(QueueEntry).where(QueueEntry.queue_id == entry.queue_id,
