@@ -18,6 +18,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app.models import Organization
+from app.services import audit
 from app.services.orgs import create_organization
 from app.tokens.keyring import REFRESH_KEYS, SigningKeyError
 
@@ -128,9 +129,13 @@ def signing_key_rotate(at_once: bool):
     Prints one JSON object: each new key's kid and when it starts signing."""
     tokens = current_app.extensions["usher"].auth.tokens
     lead = timedelta(seconds=0 if at_once else current_app.extensions["usher"].settings.signing_key_lead_seconds)
-    with current_app.extensions["usher"].db.transaction() as session:
+    usher = current_app.extensions["usher"]
+    with usher.db.transaction() as session:
         access = tokens.keyring.rotate(session, lead)
         refresh = tokens.refresh_keyring.rotate(session)
+        audit.record(session, *audit.PLATFORM, audit.CLI, "signing_key.rotated", ("signing_key", access.kid),
+                     {"refreshKid": refresh.kid, "activatesAt": _iso(access.activates_at), "atOnce": at_once},
+                     usher.clock())
     click.echo(json.dumps({"access": {"kid": access.kid, "activatesAt": _iso(access.activates_at)},
                            "refresh": {"kid": refresh.kid, "activatesAt": _iso(refresh.activates_at)}}))
 
@@ -141,8 +146,12 @@ def signing_key_retire(kid: str):
     """Withdraw a key at once: tokens it signed stop verifying (a compromised key)."""
     tokens = current_app.extensions["usher"].auth.tokens
     try:
-        with current_app.extensions["usher"].db.transaction() as session:
+        usher = current_app.extensions["usher"]
+        with usher.db.transaction() as session:
             row = tokens.keyring.retire(session, kid) or tokens.refresh_keyring.retire(session, kid)
+            if row is not None:
+                audit.record(session, *audit.PLATFORM, audit.CLI, "signing_key.retired", ("signing_key", row.kid),
+                             {"purpose": row.purpose}, usher.clock())
     except SigningKeyError as exc:
         raise click.ClickException(str(exc)) from None
     if row is None:
@@ -172,7 +181,25 @@ def _iso(value) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+audit_cli = AppGroup("audit", help="The audit log.")
+
+
+@audit_cli.command("verify")
+def audit_verify():
+    """Recompute every audit hash chain; exit 1 naming the first event that does not match."""
+    usher = current_app.extensions["usher"]
+    chains = events = 0
+    with usher.db.reader() as connection:
+        for _org, _mode, count, broken in audit.verify_chains(connection):
+            if broken is not None:
+                click.echo(f"audit chain broken: {broken}", err=True)
+                raise SystemExit(1)
+            chains, events = chains + 1, events + count
+    click.echo(json.dumps({"chains": chains, "events": events, "ok": True}))
+
+
 def register_cli(app) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(org_cli)
     app.cli.add_command(signing_key_cli)
+    app.cli.add_command(audit_cli)

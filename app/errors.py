@@ -39,6 +39,9 @@ CATALOGUE: dict[str, ErrorCode] = {
     "invalid_phone": ErrorCode(
         400, "This phone number is not valid.",
         "The phone number could not be parsed or cannot receive SMS."),
+    "phone_country_not_allowed": ErrorCode(
+        400, "Codes cannot be sent to phone numbers of this country.",
+        "The phone number's country is not in the settings' `smsAllowedCountries`."),
     AUTHENTICATION_REQUIRED: ErrorCode(
         401, None,
         "Missing, unknown, expired or revoked key or access token."),
@@ -66,6 +69,9 @@ CATALOGUE: dict[str, ErrorCode] = {
     SECRET_KEY_REQUIRED: ErrorCode(
         403, None,
         "A publishable key was used on a secret-key endpoint."),
+    "insufficient_scope": ErrorCode(
+        403, "This key does not have the scope this needs.",
+        "A restricted key without the operation's scope; `details.required` lists it."),
     "forbidden": ErrorCode(
         403, "This credential may not do that.",
         "The credential is valid but not allowed here."),

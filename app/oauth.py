@@ -5,8 +5,10 @@
   is an Authlib grant that hands the request to the *same* Usher grant as the JSON endpoints
   (`app/grants/refresh.py`, `app/grants/external.py`): one implementation, two dialects;
 - RFC 7662 introspection and RFC 7009 revocation, whose client is an organization × mode
-  authenticated by one of its secret keys: as `Authorization: Bearer sk_…`, or HTTP Basic with
-  the organization id and the secret key.
+  authenticated by one of its secret keys, or a restricted key with scope `introspect`: as
+  `Authorization: Bearer sk_…`/`rk_…`, or HTTP Basic with the organization id and the key. A
+  restricted key without the scope is answered 403 `insufficient_scope` (RFC 6750 §3.1's code,
+  with Usher's `details.required`).
 
 Errors here keep the RFC 6749 shape (`{"error": "invalid_grant", …}`), as those RFCs require.
 """
@@ -40,6 +42,8 @@ from app.schemas.external import ExchangeIn
 from app.security.callers import RequestContext
 from app.security.credentials import Credentials
 from app.security.keys import constant_time_equal
+from app.security.scopes import has_scope
+from app.services import audit
 from app.services.sessions import refresh_hash, revoke_sessions
 from app.tokens.service import ACCESS, REFRESH, TokenError
 
@@ -53,15 +57,16 @@ CLIENT_AUTH_METHODS = ["secret_key_bearer", "client_secret_basic"]
 class MerchantClient:
     """An organization; `mode` is learnt from the secret key that authenticated it."""
 
-    def __init__(self, organization_id: str, mode: str | None = None):
+    def __init__(self, organization_id: str, mode: str | None = None, key_id: str | None = None):
         self.client_id = organization_id
         self.mode = mode
+        self.key_id = key_id
 
     def check_client_secret(self, client_secret: str) -> bool:
         ctx = _resolve_secret_key(client_secret)
         if ctx is None or not constant_time_equal(ctx.organization_id, self.client_id):
             return False
-        self.mode = ctx.mode
+        self.mode, self.key_id = ctx.mode, ctx.key_id
         return True
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
@@ -143,9 +148,12 @@ class Revocation(RevocationEndpoint):
 
     def revoke_token(self, token, request):
         usher = current_app.extensions["usher"]
+        client, now = request.client, usher.clock()
         with usher.db.transaction(usher.session()) as session:
-            revoke_sessions(session.connection(), "oauth_revoke", usher.clock(),
-                            AuthSession.id == token.claims["sessionId"])
+            if revoke_sessions(session.connection(), "oauth_revoke", now, AuthSession.id == token.claims["sessionId"]):
+                audit.record(session, client.client_id, client.mode, audit.Actor("key", client.key_id),
+                             "session.revoked", ("session", token.claims["sessionId"]),
+                             {"reason": "oauth_revoke", "consumerId": token.claims["consumerId"]}, now)
 
 
 class PublicClient:
@@ -307,18 +315,24 @@ class OAuthTokenExchangeGrant(_SharedGrant):
 
 
 def _resolve_secret_key(value: str):
+    """The caller of a secret key, or of a restricted key that holds `introspect` (403 if it
+    does not); None for anything else."""
     usher = current_app.extensions["usher"]
-    return usher.callers.resolve_key(usher.reader(), value, "secret")
+    key_type = "restricted" if value.startswith("rk_") else "secret"
+    ctx = usher.callers.resolve_key(usher.reader(), value, key_type)
+    if ctx is not None and not has_scope(ctx, "introspect"):
+        raise ApiError("insufficient_scope", details={"required": ["introspect"]})
+    return ctx
 
 
 def _authenticate_secret_key_bearer(query_client, request):
-    """`Authorization: Bearer sk_…`, as every other secret-key endpoint of Usher (parsed by
-    Werkzeug, as there)."""
+    """`Authorization: Bearer sk_…` (or `rk_…`), as every other secret-key endpoint of Usher
+    (parsed by Werkzeug, as there)."""
     auth = Authorization.from_header(request.headers.get("Authorization"))
-    if auth is None or auth.type != "bearer" or not auth.token or not auth.token.startswith("sk_"):
+    if auth is None or auth.type != "bearer" or not auth.token or not auth.token.startswith(("sk_", "rk_")):
         return None
     ctx = _resolve_secret_key(auth.token.strip())
-    return MerchantClient(ctx.organization_id, ctx.mode) if ctx else None
+    return MerchantClient(ctx.organization_id, ctx.mode, ctx.key_id) if ctx else None
 
 
 def build_oauth_server(app: Flask) -> AuthorizationServer:

@@ -7,13 +7,14 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
-from app.openapi import Blueprint
+from app.openapi import Blueprint, ErrorSchema
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
                 description="Standard OAuth endpoints for shops' clients and merchant servers (form-encoded, "
                             "RFC error shape).")
 
-SECURITY: list[dict[str, list[str]]] = [{"secretKey": []}, {"merchantBasic": []}]
+SECURITY: list[dict[str, list[str]]] = [{"secretKey": ["introspect"]}, {"merchantBasic": ["introspect"]}]
+SCOPE_DOC = {"x-required-scopes": ["introspect"]}
 
 
 def _form(description: str) -> dict:
@@ -114,10 +115,13 @@ class Token(MethodView):
 
 @blp.route("/introspect")
 class Introspect(MethodView):
-    @blp.doc(security=SECURITY, requestBody=_form("An access or refresh token."))
+    @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("An access or refresh token."))
     @blp.response(200, Introspection)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
-    @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret key (`invalid_client`)")
+    @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret or restricted key "
+                                                           "(`invalid_client`)")
+    @blp.alt_response(403, schema=ErrorSchema, description="`insufficient_scope`: a restricted key without "
+                                                           "`introspect`")
     def post(self):
         """Introspect a token (RFC 7662)
 
@@ -129,10 +133,13 @@ class Introspect(MethodView):
 
 @blp.route("/revoke")
 class Revoke(MethodView):
-    @blp.doc(security=SECURITY, requestBody=_form("The token whose session ends."))
+    @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("The token whose session ends."))
     @blp.response(200, Revoked)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
-    @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret key (`invalid_client`)")
+    @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret or restricted key "
+                                                           "(`invalid_client`)")
+    @blp.alt_response(403, schema=ErrorSchema, description="`insufficient_scope`: a restricted key without "
+                                                           "`introspect`")
     def post(self):
         """Revoke a token (RFC 7009)
 

@@ -1,7 +1,8 @@
-"""The view decorator that declares and enforces a view's credential.
+"""The view decorator that declares and enforces a view's credential and scope.
 
-One decorator both resolves the caller (before the view runs) and writes the security
-requirement into the OpenAPI document, so the two cannot drift apart.
+One decorator both resolves the caller (before the view runs), checks the restricted-key scope,
+and writes both into the OpenAPI document (the security requirement lists the scope, and the
+operation carries `x-required-scopes`), so the contract and the check cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from functools import wraps
 from flask import current_app, g, request
 
 from app.cors import check_origin
+from app.errors import ApiError
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
+from app.security.scopes import SCOPES, has_scope
 
 SECURITY_REQUIREMENTS: dict[CredentialKind, list[dict[str, list[str]]]] = {
     CredentialKind.PUBLISHABLE: [{"publishableKey": []}],
@@ -35,17 +38,32 @@ def current_context() -> RequestContext:
     return g.usher_ctx
 
 
-def requires(*names: str):
-    """Decorator: the view needs one of these credentials (`CredentialKind` values).
+def insufficient_scope(*required: str) -> ApiError:
+    return ApiError("insufficient_scope", details={"required": list(required)})
 
-    With several kinds, a secret key in `Authorization` selects "secret", else the first other.
+
+def check_scope(ctx: RequestContext, scope: str) -> None:
+    """403 `insufficient_scope` unless the caller holds `scope` (a plain function: the
+    dashboard and services call it too)."""
+    if not has_scope(ctx, scope):
+        raise insufficient_scope(scope)
+
+
+def requires(*names: str, scope: str | None = None):
+    """Decorator: the view needs one of these credentials (`CredentialKind` values), and a
+    secret or restricted key needs `scope` (required whenever "secret" is among the kinds).
+
+    With several kinds, a secret or restricted key in `Authorization` selects "secret", else
+    the first other.
     """
     kinds = [CredentialKind(name) for name in names]
     others = [kind for kind in kinds if kind is not CredentialKind.SECRET]
+    if CredentialKind.SECRET in kinds and scope not in SCOPES:
+        raise ValueError(f"a secret-key view needs one of {SCOPES} as scope, not {scope!r}")
 
     def choose(credentials: Credentials) -> CredentialKind:
         if len(kinds) > 1 and CredentialKind.SECRET in kinds:
-            if credentials.bearer is not None and credentials.bearer.startswith("sk_"):
+            if credentials.bearer is not None and credentials.bearer.startswith(("sk_", "rk_")):
                 return CredentialKind.SECRET
             return others[0]
         return kinds[0]
@@ -56,11 +74,19 @@ def requires(*names: str):
             credentials = request_credentials()
             usher = current_app.extensions["usher"]
             kind = choose(credentials)
-            ctx = g.usher_ctx = usher.callers.resolve(usher.reader(), kind, credentials)
+            g.usher_ctx = ctx = usher.callers.resolve(usher.reader(), kind, credentials)
             check_origin(ctx.organization.allowed_origins, kind)  # the browser's origin, before any work
+            if kind is CredentialKind.SECRET:
+                check_scope(ctx, scope)
             return view(*args, **kwargs)
 
-        security = [req for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
-        return Blueprint.doc(security=security)(wrapper)
+        security = [{name: ([scope] if kind is CredentialKind.SECRET else []) for name in req}
+                    for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
+        doc: dict = {"security": security}
+        if scope is not None:
+            doc["x-required-scopes"] = [scope]
+            doc["responses"] = {"403": {"description": (
+                f"`insufficient_scope`: a restricted key without `{scope}` (details.required names it)")}}
+        return Blueprint.doc(**doc)(wrapper)
 
     return decorator

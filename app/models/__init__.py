@@ -1,5 +1,6 @@
 """Typed models, one module per aggregate. No Flask imports here."""
 
+from app.models.audit import AuditChain, AuditEvent
 from app.models.base import new_id
 from app.models.consumer import AuthSession, Consumer
 from app.models.experience import Experience
@@ -9,5 +10,6 @@ from app.models.otp import CapturedMessage, OtpCode
 from app.models.queue import Queue, QueueEntry
 from app.models.signing_key import SigningKey
 
-__all__ = ["ApiKey", "AuthSession", "CapturedMessage", "Consumer", "ExchangeCode", "Experience", "ExternalIdentity",
-           "Organization", "OrganizationSettings", "OtpCode", "Queue", "QueueEntry", "SigningKey", "new_id"]
+__all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "ExchangeCode",
+           "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue", "QueueEntry",
+           "SigningKey", "new_id"]

@@ -39,16 +39,17 @@ class OrganizationSettings(Base):
 
 
 class ApiKey(Base):
-    """A publishable or secret key of one organization and mode.
+    """A publishable, secret or restricted key of one organization and mode.
 
     `lookup` is the publishable value itself, or HMAC-SHA256(APP_SECRET, secret value) in hex:
-    a secret value is never stored.
+    a secret or restricted value is never stored. `scopes` is set for restricted keys only
+    (see `app.security.scopes`).
     """
 
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint("mode IN ('test', 'live')", name="mode"),
-        CheckConstraint("type IN ('publishable', 'secret')", name="type"),
+        CheckConstraint("type IN ('publishable', 'secret', 'restricted')", name="type"),
         Index("ix_api_keys_org_mode", "organization_id", "mode"),
     )
 
@@ -63,3 +64,4 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     rolled_from_id: Mapped[str | None] = mapped_column(String(40))
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)

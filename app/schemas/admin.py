@@ -7,8 +7,11 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
 from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
+from app.security.keys import PREFIXES
+from app.security.scopes import SCOPES
 
 DAY = 24 * 3600
+KEY_TYPES = tuple(PREFIXES)
 
 
 class Theme(Schema):
@@ -116,12 +119,15 @@ class SettingsSchema(Schema):
 
 class KeyOut(Schema):
     id = fields.String(metadata={"example": "key_01HXYZ123456789ABCDEFGHJK"})
-    type = fields.String(metadata={"enum": ["publishable", "secret"]})
+    type = fields.String(metadata={"enum": list(KEY_TYPES)})
     mode = fields.String(metadata={"enum": ["test", "live"]})
     last4 = fields.String()
     created_at = Instant(data_key="createdAt")
     expires_at = Instant(data_key="expiresAt", allow_none=True)
     last_used_at = Instant(data_key="lastUsedAt", allow_none=True)
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), metadata={
+        "description": "What the key may do: every scope for a secret key, none for a publishable key.",
+        "example": ["experiences:read", "queues:read"]})
 
 
 class KeyCreated(KeyOut):
@@ -133,7 +139,19 @@ class KeyList(Schema):
 
 
 class KeyCreate(Schema):
-    type = fields.String(required=True, validate=validate.OneOf(["publishable", "secret"]))
+    type = fields.String(required=True, validate=validate.OneOf(KEY_TYPES))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), validate=validate.Length(1, len(SCOPES)),
+                         metadata={"description": "Restricted keys only: what the key may do (at least one). "
+                                                  "Only scopes the calling key holds can be given."})
+
+    @validates_schema
+    def _scopes(self, data, **_kwargs):
+        if data["type"] == "restricted" and not data.get("scopes"):
+            raise ValidationError("A restricted key needs its scopes.", "scopes")
+        if data["type"] != "restricted" and "scopes" in data:
+            raise ValidationError("Only restricted keys have scopes.", "scopes")
+        if len(set(data.get("scopes") or ())) != len(data.get("scopes") or ()):
+            raise ValidationError("Each scope once.", "scopes")
 
 
 class KeyRoll(Schema):

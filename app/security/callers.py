@@ -18,6 +18,7 @@ from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Organization, OrganizationSettings
 from app.security.credentials import CredentialKind, Credentials
 from app.security.keys import constant_time_equal, key_lookup, parse_key
+from app.security.scopes import key_scopes
 from app.tokens.service import ACCESS, TokenError, TokenService
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -50,6 +51,9 @@ class RequestContext:
     consumer_id: str | None = None
     session_id: str | None = None
     claims: dict = field(default_factory=dict)
+    #: What the key may do (`app.security.scopes`): every scope for a secret key, none for a
+    #: publishable key or a consumer, its own list for a restricted key.
+    scopes: frozenset[str] = frozenset()
 
     @property
     def organization_id(self) -> str:
@@ -64,7 +68,7 @@ _ORG_COLUMNS = [_ORG.id, _ORG.name, *(getattr(_SETTINGS, name) for name in Organ
                                       if name not in ("id", "name"))]
 # Built once: the hot path only binds parameters (SQLAlchemy caches the compiled SQL too).
 _KEY_QUERY = (select(_KEY.id.label("key_id"), _KEY.lookup, _KEY.type, _KEY.mode, _KEY.expires_at, _KEY.revoked_at,
-                     _KEY.last_used_at, *_ORG_COLUMNS)
+                     _KEY.last_used_at, _KEY.scopes, *_ORG_COLUMNS)
               .join_from(ApiKey.__table__, Organization.__table__, _ORG.id == _KEY.organization_id)
               .join(OrganizationSettings.__table__,
                     (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == _KEY.mode))
@@ -133,7 +137,8 @@ class CallerResolver:
             # The one write on the read path, at most once a minute per key.
             with self.db.write() as connection:
                 connection.execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
-        return RequestContext(organization=_snapshot(row), mode=mode, key_type=key_type, key_id=row.key_id)
+        return RequestContext(organization=_snapshot(row), mode=mode, key_type=key_type, key_id=row.key_id,
+                              scopes=key_scopes(key_type, row.scopes))
 
     def _key(self, reader: Connection, value: str | None, expected_type: str,
              session_claims: dict | None = None) -> RequestContext:
@@ -202,6 +207,8 @@ class CallerResolver:
         bearer = credentials.bearer
         if bearer is not None and bearer.startswith("sk_"):
             return self._key(reader, bearer, "secret")
+        if bearer is not None and bearer.startswith("rk_"):
+            return self._key(reader, bearer, "restricted")
         # A valid consumer credential on a server endpoint: say which credential is needed.
         if bearer is not None and bearer.startswith("pk_"):
             self._key(reader, bearer, "publishable")

@@ -9,7 +9,7 @@ import string
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_BODY_LENGTH = 32  # 32 base62 characters: about 190 random bits
-PREFIXES = {"publishable": "pk", "secret": "sk"}
+PREFIXES = {"publishable": "pk", "secret": "sk", "restricted": "rk"}
 
 
 def generate_key_value(key_type: str, mode: str) -> str:

@@ -15,12 +15,14 @@ from app.security.keys import generate_key_value, key_lookup
 
 
 def create_key(session: Session, app_secret: str, organization_id: str, mode: str, key_type: str,
-               rolled_from_id: str | None = None) -> tuple[ApiKey, str]:
-    """Create a key; return the row and the value, which is never available again."""
+               rolled_from_id: str | None = None, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
+    """Create a key; return the row and the value, which is never available again. `scopes`
+    belong to restricted keys only (checked against the creator's by the caller)."""
     value = generate_key_value(key_type, mode)
     key = ApiKey(id=new_id("key"), organization_id=organization_id, mode=mode, type=key_type,
                  lookup=key_lookup(app_secret, key_type, value), last4=value[-4:],
-                 created_at=utcnow(), rolled_from_id=rolled_from_id)
+                 created_at=utcnow(), rolled_from_id=rolled_from_id,
+                 scopes=sorted(scopes) if key_type == "restricted" else None)
     session.add(key)
     return key, value
 
@@ -53,4 +55,5 @@ def roll_key(session: Session, app_secret: str, key: ApiKey, expires_in: int, no
     new_expiry = now + timedelta(seconds=expires_in)
     if key.expires_at is None or key.expires_at > new_expiry:
         key.expires_at = new_expiry
-    return create_key(session, app_secret, key.organization_id, key.mode, key.type, rolled_from_id=key.id)
+    return create_key(session, app_secret, key.organization_id, key.mode, key.type, rolled_from_id=key.id,
+                      scopes=key.scopes)

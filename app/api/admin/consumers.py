@@ -14,6 +14,7 @@ from app.schemas.consumers import (
     ConsumerPage,
     SessionList,
 )
+from app.services import audit
 from app.services.paging import page
 from app.services.sessions import revoke_sessions
 
@@ -31,7 +32,7 @@ def consumer_views(session, consumers: list[Consumer]) -> list[dict]:
 
 @blp.route("/consumers")
 class Consumers(MethodView):
-    @requires("secret")
+    @requires("secret", scope="consumers:read")
     @blp.arguments(ConsumerListArgs(), location="query")
     @blp.response(200, ConsumerPage)
     def get(self, args):
@@ -53,7 +54,7 @@ class Consumers(MethodView):
 
 @blp.route("/consumers/<string:consumer_id>")
 class ConsumerById(MethodView):
-    @requires("secret")
+    @requires("secret", scope="consumers:read")
     @blp.response(200, ConsumerOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def get(self, consumer_id):
@@ -68,7 +69,7 @@ class ConsumerById(MethodView):
 
 @blp.route("/consumers/<string:consumer_id>/sessions")
 class ConsumerSessions(MethodView):
-    @requires("secret")
+    @requires("secret", scope="consumers:read")
     @blp.response(200, SessionList)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def get(self, consumer_id):
@@ -82,7 +83,7 @@ class ConsumerSessions(MethodView):
                                .order_by(AuthSession.id)).all()
         return {"data": rows}
 
-    @requires("secret")
+    @requires("secret", scope="sessions:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown consumer")
     def delete(self, consumer_id):
@@ -90,14 +91,17 @@ class ConsumerSessions(MethodView):
 
         Every refresh token of the consumer fails and its access tokens are refused from now on.
         """
+        ctx = current_context()
         with transaction() as session:
-            consumer = tenant_get(session, Consumer, consumer_id, current_context())
-            revoke_sessions(session.connection(), "admin", now(), AuthSession.consumer_id == consumer.id)
+            consumer = tenant_get(session, Consumer, consumer_id, ctx)
+            count = revoke_sessions(session.connection(), "admin", now(), AuthSession.consumer_id == consumer.id)
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "consumer.sessions_revoked",
+                         ("consumer", consumer.id), {"reason": "admin", "count": count}, now())
 
 
 @blp.route("/sessions/<string:session_id>")
 class SessionById(MethodView):
-    @requires("secret")
+    @requires("secret", scope="sessions:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown session")
     def delete(self, session_id):
@@ -105,6 +109,9 @@ class SessionById(MethodView):
 
         Its refresh token fails and its access token is refused from now on.
         """
+        ctx = current_context()
         with transaction() as session:
-            row = tenant_get(session, AuthSession, session_id, current_context())
-            revoke_sessions(session.connection(), "admin", now(), AuthSession.id == row.id)
+            row = tenant_get(session, AuthSession, session_id, ctx)
+            if revoke_sessions(session.connection(), "admin", now(), AuthSession.id == row.id):
+                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "session.revoked",
+                             ("session", row.id), {"reason": "admin", "consumerId": row.consumer_id}, now())

@@ -16,12 +16,13 @@ from app.schemas.admin import (
     ExperiencePatch,
 )
 from app.schemas.common import PageArgs
+from app.services import audit
 from app.services.paging import page
 
 
 @blp.route("/experiences")
 class Experiences(MethodView):
-    @requires("secret")
+    @requires("secret", scope="experiences:read")
     @blp.arguments(PageArgs(), location="query")
     @blp.response(200, ExperiencePage)
     def get(self, args):
@@ -34,7 +35,7 @@ class Experiences(MethodView):
                                          Experience.mode == ctx.mode)
         return page(db_session(), query, Experience.id, args["limit"], args.get("starting_after"))
 
-    @requires("secret")
+    @requires("secret", scope="experiences:write")
     @blp.arguments(ExperienceIn(), example={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})
     @blp.response(201, ExperienceOut)
     @blp.alt_response(400, schema=ErrorSchema, description="Validation error")
@@ -50,12 +51,14 @@ class Experiences(MethodView):
                                 created_at=current, updated_at=current, **data)
         with transaction() as session:
             session.add(experience)
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "experience.created",
+                         ("experience", experience.id), {"name": experience.name}, current)
         return experience
 
 
 @blp.route("/experiences/<string:experience_id>")
 class ExperienceById(MethodView):
-    @requires("secret")
+    @requires("secret", scope="experiences:write")
     @blp.arguments(ExperiencePatch(partial=True))
     @blp.response(200, ExperienceOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience")
@@ -67,6 +70,7 @@ class ExperienceById(MethodView):
         ctx = current_context()
         with transaction() as session:
             experience = tenant_get(session, Experience, experience_id, ctx)
+            before = ExperienceOut().dump(experience)
             open_at = data.get("open_at", experience.open_at)
             close_at = data.get("close_at", experience.close_at)
             if open_at and close_at and close_at <= open_at:
@@ -74,9 +78,12 @@ class ExperienceById(MethodView):
             for name, value in data.items():
                 setattr(experience, name, value)
             experience.updated_at = now()
+            changed = audit.changes(before, ExperienceOut().dump(experience))
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "experience.updated",
+                         ("experience", experience.id), {"changes": changed}, now())
         return experience
 
-    @requires("secret")
+    @requires("secret", scope="experiences:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience")
     def delete(self, experience_id):
@@ -87,4 +94,7 @@ class ExperienceById(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            session.delete(tenant_get(session, Experience, experience_id, ctx))
+            experience = tenant_get(session, Experience, experience_id, ctx)
+            session.delete(experience)
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "experience.deleted",
+                         ("experience", experience.id), {"name": experience.name}, now())

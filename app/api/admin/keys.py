@@ -4,48 +4,68 @@ from flask.views import MethodView
 
 from app.api.admin import blp
 from app.api.helpers import app_secret, db_session, now, tenant_get, transaction
-from app.api.security import current_context, requires
+from app.api.security import current_context, insufficient_scope, requires
 from app.errors import ApiError
 from app.models import ApiKey
 from app.openapi import ErrorSchema
 from app.schemas.admin import KeyCreate, KeyCreated, KeyList, KeyOut, KeyRoll
+from app.security.scopes import key_scopes, missing
+from app.services import audit
 from app.services.orgs import create_key, live_keys_query, roll_key
 
 
-def _created(key: ApiKey, value: str) -> dict:
-    return {**{c: getattr(key, c) for c in ("id", "type", "mode", "last4", "created_at", "expires_at",
-                                            "last_used_at")}, "key": value}
+def key_view(key: ApiKey, value: str | None = None) -> dict:
+    view = {c: getattr(key, c) for c in ("id", "type", "mode", "last4", "created_at", "expires_at", "last_used_at")}
+    view["scopes"] = sorted(key_scopes(key.type, key.scopes))
+    if value is not None:
+        view["key"] = value
+    return view
+
+
+def no_escalation(ctx, key_type: str, scopes) -> None:
+    """A key creates or rolls only keys whose scopes are within its own (403 naming the rest)."""
+    lacking = missing(ctx.scopes, key_scopes(key_type, scopes))
+    if lacking:
+        raise insufficient_scope(*lacking)
 
 
 @blp.route("/keys")
 class Keys(MethodView):
-    @requires("secret")
+    @requires("secret", scope="keys:write")
     @blp.response(200, KeyList)
     def get(self):
         """List the API keys of this mode
 
-        Never shows a secret value; revoked and expired keys are left out.
+        Never shows a secret value; revoked and expired keys are left out. Each key shows its
+        `scopes`.
         """
         ctx = current_context()
-        return {"data": list(db_session().scalars(live_keys_query(ctx.organization_id, ctx.mode, now())))}
+        return {"data": [key_view(k) for k in db_session().scalars(live_keys_query(ctx.organization_id, ctx.mode,
+                                                                                       now()))]}
 
-    @requires("secret")
-    @blp.arguments(KeyCreate(), example={"type": "publishable"})
+    @requires("secret", scope="keys:write")
+    @blp.arguments(KeyCreate(), example={"type": "restricted", "scopes": ["experiences:read", "queues:read"]})
     @blp.response(201, KeyCreated)
     def post(self, data):
         """Create a key
 
-        The answer carries the value (`key`) this once; only a hash of a secret key is kept.
+        The answer carries the value (`key`) this once; only a hash of a secret or restricted
+        key is kept. A restricted key (`rk_…`) may do only its `scopes`; a key can only create
+        keys whose scopes are within its own (a secret key holds every scope).
         """
         ctx = current_context()
+        no_escalation(ctx, data["type"], data.get("scopes"))
         with transaction() as session:
-            key, value = create_key(session, app_secret(), ctx.organization_id, ctx.mode, data["type"])
-        return _created(key, value)
+            key, value = create_key(session, app_secret(), ctx.organization_id, ctx.mode, data["type"],
+                                    scopes=data.get("scopes"))
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.created", ("key", key.id),
+                         {"type": key.type, "scopes": key_view(key)["scopes"], "last4": key.last4}, now())
+        return key_view(key, value)
 
 
 @blp.route("/keys/<string:key_id>/roll")
 class RollKey(MethodView):
-    @requires("secret")
+    @requires("secret", scope="keys:write")
     @blp.arguments(KeyRoll(), example={"expiresIn": 3600})
     @blp.response(201, KeyCreated)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
@@ -53,28 +73,33 @@ class RollKey(MethodView):
         """Roll a key
 
         Issues a new value; the old one keeps working for `expiresIn` seconds (0 = now), then
-        fails exactly like an unknown key.
+        fails exactly like an unknown key. Only keys whose scopes are within the caller's can be
+        rolled (403 `insufficient_scope` otherwise).
         """
         ctx = current_context()
         with transaction() as session:
             key = _active_key(session, key_id, ctx)
+            no_escalation(ctx, key.type, key.scopes)
             new_key, value = roll_key(session, app_secret(), key, data["expires_in"], now())
-        return _created(new_key, value)
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.rolled", ("key", key.id),
+                         {"newKeyId": new_key.id, "type": key.type, "oldExpiresAt": audit.instant(key.expires_at),
+                          "last4": new_key.last4}, now())
+        return key_view(new_key, value)
 
 
 @blp.route("/keys/<string:key_id>")
 class KeyById(MethodView):
-    @requires("secret")
+    @requires("secret", scope="keys:write")
     @blp.response(200, KeyOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
     def get(self, key_id):
         """Get a key
 
-        Its type, mode, last four characters and dates; never its value.
+        Its type, mode, last four characters, scopes and dates; never its value.
         """
-        return _active_key(db_session(), key_id, current_context())
+        return key_view(_active_key(db_session(), key_id, current_context()))
 
-    @requires("secret")
+    @requires("secret", scope="keys:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
     @blp.alt_response(409, schema=ErrorSchema, description="The key is the one making this request")
@@ -88,7 +113,10 @@ class KeyById(MethodView):
         if key_id == ctx.key_id:
             raise ApiError("conflict", "A key cannot revoke itself; use another secret key or roll it.")
         with transaction() as session:
-            _active_key(session, key_id, ctx).revoked_at = now()
+            key = _active_key(session, key_id, ctx)
+            key.revoked_at = now()
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.revoked", ("key", key.id),
+                         {"type": key.type, "last4": key.last4}, now())
 
 
 def _active_key(session, key_id: str, ctx) -> ApiKey:

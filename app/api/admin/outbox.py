@@ -15,7 +15,7 @@ from app.schemas.auth import OutboxArgs, OutboxList
 
 @blp.route("/test/otp-messages")
 class Outbox(MethodView):
-    @requires("secret")
+    @requires("secret", scope="consumers:read")
     @blp.arguments(OutboxArgs(), location="query")
     @blp.response(200, OutboxList)
     @blp.alt_response(403, schema=ErrorSchema, description="A live-mode key: the outbox exists only in test mode")

@@ -10,13 +10,13 @@ from app.errors import ApiError
 from app.models import Experience, Queue, new_id
 from app.openapi import ErrorSchema
 from app.schemas.queues import QueueIn, QueueListArgs, QueueOut, QueuePage
-from app.services import queues
+from app.services import audit, queues
 from app.services.paging import page
 
 
 @blp.route("/queues")
 class Queues(MethodView):
-    @requires("secret")
+    @requires("secret", scope="queues:read")
     @blp.arguments(QueueListArgs(), location="query")
     @blp.response(200, QueuePage)
     def get(self, args):
@@ -35,7 +35,7 @@ class Queues(MethodView):
         result["data"] = [queues.queue_view(session, q, zones.get(q.experience_id), now()) for q in result["data"]]
         return result
 
-    @requires("secret")
+    @requires("secret", scope="queues:write")
     @blp.arguments(QueueIn(), example={"experienceId": "exp_01HXYZ123456789ABCDEFGHJK", "name": "Main queue",
                                      "capacity": 1000})
     @blp.response(201, QueueOut)
@@ -55,5 +55,7 @@ class Queues(MethodView):
             queue = Queue(id=new_id("queue"), organization_id=ctx.organization_id, mode=ctx.mode,
                           created_at=now(), next_sequence=0, **data)
             session.add(queue)
-            session.flush()
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "queue.created",
+                         ("queue", queue.id), {"experienceId": experience.id, "name": queue.name,
+                                               "capacity": queue.capacity}, now())
             return queues.queue_view(session, queue, experience.time_zone, now())

@@ -3,15 +3,16 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from app.api.admin import blp
-from app.api.helpers import transaction
+from app.api.helpers import now, transaction
 from app.api.security import current_context, requires
 from app.models import OrganizationSettings
 from app.schemas.admin import SettingsSchema
+from app.services import audit
 
 
 @blp.route("/settings")
 class Settings(MethodView):
-    @requires("secret")
+    @requires("secret", scope="settings:write")
     @blp.response(200, SettingsSchema)
     def get(self):
         """Read the settings of the key's mode
@@ -20,7 +21,7 @@ class Settings(MethodView):
         """
         return current_context().organization
 
-    @requires("secret")
+    @requires("secret", scope="settings:write")
     @blp.arguments(SettingsSchema(), example={"accessTokenTtl": 900})
     @blp.response(200, SettingsSchema)
     def patch(self, data):
@@ -30,8 +31,14 @@ class Settings(MethodView):
         changes live settings.
         """
         ctx = current_context()
+        schema = SettingsSchema()
         with transaction() as session:
             settings = session.get(OrganizationSettings, (ctx.organization_id, ctx.mode))
+            before = schema.dump(settings)
             for name, value in data.items():
                 setattr(settings, name, value)
+            changed = audit.changes(before, schema.dump(settings))
+            if changed:
+                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "settings.updated",
+                             ("settings", ctx.organization_id), {"changes": changed}, now())
         return settings

@@ -13,6 +13,7 @@ from app.models import AuthSession
 from app.openapi import ErrorSchema
 from app.ratelimit import client_key
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
+from app.services import audit
 from app.services.sessions import revoke_sessions
 
 
@@ -72,5 +73,12 @@ class Logout(MethodView):
             criteria.append(AuthSession.id == ctx.session_id)
         elif data["scope"] == "others":
             criteria.append(AuthSession.id != ctx.session_id)
+        reason = f"logout_{data['scope']}"
         with transaction() as session:
-            revoke_sessions(session.connection(), f"logout_{data['scope']}", now(), *criteria)
+            count = revoke_sessions(session.connection(), reason, now(), *criteria)
+            if count and data["scope"] == "local":
+                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "session.revoked",
+                             ("session", ctx.session_id), {"reason": reason, "consumerId": ctx.consumer_id}, now())
+            elif count:
+                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "consumer.sessions_revoked",
+                             ("consumer", ctx.consumer_id), {"reason": reason, "count": count}, now())

@@ -12,7 +12,7 @@ from app.schemas.admin import ExperienceOut
 
 @blp.route("/experiences/<string:experience_id>")
 class ExperienceById(MethodView):
-    @requires("publishable", "secret")
+    @requires("publishable", "secret", scope="experiences:read")
     @blp.response(200, ExperienceOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown experience, or one of another organization or mode")
     def get(self, experience_id):

@@ -15,7 +15,7 @@ from app.schemas.external import AuthorizeIn, AuthorizeOut, ExchangeIn
 
 @blp.route("/auth/external/authorize")
 class ExternalAuthorize(MethodView):
-    @requires("secret")
+    @requires("secret", scope="external:write")
     @blp.arguments(AuthorizeIn(), example={"provider": "your-platform", "issuer": "https://your-domain.com",
                                          "subject": "user_123456",
                                          "claims": {"email": "john@example.com", "name": "John Doe"}})

@@ -22,7 +22,7 @@ def _queue(session, queue_id: str) -> Queue:
 
 @blp.route("/queues/<string:queue_id>")
 class QueueById(MethodView):
-    @requires("publishable", "secret")
+    @requires("publishable", "secret", scope="queues:read")
     @blp.response(200, QueueOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
     def get(self, queue_id):
