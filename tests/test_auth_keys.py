@@ -78,7 +78,7 @@ def test_key_list_never_shows_a_secret_value_and_records_last_use(client, org):
     own = next(k for k in listed if k["type"] == "secret")
     assert own["last4"] == keys["secretKey"][-4:]
     assert own["lastUsedAt"] is not None
-    assert set(own) == {"id", "type", "mode", "last4", "createdAt", "expiresAt", "lastUsedAt"}
+    assert set(own) == {"id", "type", "mode", "last4", "createdAt", "expiresAt", "lastUsedAt", "scopes"}
 
 
 def test_create_key_shows_the_value_once_and_it_works(client, org):

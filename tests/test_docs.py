@@ -29,7 +29,8 @@ def test_every_operation_declares_the_credential_it_needs(client):
                 continue
             assert "security" in operation, f"{method.upper()} {path} does not declare its credential"
             assert operation.get("summary"), f"{method.upper()} {path} has no summary"
-    assert spec["paths"]["/api/v1/experiences"]["post"]["security"] == [{"secretKey": []}]
+    assert spec["paths"]["/api/v1/experiences"]["post"]["security"] == [{"secretKey": ["experiences:write"]}]
+    assert spec["paths"]["/api/v1/experiences"]["post"]["x-required-scopes"] == ["experiences:write"]
     assert {"publishableKey": []} in spec["paths"]["/api/v1/experiences/{experience_id}"]["get"]["security"]
 
 

@@ -12,7 +12,7 @@ from functools import wraps
 from flask import current_app, g, request
 
 from app.cors import check_origin
-from app.errors import ApiError
+from app.errors import CATALOGUE, ApiError
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
@@ -85,8 +85,11 @@ def requires(*names: str, scope: str | None = None):
         doc: dict = {"security": security}
         if scope is not None:
             doc["x-required-scopes"] = [scope]
-            doc["responses"] = {"403": {"description": (
-                f"`insufficient_scope`: a restricted key without `{scope}` (details.required names it)")}}
+            doc["responses"] = {"403": {
+                "description": f"`insufficient_scope`: a restricted key without `{scope}`",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": {
+                    "error": "insufficient_scope", "message": CATALOGUE["insufficient_scope"].message,
+                    "details": {"required": [scope]}}}}}}
         return Blueprint.doc(**doc)(wrapper)
 
     return decorator

@@ -34,8 +34,8 @@ _EVENTS = AuditEvent.__table__
 _HEAD_FOR_UPDATE = (select(_CHAINS.c.seq, _CHAINS.c.last_hash)
                     .where(_CHAINS.c.organization_id == bindparam("organization_id"),
                            _CHAINS.c.mode == bindparam("mode")).with_for_update())
-_ADVANCE = (update(_CHAINS).where(_CHAINS.c.organization_id == bindparam("organization_id"),
-                                  _CHAINS.c.mode == bindparam("mode"))
+_ADVANCE = (update(_CHAINS).where(_CHAINS.c.organization_id == bindparam("chain_org"),
+                                  _CHAINS.c.mode == bindparam("chain_mode"))
             .values(seq=bindparam("new_seq"), last_hash=bindparam("new_hash")))
 _INSERT_EVENT = insert(_EVENTS)
 
@@ -121,7 +121,7 @@ def record(target: Session | Connection, organization_id: str, mode: str, actor:
                                        "target_type": row.target_type, "target_id": row.target_id,
                                        "details": row.details, "created_at": row.created_at,
                                        "prev_hash": row.prev_hash, "hash": row.hash})
-    connection.execute(_ADVANCE, {"organization_id": organization_id, "mode": mode, "new_seq": seq,
+    connection.execute(_ADVANCE, {"chain_org": organization_id, "chain_mode": mode, "new_seq": seq,
                                   "new_hash": row.hash})
     return event_view(row)
 

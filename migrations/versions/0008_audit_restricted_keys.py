@@ -17,7 +17,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scopes", sa.JSON(), nullable=True))
-        batch_op.drop_constraint("ck_api_keys_type", type_="check")
+        batch_op.drop_constraint(op.f("ck_api_keys_type"), type_="check")
         batch_op.create_check_constraint("type", "type IN ('publishable', 'secret', 'restricted')")
 
     op.create_table(
@@ -54,6 +54,6 @@ def downgrade() -> None:
     op.drop_table("audit_events")
     op.drop_table("audit_chains")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_constraint("ck_api_keys_type", type_="check")
+        batch_op.drop_constraint(op.f("ck_api_keys_type"), type_="check")
         batch_op.create_check_constraint("type", "type IN ('publishable', 'secret')")
         batch_op.drop_column("scopes")
