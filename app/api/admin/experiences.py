@@ -70,6 +70,7 @@ class ExperienceById(MethodView):
         ctx = current_context()
         with transaction() as session:
             experience = tenant_get(session, Experience, experience_id, ctx)
+            session.refresh(experience, with_for_update=True)  # the audit's "old" is the value replaced
             before = ExperienceOut().dump(experience)
             open_at = data.get("open_at", experience.open_at)
             close_at = data.get("close_at", experience.close_at)

@@ -33,7 +33,8 @@ class Settings(MethodView):
         ctx = current_context()
         schema = SettingsSchema()
         with transaction() as session:
-            settings = session.get(OrganizationSettings, (ctx.organization_id, ctx.mode))
+            settings = session.get(OrganizationSettings, (ctx.organization_id, ctx.mode),
+                                   with_for_update=True)  # the audit's "old" is the value replaced
             before = schema.dump(settings)
             for name, value in data.items():
                 setattr(settings, name, value)
