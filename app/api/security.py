@@ -85,8 +85,10 @@ def requires(*names: str, scope: str | None = None):
         doc: dict = {"security": security}
         if scope is not None:
             doc["x-required-scopes"] = [scope]
+            own = [r["description"] for r in getattr(view, "_apidoc", {}).get("response", {})
+                   .get("responses", {}).get(403, []) if r.get("description")]  # a view's own 403 stays told
             doc["responses"] = {"403": {
-                "description": f"`insufficient_scope`: a restricted key without `{scope}`",
+                "description": "; or ".join([*own, f"`insufficient_scope`: a restricted key without `{scope}`"]),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": {
                     "error": "insufficient_scope", "message": CATALOGUE["insufficient_scope"].message,
                     "details": {"required": [scope]}}}}}}
