@@ -219,3 +219,24 @@ def test_openapi_states_each_operations_scope(client):
             if any("secretKey" in requirement for requirement in operation.get("security", [])):
                 assert len(operation.get("x-required-scopes", [])) == 1, (method, path)
                 assert operation["x-required-scopes"][0] in SCOPES
+
+
+def test_a_secret_key_view_that_names_no_scope_is_closed_to_every_restricted_key(app_config, actions):
+    """A forgotten scope fails safe: only a key holding every scope (a secret key) gets in."""
+    from app import create_app
+    from app.api.security import requires
+
+    probe_app = create_app(app_config)
+
+    @probe_app.get("/probe")
+    @requires("secret")
+    def probe():
+        return {"ok": True}
+
+    client = probe_app.test_client()
+    sk = actions.create_org()["keys"]["test"]["secretKey"]
+    rk = restricted(client, sk, *[s for s in SCOPES if s != "webhooks:write"])
+    assert client.get("/probe", headers=secret(sk)).json == {"ok": True}
+    refused_probe = client.get("/probe", headers=secret(rk))
+    assert refused_probe.status_code == 403 and refused_probe.json["details"] == {"required": ["webhooks:write"]}
+    probe_app.extensions["usher"].db.dispose()

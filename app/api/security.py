@@ -16,7 +16,7 @@ from app.errors import CATALOGUE, ApiError
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
-from app.security.scopes import SCOPES, has_scope
+from app.security.scopes import SCOPES, has_scope, missing
 
 SECURITY_REQUIREMENTS: dict[CredentialKind, list[dict[str, list[str]]]] = {
     CredentialKind.PUBLISHABLE: [{"publishableKey": []}],
@@ -42,24 +42,29 @@ def insufficient_scope(*required: str) -> ApiError:
     return ApiError("insufficient_scope", details={"required": list(required)})
 
 
-def check_scope(ctx: RequestContext, scope: str) -> None:
+def check_scope(ctx: RequestContext, scope: str | None) -> None:
     """403 `insufficient_scope` unless the caller holds `scope` (a plain function: the
-    dashboard and services call it too)."""
-    if not has_scope(ctx, scope):
+    dashboard and services call it too). No scope means every scope: a secret key only."""
+    if scope is None:
+        lacking = missing(ctx.scopes, SCOPES)
+        if lacking:
+            raise insufficient_scope(*lacking)
+    elif not has_scope(ctx, scope):
         raise insufficient_scope(scope)
 
 
 def requires(*names: str, scope: str | None = None):
     """Decorator: the view needs one of these credentials (`CredentialKind` values), and a
-    secret or restricted key needs `scope` (required whenever "secret" is among the kinds).
+    secret or restricted key needs `scope` (one of `SCOPES`; a secret-key view without one is
+    closed to every restricted key, so a forgotten scope fails safe).
 
     With several kinds, a secret or restricted key in `Authorization` selects "secret", else
     the first other.
     """
     kinds = [CredentialKind(name) for name in names]
     others = [kind for kind in kinds if kind is not CredentialKind.SECRET]
-    if CredentialKind.SECRET in kinds and scope not in SCOPES:
-        raise ValueError(f"a secret-key view needs one of {SCOPES} as scope, not {scope!r}")
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; the scopes are {SCOPES}")
 
     def choose(credentials: Credentials) -> CredentialKind:
         if len(kinds) > 1 and CredentialKind.SECRET in kinds:
@@ -80,18 +85,20 @@ def requires(*names: str, scope: str | None = None):
                 check_scope(ctx, scope)
             return view(*args, **kwargs)
 
-        security = [{name: ([scope] if kind is CredentialKind.SECRET else []) for name in req}
+        declared = [scope] if scope else list(SCOPES)
+        security = [{name: (declared if kind is CredentialKind.SECRET else []) for name in req}
                     for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
         doc: dict = {"security": security}
-        if scope is not None:
-            doc["x-required-scopes"] = [scope]
+        if CredentialKind.SECRET in kinds:
+            doc["x-required-scopes"] = declared
+            needs = f"`{scope}`" if scope else "every scope (a secret key)"
             own = [r["description"] for r in getattr(view, "_apidoc", {}).get("response", {})
                    .get("responses", {}).get(403, []) if r.get("description")]  # a view's own 403 stays told
             doc["responses"] = {"403": {
-                "description": "; or ".join([*own, f"`insufficient_scope`: a restricted key without `{scope}`"]),
+                "description": "; or ".join([*own, f"`insufficient_scope`: a restricted key without {needs}"]),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": {
                     "error": "insufficient_scope", "message": CATALOGUE["insufficient_scope"].message,
-                    "details": {"required": [scope]}}}}}}
+                    "details": {"required": declared}}}}}}
         return Blueprint.doc(**doc)(wrapper)
 
     return decorator
