@@ -293,6 +293,17 @@ def test_concurrent_changes_on_several_gunicorn_workers_leave_one_unbroken_chain
         assert (head.seq, head.last_hash) == (rows[-1].seq, rows[-1].hash)
 
 
+def test_concurrent_first_events_of_a_new_chain_make_one_head(app, live_server, actions):
+    """Every writer finds no chain head yet: exactly one is created and the rest queue behind it."""
+    org = actions.create_org()
+    sk = org["keys"]["live"]["secretKey"]
+    replies = race(16, lambda: http("POST", live_server.url + "/api/v1/experiences", secret(sk), {"name": "First"}))
+    assert [r.status for r in replies] == [201] * 16, [r.body for r in replies if r.status != 201]
+    rows = chain_rows(app, org["organizationId"], "live")
+    assert [r.seq for r in rows] == list(range(1, 17)) and rows[0].prev_hash is None
+    assert assert_chain_intact(app, org["organizationId"], "live") == 16
+
+
 @pytest.mark.parametrize("path", ["/api/v1/audit-events"])
 def test_the_audit_log_needs_the_audit_scope(client, tenant, path):
     rk = client.post("/api/v1/keys", json={"type": "restricted", "scopes": ["experiences:read"]},
