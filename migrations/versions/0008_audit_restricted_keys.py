@@ -1,7 +1,7 @@
 """restricted keys (scopes), the audit log and its chain heads
 
 Revision ID: 0008_audit_restricted_keys
-Revises: 0004
+Revises: 0007_signing_key_stages
 Create Date: 2026-11-30
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_audit_restricted_keys"
-down_revision = "0004"
+down_revision = "0007_signing_key_stages"
 branch_labels = None
 depends_on = None
 
