@@ -248,17 +248,33 @@ def test_removing_the_newest_event_is_caught_by_the_chain_head(app, client, tena
     assert assert_chain_intact(app, org["organizationId"]) == 1
 
 
-def test_signing_key_rotation_from_the_cli_is_recorded_with_actor_cli(app, database_url):
-    with app.extensions["usher"].db.transaction() as session:
-        before = session.scalar(select(AuditChain.seq).where(AuditChain.organization_id == "")) or 0
-    result = flask_cli(database_url, "signing-key", "rotate")
-    assert result.returncode == 0, result.stderr
-    kid = result.stdout.strip().splitlines()[-1]
+def test_signing_key_rotation_and_retirement_from_the_cli_are_recorded_with_actor_cli(isolated_database_url):
+    """On a database of its own: retiring a key changes what every app on the shared one signs with."""
+    from app import create_app
+
+    database_url = isolated_database_url
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "APP_SECRET": APP_SECRET})
+    before = 0
+    rotated = flask_cli(database_url, "signing-key", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    kids = json.loads(rotated.stdout)
+    again = flask_cli(database_url, "signing-key", "rotate", "--now")  # the first new key is now "previous"
+    assert again.returncode == 0, again.stderr
+    retired = flask_cli(database_url, "signing-key", "retire", kids["access"]["kid"])
+    assert retired.returncode == 0, retired.stderr
+    refused = flask_cli(database_url, "signing-key", "retire", "sig_unknown")  # changes nothing, records nothing
+    assert refused.returncode != 0
     rows = chain_rows(app, "", "")
-    assert len(rows) == before + 1
-    assert (rows[-1].type, rows[-1].actor_type, rows[-1].target_type, rows[-1].target_id) == \
-        ("signing_key.rotated", "cli", "signing_key", kid)
-    assert assert_chain_intact(app, "", "") == before + 1
+    assert len(rows) == before + 3
+    first, second, third = rows[-3:]
+    assert (first.type, first.actor_type, first.actor_id, first.target_type, first.target_id) == \
+        ("signing_key.rotated", "cli", None, "signing_key", kids["access"]["kid"])
+    assert first.details["refreshKid"] == kids["refresh"]["kid"] and first.details["atOnce"] is False
+    assert second.type == "signing_key.rotated" and second.details["atOnce"] is True
+    assert (third.type, third.actor_type, third.target_id) == ("signing_key.retired", "cli", kids["access"]["kid"])
+    assert assert_chain_intact(app, "", "") == before + 3
+    assert flask_cli(database_url, "audit", "verify").returncode == 0
+    app.extensions["usher"].db.dispose()
 
 
 def test_concurrent_changes_on_several_gunicorn_workers_leave_one_unbroken_chain(app, live_server, actions):

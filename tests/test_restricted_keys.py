@@ -221,12 +221,13 @@ def test_openapi_states_each_operations_scope(client):
                 assert operation["x-required-scopes"][0] in SCOPES
 
 
-def test_a_secret_key_view_that_names_no_scope_is_closed_to_every_restricted_key(app_config, actions):
+def test_a_secret_key_view_that_names_no_scope_is_closed_to_every_restricted_key(app_config, isolated_database_url):
     """A forgotten scope fails safe: only a key holding every scope (a secret key) gets in."""
     from app import create_app
     from app.api.security import requires
+    from tests.helpers import Actions
 
-    probe_app = create_app(app_config)
+    probe_app = create_app({**app_config, "DATABASE_URL": isolated_database_url})
 
     @probe_app.get("/probe")
     @requires("secret")
@@ -234,7 +235,7 @@ def test_a_secret_key_view_that_names_no_scope_is_closed_to_every_restricted_key
         return {"ok": True}
 
     client = probe_app.test_client()
-    sk = actions.create_org()["keys"]["test"]["secretKey"]
+    sk = Actions(probe_app, client).create_org()["keys"]["test"]["secretKey"]
     rk = restricted(client, sk, *[s for s in SCOPES if s != "webhooks:write"])
     assert client.get("/probe", headers=secret(sk)).json == {"ok": True}
     refused_probe = client.get("/probe", headers=secret(rk))
