@@ -88,7 +88,7 @@ def requires(*names: str, scope: str | None = None):
         declared = [scope] if scope else list(SCOPES)
         security = [{name: (declared if kind is CredentialKind.SECRET else []) for name in req}
                     for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
-        doc: dict = {"security": security}
+        doc = {"security": security}
         if CredentialKind.SECRET in kinds:
             doc["x-required-scopes"] = declared
             needs = f"`{scope}`" if scope else "every scope (a secret key)"

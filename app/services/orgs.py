@@ -22,7 +22,7 @@ def create_key(session: Session, app_secret: str, organization_id: str, mode: st
     key = ApiKey(id=new_id("key"), organization_id=organization_id, mode=mode, type=key_type,
                  lookup=key_lookup(app_secret, key_type, value), last4=value[-4:],
                  created_at=utcnow(), rolled_from_id=rolled_from_id,
-                 scopes=sorted(scopes) if key_type == "restricted" else None)
+                 scopes=sorted(scopes or ()) if key_type == "restricted" else None)
     session.add(key)
     return key, value
 
