@@ -26,7 +26,7 @@ class AuditChain(Base):
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
-        UniqueConstraint("organization_id", "mode", "seq", name="chain_seq"),
+        UniqueConstraint("organization_id", "mode", "seq", name="uq_audit_events_chain_seq"),
         Index("ix_audit_events_chain_type", "organization_id", "mode", "type", "seq"),
     )
 
