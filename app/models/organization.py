@@ -36,6 +36,9 @@ class OrganizationSettings(Base):
     otp_requests_per_ip_per_hour: Mapped[int] = mapped_column(default=20, server_default="20")
     otp_verifies_per_ip_per_hour: Mapped[int] = mapped_column(default=30, server_default="30")
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: SMS cost controls (`app.otp.sms`): countries SMS may go to (empty: all), and SMS per hour.
+    sms_allowed_countries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sms_per_hour: Mapped[int] = mapped_column(default=1000, server_default="1000")
 
 
 class ApiKey(Base):

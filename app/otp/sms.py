@@ -32,4 +32,4 @@ def check_country(allowed: list[str] | None, e164: str) -> None:
 
 def spend_budget(limits: RateLimits, per_hour: int, organization_id: str, mode: str) -> None:
     """Count one SMS against the mode's hourly budget; 429 `rate_limited` past it (fails closed)."""
-    limits.hit("sms_per_hour", f"{per_hour} per hour", organization_id, mode)
+    limits.hit("sms_per_hour", f"{per_hour} per hour", organization_id, mode, "all")

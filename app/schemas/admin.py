@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import phonenumbers
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
+from app.otp.sms import unknown_countries
 from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
 from app.security.keys import PREFIXES
 from app.security.scopes import SCOPES
@@ -115,6 +117,25 @@ class SettingsSchema(Schema):
                 problems[index] = [f"{entry!r}: {exc}"]
         if problems:
             raise ValidationError(problems)
+
+    sms_allowed_countries = fields.List(
+        fields.String(validate=validate.Length(2, 2)), data_key="smsAllowedCountries",
+        validate=validate.Length(max=len(phonenumbers.SUPPORTED_REGIONS)), metadata={
+            "description": "The countries (ISO 3166 alpha-2) this mode may send codes to by SMS; empty means "
+                           "every country. Another country's phone is 400 `phone_country_not_allowed`, before "
+                           "any message is sent. Email is not affected.",
+            "example": ["US", "CA", "GB"]})
+    sms_per_hour = fields.Integer(data_key="smsPerHour", validate=validate.Range(1, 1_000_000), metadata={
+        "description": "SMS this mode may send per hour (all phones together); past it OTP by SMS answers 429 "
+                       "`rate_limited`. Default 1000.", "example": 1000})
+
+    @validates("sms_allowed_countries")
+    def _countries(self, value, **_kwargs):
+        unknown = unknown_countries(value)
+        if unknown:
+            raise ValidationError(f"Not ISO 3166 alpha-2 country codes (upper case): {', '.join(unknown)}.")
+        if len(set(value)) != len(value):
+            raise ValidationError("Each country once.")
 
 
 class KeyOut(Schema):

@@ -40,6 +40,8 @@ class OrganizationSnapshot:
     otp_requests_per_ip_per_hour: int
     otp_verifies_per_ip_per_hour: int
     allowed_origins: list[str]
+    sms_allowed_countries: list[str]
+    sms_per_hour: int
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""restricted keys (scopes), the audit log and its chain heads
+"""restricted keys (scopes), the audit log and its chain heads, SMS cost controls
 
 Revision ID: 0008_audit_restricted_keys
-Revises: 0007_signing_key_stages
+Revises: 0005_settings_per_mode
 Create Date: 2026-11-30
 """
 
@@ -9,12 +9,19 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_audit_restricted_keys"
-down_revision = "0007_signing_key_stages"
+down_revision = "0005_settings_per_mode"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("organization_settings", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sms_allowed_countries", sa.JSON(), server_default="[]", nullable=False))
+        batch_op.add_column(sa.Column("sms_per_hour", sa.Integer(), server_default="1000", nullable=False))
+    with op.batch_alter_table("organization_settings", schema=None) as batch_op:
+        # Existing rows got "[]" (every country); new rows get it from the model.
+        batch_op.alter_column("sms_allowed_countries", server_default=None)
+
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("scopes", sa.JSON(), nullable=True))
         batch_op.drop_constraint(op.f("ck_api_keys_type"), type_="check")
@@ -57,3 +64,6 @@ def downgrade() -> None:
         batch_op.drop_constraint(op.f("ck_api_keys_type"), type_="check")
         batch_op.create_check_constraint("type", "type IN ('publishable', 'secret')")
         batch_op.drop_column("scopes")
+    with op.batch_alter_table("organization_settings", schema=None) as batch_op:
+        batch_op.drop_column("sms_per_hour")
+        batch_op.drop_column("sms_allowed_countries")

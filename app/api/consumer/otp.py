@@ -9,6 +9,7 @@ from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.grants.otp import OtpGrant
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
+from app.otp import sms
 from app.otp.identifiers import identifier_from
 from app.otp.service import FAILURES_PER_IDENTIFIER, DeliveryFailed, request_code
 from app.ratelimit import client_key
@@ -20,8 +21,10 @@ class OtpRequest(MethodView):
     @requires("publishable")
     @blp.arguments(OtpRequestIn(), example={"email": "ann@example.com"})
     @blp.response(202, OtpRequestOut)
-    @blp.alt_response(400, schema=ErrorSchema, description="`invalid_email`, `invalid_phone` or `validation_error`")
-    @blp.alt_response(429, schema=ErrorSchema, description="Resend cooldown or hourly budget spent (`Retry-After`)")
+    @blp.alt_response(400, schema=ErrorSchema, description="`invalid_email`, `invalid_phone`, "
+                                                           "`phone_country_not_allowed` or `validation_error`")
+    @blp.alt_response(429, schema=ErrorSchema, description="Resend cooldown, hourly budget or the mode's SMS per "
+                                                           "hour spent (`Retry-After`)")
     @blp.alt_response(503, schema=ErrorSchema, description="The sender or the limit storage is down, or live mode "
                                                            "has no real sender (codes are never printed)")
     def post(self, data):
@@ -29,16 +32,22 @@ class OtpRequest(MethodView):
 
         By email, or by SMS to a phone (E.164, or national format with `defaultCountry`). The
         answer is the same whether or not the address is known. A new code replaces the previous one.
+        SMS goes only to the countries in the settings' `smsAllowedCountries` (if any) and at most
+        `smsPerHour` times an hour per mode.
         """
         ctx = current_context()
         usher, settings = current_app.extensions["usher"], ctx.organization
         identifier = identifier_from(data)
+        if identifier.channel == "sms":  # SMS cost controls, before any sender is called
+            sms.check_country(settings.sms_allowed_countries, identifier.value)
         usher.senders.for_message(identifier.channel, ctx.mode)  # 503 before anything is spent
         tenant, limits = (ctx.organization_id, ctx.mode), usher.limits
         cooldown = f"1 per {settings.otp_cooldown} second"
         limits.hit("otp_request_ip", f"{settings.otp_requests_per_ip_per_hour} per hour", *tenant, client_key())
         limits.hit("otp_request_cooldown", cooldown, *tenant, identifier.value)
         limits.hit("otp_request_identifier", f"{settings.otp_requests_per_hour} per hour", *tenant, identifier.value)
+        if identifier.channel == "sms":
+            sms.spend_budget(limits, settings.sms_per_hour, *tenant)
         try:
             expires_at = request_code(usher.db, usher.senders, usher.settings.app_secret, settings, ctx.mode,
                                       identifier, usher.clock())
