@@ -40,11 +40,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.errors import register_error_handlers
     from app.grants.base import AuthServer
     from app.inputs import register_input_guards
+    from app.jobs import register_jobs
     from app.oauth import build_oauth_server
     from app.observability import register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
     from app.ratelimit import RateLimits, build_storage
     from app.security.callers import CallerResolver
+    from app.services.events import Events, register_events
     from app.state import Usher
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
     from app.tokens.service import TokenService
@@ -77,6 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                   senders=build_senders(db, settings, clock))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
+    jobs = register_jobs(app)
+    register_events(app, Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock))
 
     api = Api(app)
     for blueprint in (consumer_blp, auth_blp, admin_blp, wellknown_blp, oauth_blp, health_blp):

@@ -199,6 +199,9 @@ def audit_verify():
 
 
 def register_cli(app) -> None:
+    from app.jobs.cli import register_job_commands
+
+    register_job_commands(app)
     app.cli.add_command(db_cli)
     app.cli.add_command(org_cli)
     app.cli.add_command(signing_key_cli)

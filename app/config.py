@@ -91,6 +91,15 @@ class Settings:
     log_level: str = "INFO"
     #: Swagger UI at /docs (`DOCS_ENABLED=false` switches it off; /openapi.json stays).
     docs_enabled: bool = True
+    # Events out and data lifecycle (issue 14).
+    #: The job engine's broker (Dramatiq on Redis); unset: jobs run in-process.
+    job_broker_url: str | None = None
+    job_worker_threads: int = 4
+    job_heartbeat_timeout_seconds: int = 60
+    webhook_timeout_seconds: float = 10.0
+    webhook_listeners_cache_seconds: float = 1.0
+    webhook_ca_file: str | None = None
+    guest_retention_days: int = 30
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
@@ -110,6 +119,15 @@ class Settings:
             raise ConfigError("OTP_SMS_SENDER=webhook needs SMS_WEBHOOK_URL")
         if self.trusted_proxy_count < 0:
             raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+        if self.job_broker_url is not None and not self.job_broker_url.startswith(("redis://", "rediss://",
+                                                                                    "unix://")):
+            raise ConfigError("JOB_BROKER_URL must be a Redis URL (redis://host:6379/1)")
+        if self.job_worker_threads < 1 or self.job_heartbeat_timeout_seconds < 1:
+            raise ConfigError("JOB_WORKER_THREADS and JOB_HEARTBEAT_TIMEOUT_SECONDS must be 1 or more")
+        if not 0 < self.webhook_timeout_seconds <= 60:
+            raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
+        if self.guest_retention_days < 1:
+            raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 
     def grant_enabled(self, grant_type: str) -> bool:
         return not self.enabled_grants or grant_type in self.enabled_grants

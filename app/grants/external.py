@@ -16,7 +16,7 @@ from app.grants.identified import insert_consumer, sign_in
 from app.models import ExchangeCode, ExternalIdentity
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal, keyed_hash
-from app.services import audit
+from app.services import audit, events
 from app.services.sessions import revoke_one
 
 EXCHANGE_CODE_LIFETIME = timedelta(seconds=60)  # fixed by the contract
@@ -58,11 +58,13 @@ class ExternalExchangeGrant(BaseGrant):
                 outcome = "exchange_code_invalid"  # unknown, or another tenant's: no session, code untouched
             elif row.consumed_at is not None:
                 # A replayed code has leaked (RFC 6749 §4.1.2): end the session it made.
-                if row.session_id:
-                    revoke_one(connection, row.session_id, "exchange_code_replayed", now)
+                ended = (revoke_one(connection, row.session_id, "exchange_code_replayed", now)
+                         if row.session_id else None)
                 audit.record(connection, row.organization_id, row.mode, audit.SYSTEM, "exchange_code.replayed",
                              ("session", row.session_id) if row.session_id else None,
                              {"provider": row.provider, "sessionRevoked": bool(row.session_id)}, now)
+                events.record(connection, row.organization_id, row.mode, "exchange_code.replayed",
+                              {"sessionId": row.session_id, "consumerId": ended.consumer_id if ended else None})
                 outcome = "exchange_code_invalid"
             elif row.expires_at <= now:
                 outcome = "exchange_code_expired"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from app.grants.base import BaseGrant
 from app.grants.identified import insert_consumer
+from app.services import events
 from app.services.sessions import insert_session, new_session_row
-from app.services.views import session_body
+from app.services.views import session_body, session_created
 
 
 class GuestGrant(BaseGrant):
@@ -23,5 +24,6 @@ class GuestGrant(BaseGrant):
             row, generation = new_session_row(self.kids, self.server.app_secret, ctx.organization, ctx.mode,
                                               consumer_id, self.SESSION_TYPE, now)
             insert_session(connection, row)
+            events.record(connection, ctx.organization_id, ctx.mode, "session.created", session_created(row))
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 201, session_body(row, access, refresh, guest_id=consumer_id)

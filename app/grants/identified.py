@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.grants.base import BaseGrant
 from app.models import AuthSession, Consumer, new_id
+from app.services import events
 from app.services.sessions import insert_session, new_session_row, revoke_sessions
 from app.services.upgrade import merge_guest
-from app.services.views import session_body
+from app.services.views import session_body, session_created
 
 CONSUMERS = Consumer.__table__
 _FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bindparam("organization_id"),
@@ -31,6 +32,8 @@ def insert_consumer(connection: Connection, prefix: str, organization_id: str, m
     connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
                                           "created_at": now, "email": identity.get("email"),
                                           "phone": identity.get("phone")})
+    events.record(connection, organization_id, mode, "consumer.created",
+                  {"consumerId": consumer_id, "guest": prefix == "guest"})
     return consumer_id
 
 
@@ -71,6 +74,7 @@ def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str,
     row, generation = new_session_row(grant.kids, server.app_secret, ctx.organization, ctx.mode, consumer_id,
                                       grant.SESSION_TYPE or "", now)
     insert_session(connection, row)
+    events.record(connection, ctx.organization_id, ctx.mode, "session.created", session_created(row))
 
     def finish() -> dict:
         access, refresh = server.tokens.sign_pair(generation)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from app.errors import ApiError
 from app.grants.base import BaseGrant
 from app.security.keys import constant_time_equal
-from app.services import audit
+from app.services import audit, events
 from app.services.sessions import (
     lock_session,
     refresh_hash,
@@ -58,6 +58,8 @@ class RefreshTokenGrant(BaseGrant):
                 revoke_one(connection, row.id, "refresh_token_reused", now)
                 audit.record(connection, row.organization_id, row.mode, audit.SYSTEM, "refresh_token.reused",
                              ("session", row.id), {"consumerId": row.consumer_id, "sessionRevoked": True}, now)
+                events.record(connection, row.organization_id, row.mode, "refresh_token.reused",
+                              {"sessionId": row.id, "consumerId": row.consumer_id})
                 generation = None
         if generation is None:
             raise ApiError("refresh_token_reused")

@@ -9,7 +9,8 @@ from app.models.organization import ApiKey, Organization, OrganizationSettings
 from app.models.otp import CapturedMessage, OtpCode
 from app.models.queue import Queue, QueueEntry
 from app.models.signing_key import SigningKey
+from app.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookSubscription
 
 __all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "ExchangeCode",
            "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue", "QueueEntry",
-           "SigningKey", "new_id"]
+           "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription", "new_id"]

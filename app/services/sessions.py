@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.models import AuthSession, new_id
 from app.security.keys import keyed_hash
+from app.services import events
 from app.tokens.service import Generation, Kids, TokenService
 
 if TYPE_CHECKING:
@@ -65,21 +66,26 @@ _UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id
                    .values({name: bindparam(name) for name in _ROTATED}))
 
 
+_REVOKED = (SESSIONS.c.id, SESSIONS.c.consumer_id, SESSIONS.c.organization_id, SESSIONS.c.mode)
 _REVOKE_ONE = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"), SESSIONS.c.revoked_at.is_(None))
-               .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")))
+               .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")).returning(*_REVOKED))
 
 
-def revoke_one(connection: Connection, session_id: str, reason: str, now: datetime) -> None:
-    """End one session (a prebuilt statement, for the grants' hot paths)."""
-    connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": now, "reason": reason})
+def revoke_one(connection: Connection, session_id: str, reason: str, now: datetime):
+    """End one session (a prebuilt statement, for the grants' hot paths); returns the ended
+    session's (id, consumer_id, organization_id, mode), or None. Emits `session.revoked`."""
+    rows = connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": now, "reason": reason}).all()
+    events.sessions_revoked(connection, rows, reason)
+    return rows[0] if rows else None
 
 
 def revoke_sessions(connection: Connection, reason: str, now: datetime, *criteria) -> int:
     """End every live session matching the criteria; return how many. The one revocation of
     Usher: from an ORM transaction pass `session.connection()`."""
-    result = connection.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
-                                .values(revoked_at=now, revoked_reason=reason))
-    return result.rowcount
+    rows = connection.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
+                              .values(revoked_at=now, revoked_reason=reason).returning(*_REVOKED)).all()
+    events.sessions_revoked(connection, rows, reason)  # `session.revoked`, for whoever listens
+    return len(rows)
 
 
 def lock_session(connection: Connection, session_id: str) -> AuthSession | None:

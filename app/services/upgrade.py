@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Consumer, Queue, QueueEntry
+from app.services import events
 from app.services.sessions import revoke_sessions
 
 
@@ -31,3 +32,5 @@ def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime
     session.flush()
     guest.merged_into = consumer_id
     revoke_sessions(session.connection(), "upgraded", now, AuthSession.consumer_id == guest_id)
+    events.record(session.connection(), guest.organization_id, guest.mode, "consumer.merged",
+                  {"guestId": guest_id, "consumerId": consumer_id})

@@ -19,3 +19,8 @@ def session_body(row: AuthSession, access: str, refresh: str, guest_id: str | No
     if guest_id is not None:
         session["guest_id"] = guest_id
     return {"session": session, "access_token": access, "refresh_token": refresh}
+
+
+def session_created(row) -> dict:
+    """The `data` of a `session.created` event."""
+    return {"sessionId": row.id, "consumerId": row.consumer_id, "sessionType": row.type}

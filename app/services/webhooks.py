@@ -1,0 +1,132 @@
+"""Webhook endpoints: URLs we may call (SSRF rules), secrets (shown once, sealed at rest), rotation.
+
+SSRF rules: a live endpoint is `https` and every address its host resolves to is a public one
+(no loopback, private, link-local, shared, multicast or reserved address); test mode also
+allows `http` and loopback (a developer's own machine), never the rest. The same check runs
+when the endpoint is created and again at each delivery, and the delivery connects to the very
+address that was checked (no second lookup a rebinding DNS server could answer differently).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, insert
+from sqlalchemy.orm import Session
+
+from app.models import WebhookEndpoint, WebhookSubscription, new_id
+from app.security.crypto import Sealer
+
+SECRET_PREFIX = "whsec_"
+
+
+class UrlRefused(ValueError):
+    """The URL may not be called (scheme, host or address); the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str  # the checked address to connect to
+
+
+def _allowed(address: str, mode: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return mode == "test"
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+def resolve(url: str, mode: str) -> Target:
+    """Check a URL against the SSRF rules and return the address to connect to.
+
+    Raises UrlRefused when the scheme is not allowed in this mode, the host does not resolve,
+    or any address it resolves to is not allowed."""
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - parses the host (a broken IPv6 literal raises here)
+    except ValueError:
+        raise UrlRefused("The URL cannot be parsed.") from None
+    allowed_schemes = ("https",) if mode == "live" else ("https", "http")
+    if parts.scheme not in allowed_schemes:
+        raise UrlRefused("Live-mode endpoints must use https." if mode == "live" else "Use an http(s) URL.")
+    if not parts.hostname or parts.username or parts.password:
+        raise UrlRefused("The URL needs a host and no user information.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UrlRefused("The port is not valid.") from None
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise UrlRefused("The host does not resolve.") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if not addresses:
+        raise UrlRefused("The host does not resolve.")
+    if not all(_allowed(address, mode) for address in addresses):
+        raise UrlRefused("The host resolves to a loopback, private, link-local or reserved address."
+                         if mode == "live" else
+                         "The host resolves to a private, link-local or reserved address.")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, parts.hostname, port, path, addresses[0])
+
+
+def new_secret() -> str:
+    """`whsec_` + base64 of 32 random bytes (the Standard Webhooks secret format)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sealer(app_secret: str) -> Sealer:
+    return Sealer(app_secret, "webhook-endpoint-secret")
+
+
+def signing_secrets(endpoint: WebhookEndpoint, app_secret: str, now: datetime) -> list[str]:
+    """The secrets that sign a delivery now: the current one, and the previous one during a rotation."""
+    box = sealer(app_secret)
+    found = [box.open(endpoint.secret_sealed, endpoint.id).decode()]
+    previous, until = endpoint.previous_secret_sealed, endpoint.previous_expires_at
+    if previous is not None and until is not None and until > now:
+        found.append(box.open(previous, endpoint.id).decode())
+    return found
+
+
+def create_endpoint(session: Session, app_secret: str, organization_id: str, mode: str, url: str,
+                    events: list[str], description: str | None, now: datetime) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its secret (returned this once; stored sealed)."""
+    endpoint_id = new_id("we")
+    secret = new_secret()
+    endpoint = WebhookEndpoint(id=endpoint_id, organization_id=organization_id, mode=mode, url=url,
+                               events=sorted(set(events)), description=description,
+                               secret_sealed=sealer(app_secret).seal(secret.encode(), endpoint_id), created_at=now)
+    session.add(endpoint)
+    session.flush()
+    session.execute(insert(WebhookSubscription), [
+        {"endpoint_id": endpoint_id, "event_type": event_type, "organization_id": organization_id, "mode": mode}
+        for event_type in endpoint.events])
+    return endpoint, secret
+
+
+def rotate_secret(endpoint: WebhookEndpoint, app_secret: str, expires_in: int, now: datetime) -> str:
+    """A new current secret; the old one keeps signing (beside it) for `expires_in` seconds."""
+    secret = new_secret()
+    endpoint.previous_secret_sealed = endpoint.secret_sealed if expires_in > 0 else None
+    endpoint.previous_expires_at = now + timedelta(seconds=expires_in) if expires_in > 0 else None
+    endpoint.secret_sealed = sealer(app_secret).seal(secret.encode(), endpoint.id)
+    return secret
+
+
+def delete_endpoint(session: Session, endpoint: WebhookEndpoint) -> None:
+    """Gone with its subscriptions and deliveries (pending ones are then dropped by the job)."""
+    session.execute(delete(WebhookSubscription).where(WebhookSubscription.endpoint_id == endpoint.id))
+    session.delete(endpoint)
