@@ -408,3 +408,35 @@ def test_an_event_of_a_change_that_rolled_back_is_never_stored(hooks_app, client
         raise RuntimeError("the change fails after the event was written")
     assert _events_stored(hooks_app, org["organizationId"]) == 0
     assert _deliveries(client, keys["secretKey"], endpoint["id"]) == []
+
+
+def test_webhook_endpoints_need_their_scope_and_every_change_is_audited(client, org):
+    """`webhooks:write` reaches the endpoints, another scope gets 403 naming it; creation, secret
+    rotation and deletion are audit events with the key as actor and never the secret."""
+    from tests.test_restricted_keys import restricted
+
+    sk = org["keys"]["test"]["secretKey"]
+    writer = restricted(client, sk, "webhooks:write")
+    reader = restricted(client, sk, "experiences:read")
+    body = {"url": "http://127.0.0.1:9/hooks", "events": ["session.created"]}
+    refused = client.post("/api/v1/webhook-endpoints", json=body, headers=secret(reader))
+    assert refused.status_code == 403
+    assert refused.json["error"] == "insufficient_scope"
+    assert refused.json["details"] == {"required": ["webhooks:write"]}
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(reader)).status_code == 403
+    created = client.post("/api/v1/webhook-endpoints", json=body, headers=secret(writer))
+    assert created.status_code == 201
+    endpoint_id, first_secret = created.json["id"], created.json["secret"]
+    rotated = client.post(f"/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret", json={"expiresIn": 60},
+                          headers=secret(writer))
+    assert rotated.status_code == 201
+    assert client.delete(f"/api/v1/webhook-endpoints/{endpoint_id}", headers=secret(writer)).status_code == 204
+    events = client.get("/api/v1/audit-events?limit=100", headers=secret(sk)).json["data"]
+    mine = [e for e in events if e["type"].startswith("webhook_endpoint.")]
+    assert [e["type"] for e in mine] == ["webhook_endpoint.deleted", "webhook_endpoint.secret_rotated",
+                                        "webhook_endpoint.created"]
+    assert all(e["target"] == {"type": "webhook_endpoint", "id": endpoint_id} for e in mine)
+    assert all(e["actor"]["type"] == "key" for e in mine)
+    text = str(events)
+    assert first_secret not in text and rotated.json["secret"] not in text
+    assert first_secret.removeprefix("whsec_") not in text

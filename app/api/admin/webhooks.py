@@ -22,6 +22,7 @@ from app.schemas.webhooks import (
     WebhookEndpointOut,
     WebhookEndpointPage,
 )
+from app.services import audit
 from app.services.events import events_of
 from app.services.paging import page
 from app.services.webhooks import UrlRefused, create_endpoint, delete_endpoint, resolve, rotate_secret
@@ -36,7 +37,7 @@ def _shown_once(endpoint: WebhookEndpoint, secret: str):
 
 @blp.route("/webhook-endpoints")
 class WebhookEndpoints(MethodView):
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.arguments(PageArgs(), location="query")
     @blp.response(200, WebhookEndpointPage)
     def get(self, args):
@@ -49,7 +50,7 @@ class WebhookEndpoints(MethodView):
                                               WebhookEndpoint.mode == ctx.mode)
         return page(db_session(), query, WebhookEndpoint.id, args["limit"], args.get("starting_after"))
 
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.arguments(WebhookEndpointIn(), example={"url": "https://shop.example.com/usher/webhooks",
                                                  "events": ["session.created", "refresh_token.reused"]})
     @blp.response(201, WebhookEndpointCreated, headers={"Cache-Control": {"schema": {"type": "string"},
@@ -69,13 +70,15 @@ class WebhookEndpoints(MethodView):
         with transaction() as session:
             endpoint, secret = create_endpoint(session, app_secret(), ctx.organization_id, ctx.mode, data["url"],
                                                data["events"], data.get("description"), now())
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.created",
+                         ("webhook_endpoint", endpoint.id), {"url": endpoint.url, "events": endpoint.events}, now())
         events_of(current_app).forget(ctx.organization_id, ctx.mode)
         return _shown_once(endpoint, secret)
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>")
 class WebhookEndpointById(MethodView):
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.response(200, WebhookEndpointOut)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown endpoint")
     def get(self, endpoint_id):
@@ -85,7 +88,7 @@ class WebhookEndpointById(MethodView):
         """
         return tenant_get(db_session(), WebhookEndpoint, endpoint_id, current_context())
 
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown endpoint")
     def delete(self, endpoint_id):
@@ -95,13 +98,16 @@ class WebhookEndpointById(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            delete_endpoint(session, tenant_get(session, WebhookEndpoint, endpoint_id, ctx))
+            endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.deleted",
+                         ("webhook_endpoint", endpoint.id), {"url": endpoint.url}, now())
+            delete_endpoint(session, endpoint)
         events_of(current_app).forget(ctx.organization_id, ctx.mode)
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>/rotate-secret")
 class RotateWebhookSecret(MethodView):
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.arguments(SecretRotation(), example={"expiresIn": 86400})
     @blp.response(201, WebhookEndpointCreated)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown endpoint")
@@ -111,15 +117,19 @@ class RotateWebhookSecret(MethodView):
         The new `secret` is shown this once. For `expiresIn` seconds deliveries carry two
         signatures (`webhook-signature: v1,<new> v1,<old>`), so the receiver can switch at leisure.
         """
+        ctx = current_context()
         with transaction() as session:
-            endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, current_context())
+            endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
             secret = rotate_secret(endpoint, app_secret(), data["expires_in"], now())
+            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx),
+                         "webhook_endpoint.secret_rotated", ("webhook_endpoint", endpoint.id),
+                         {"expiresIn": data["expires_in"]}, now())
         return _shown_once(endpoint, secret)
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>/deliveries")
 class WebhookDeliveries(MethodView):
-    @requires("secret")
+    @requires("secret", scope="webhooks:write")
     @blp.arguments(DeliveryArgs(), location="query")
     @blp.response(200, DeliveryList)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown endpoint")
