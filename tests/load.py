@@ -29,11 +29,12 @@ class SessionClient:
     refresh_token: str
     outcomes: list[Outcome] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # other calls to make each round: "guest"
+    timeout: float = 10  # seconds a request may take before it counts as a TimeoutError
 
     def step(self) -> None:
         try:
             reply = http("POST", self.url + "/api/v1/auth/refresh", publishable(self.pk),
-                         {"refreshToken": self.refresh_token}, timeout=10)
+                         {"refreshToken": self.refresh_token}, timeout=self.timeout)
             status: int | str = reply.status
             if reply.status == 200:
                 self.refresh_token = reply.body["refreshToken"]
@@ -45,7 +46,8 @@ class SessionClient:
         for call in self.extra:
             if call == "guest":
                 try:
-                    status = http("POST", self.url + "/api/v1/auth/guest", publishable(self.pk), timeout=10).status
+                    status = http("POST", self.url + "/api/v1/auth/guest", publishable(self.pk),
+                                  timeout=self.timeout).status
                 except (OSError, HTTPException) as exc:
                     status = type(getattr(exc, "reason", exc)).__name__
                 self.outcomes.append(Outcome(time.monotonic(), status))
@@ -93,9 +95,10 @@ class Load:
         return Counter(o.status for o in self.outcomes(start, end))
 
 
-def start_clients(url: str, pk: str, count: int, extra: list[str] | None = None) -> list[SessionClient]:
+def start_clients(url: str, pk: str, count: int, extra: list[str] | None = None,
+                  timeout: float = 10) -> list[SessionClient]:
     clients = []
     for _ in range(count):
         guest = http("POST", url + "/api/v1/auth/guest", publishable(pk)).body
-        clients.append(SessionClient(url, pk, guest["refreshToken"], extra=list(extra or [])))
+        clients.append(SessionClient(url, pk, guest["refreshToken"], extra=list(extra or []), timeout=timeout))
     return clients
