@@ -12,11 +12,11 @@ from functools import wraps
 from flask import current_app, g, request
 
 from app.cors import check_origin
-from app.errors import CATALOGUE, ApiError
+from app.errors import CATALOGUE
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
-from app.security.scopes import SCOPES, has_scope, missing
+from app.security.scopes import SCOPES, has_scope, insufficient_scope, missing
 
 SECURITY_REQUIREMENTS: dict[CredentialKind, list[dict[str, list[str]]]] = {
     CredentialKind.PUBLISHABLE: [{"publishableKey": []}],
@@ -36,10 +36,6 @@ def request_credentials() -> Credentials:
 
 def current_context() -> RequestContext:
     return g.usher_ctx
-
-
-def insufficient_scope(*required: str) -> ApiError:
-    return ApiError("insufficient_scope", details={"required": list(required)})
 
 
 def check_scope(ctx: RequestContext, scope: str | None) -> None:

@@ -69,12 +69,13 @@ _SESSION = AuthSession.__table__.c
 _ORG_COLUMNS = [_ORG.id, _ORG.name, *(getattr(_SETTINGS, name) for name in OrganizationSnapshot.__dataclass_fields__
                                       if name not in ("id", "name"))]
 # Built once: the hot path only binds parameters (SQLAlchemy caches the compiled SQL too).
-_KEY_QUERY = (select(_KEY.id.label("key_id"), _KEY.lookup, _KEY.type, _KEY.mode, _KEY.expires_at, _KEY.revoked_at,
-                     _KEY.last_used_at, _KEY.scopes, *_ORG_COLUMNS)
-              .join_from(ApiKey.__table__, Organization.__table__, _ORG.id == _KEY.organization_id)
-              .join(OrganizationSettings.__table__,
-                    (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == _KEY.mode))
-              .where(_KEY.lookup == bindparam("lookup")))
+_KEY_ROW = (select(_KEY.id.label("key_id"), _KEY.lookup, _KEY.type, _KEY.mode, _KEY.expires_at, _KEY.revoked_at,
+                   _KEY.last_used_at, _KEY.scopes, *_ORG_COLUMNS)
+            .join_from(ApiKey.__table__, Organization.__table__, _ORG.id == _KEY.organization_id)
+            .join(OrganizationSettings.__table__,
+                  (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == _KEY.mode)))
+_KEY_QUERY = _KEY_ROW.where(_KEY.lookup == bindparam("lookup"))
+_KEY_BY_ID_QUERY = _KEY_ROW.where(_KEY.id == bindparam("key_id"))
 _LIVE_SESSION = (select(literal(1)).where(_SESSION.id == bindparam("session_id"), _SESSION.revoked_at.is_(None),
                                            _SESSION.consumer_id == bindparam("consumer_id"),
                                            _SESSION.organization_id == _ORG.id).exists().label("session_live"))
@@ -127,20 +128,30 @@ class CallerResolver:
         if session_claims is not None:
             params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
         row = reader.execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
-        now = self.clock()
-        if row is None:
-            return None
-        if (not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode
-                or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now)):
+        if row is None or not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode:
             return None
         if session_claims is not None and not row.session_live:
+            return None
+        return self._caller_of(row)
+
+    def resolve_key_id(self, reader: Connection, key_id: str) -> RequestContext | None:
+        """The caller of a key known by id (the dashboard's session refers to its key this way),
+        under the same rule as a presented value: None once it is revoked or expired."""
+        row = reader.execute(_KEY_BY_ID_QUERY, {"key_id": key_id}).first()
+        return None if row is None else self._caller_of(row)
+
+    def _caller_of(self, row) -> RequestContext | None:
+        """The one validity rule of a key row (revoked or expired: no caller), and the
+        last-used stamp."""
+        now = self.clock()
+        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
             return None
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             # The one write on the read path, at most once a minute per key.
             with self.db.write() as connection:
                 connection.execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
-        return RequestContext(organization=_snapshot(row), mode=mode, key_type=key_type, key_id=row.key_id,
-                              scopes=key_scopes(key_type, row.scopes))
+        return RequestContext(organization=_snapshot(row), mode=row.mode, key_type=row.type, key_id=row.key_id,
+                              scopes=key_scopes(row.type, row.scopes))
 
     def _key(self, reader: Connection, value: str | None, expected_type: str,
              session_claims: dict | None = None) -> RequestContext:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from app.errors import ApiError
+
 SCOPES: tuple[str, ...] = (
     "experiences:read", "experiences:write", "queues:read", "queues:write", "consumers:read", "sessions:write",
     "external:write", "keys:write", "settings:write", "audit:read", "webhooks:write", "introspect",
@@ -42,3 +44,8 @@ def missing(held: Iterable[str], wanted: Iterable[str]) -> list[str]:
     """The wanted scopes that `held` does not cover (empty: no escalation)."""
     implied = _implied(held)
     return sorted(scope for scope in wanted if scope not in implied)
+
+
+def insufficient_scope(*required: str) -> ApiError:
+    """403 naming the scopes the caller lacks (the view decorator, services and the dashboard)."""
+    return ApiError("insufficient_scope", details={"required": list(required)})

@@ -9,9 +9,13 @@ from sqlalchemy.orm import Session
 
 from app.cors import DEFAULT_ALLOWED_ORIGINS
 from app.db import utcnow
+from app.errors import ApiError
 from app.models import ApiKey, Organization, OrganizationSettings, new_id
 from app.models.base import MODES
+from app.schemas.admin import SettingsSchema
 from app.security.keys import generate_key_value, key_lookup
+from app.security.scopes import insufficient_scope, key_scopes, missing
+from app.services import audit
 
 
 def create_key(session: Session, app_secret: str, organization_id: str, mode: str, key_type: str,
@@ -57,3 +61,71 @@ def roll_key(session: Session, app_secret: str, key: ApiKey, expires_in: int, no
         key.expires_at = new_expiry
     return create_key(session, app_secret, key.organization_id, key.mode, key.type, rolled_from_id=key.id,
                       scopes=key.scopes)
+
+
+# -- what a caller does with keys and settings: the rules and the audit event of each, in the
+#    caller's transaction; the admin API and the dashboard both call these -------------------
+SELF_REVOKE = "A key cannot revoke itself; use another secret key or roll it."
+
+
+def active_key(key: ApiKey, now: datetime) -> ApiKey:
+    """A key of the caller's tenant that still works; a revoked or expired one is not found."""
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        raise ApiError("not_found")
+    return key
+
+
+def no_escalation(ctx, key_type: str, scopes) -> None:
+    """A key creates or rolls only keys whose scopes are within its own (403 naming the rest)."""
+    lacking = missing(ctx.scopes, key_scopes(key_type, scopes))
+    if lacking:
+        raise insufficient_scope(*lacking)
+
+
+def create_key_for(session: Session, app_secret: str, ctx, key_type: str, scopes: list[str] | None,
+                   now: datetime) -> tuple[ApiKey, str]:
+    """Create a key of the caller's tenant (no escalation), audited."""
+    no_escalation(ctx, key_type, scopes)
+    key, value = create_key(session, app_secret, ctx.organization_id, ctx.mode, key_type, scopes=scopes)
+    audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.created", ("key", key.id),
+                 {"type": key.type, "scopes": sorted(key_scopes(key.type, key.scopes)), "last4": key.last4}, now)
+    return key, value
+
+
+def roll_key_for(session: Session, app_secret: str, ctx, key: ApiKey, expires_in: int,
+                 now: datetime) -> tuple[ApiKey, str]:
+    """Roll an active key of the caller's tenant (no escalation), audited."""
+    no_escalation(ctx, active_key(key, now).type, key.scopes)
+    new_key, value = roll_key(session, app_secret, key, expires_in, now)
+    old_expires_at = key.expires_at or now  # roll_key has just set it (never later than now + expiresIn)
+    audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.rolled", ("key", key.id),
+                 {"newKeyId": new_key.id, "type": key.type, "oldExpiresAt": audit.instant(old_expires_at),
+                  "last4": new_key.last4}, now)
+    return new_key, value
+
+
+def revoke_key_for(session: Session, ctx, key: ApiKey, now: datetime) -> None:
+    """Revoke an active key, audited. A key cannot revoke itself (roll it instead), so a
+    merchant cannot lock itself out by mistake."""
+    if key.id == ctx.key_id:
+        raise ApiError("conflict", SELF_REVOKE)
+    active_key(key, now).revoked_at = now
+    audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.revoked", ("key", key.id),
+                 {"type": key.type, "last4": key.last4}, now)
+
+
+def update_settings(session: Session, ctx, data: dict, now: datetime) -> OrganizationSettings:
+    """Apply validated settings (`SettingsSchema`) to the caller's mode only (a test key never
+    changes live settings), audited with each field's exact old and new value (the row is
+    locked). Returns the mode's settings."""
+    schema = SettingsSchema()
+    settings = session.get_one(OrganizationSettings, (ctx.organization_id, ctx.mode),
+                               with_for_update=True)  # the audit's "old" is the value replaced
+    before = schema.dump(settings)
+    for name, value in data.items():
+        setattr(settings, name, value)
+    changed = audit.changes(before, schema.dump(settings))
+    if changed:
+        audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "settings.updated",
+                     ("settings", ctx.organization_id), {"changes": changed}, now)
+    return settings

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from sqlalchemy import select
 
 from app.api.admin import blp
 from app.api.helpers import db_session, now, tenant_get, transaction
 from app.api.security import current_context, requires
-from app.models import AuthSession, Consumer, ExternalIdentity
+from app.models import AuthSession, Consumer
 from app.openapi import ErrorSchema
 from app.schemas.consumers import (
     ConsumerListArgs,
@@ -14,20 +13,14 @@ from app.schemas.consumers import (
     ConsumerPage,
     SessionList,
 )
-from app.services import audit
+from app.services.consumers import (
+    consumer_query,
+    consumer_sessions,
+    consumer_views,
+    end_consumer_sessions,
+    end_session,
+)
 from app.services.paging import page
-from app.services.sessions import revoke_sessions
-
-
-def consumer_views(session, consumers: list[Consumer]) -> list[dict]:
-    """Consumers with their external identities (one query for the whole page)."""
-    identities: dict[str, list] = {c.id: [] for c in consumers}
-    if consumers:
-        for identity in session.scalars(select(ExternalIdentity).where(
-                ExternalIdentity.consumer_id.in_(list(identities))).order_by(ExternalIdentity.id)):
-            identities[identity.consumer_id].append(identity)
-    return [{"id": c.id, "email": c.email, "phone": c.phone, "external_identities": identities[c.id],
-             "merged_into": c.merged_into, "created_at": c.created_at} for c in consumers]
 
 
 @blp.route("/consumers")
@@ -41,11 +34,7 @@ class Consumers(MethodView):
         Filter by `email` (case-insensitive) or `phone` (E.164); keyset paging.
         """
         ctx = current_context()
-        query = select(Consumer).where(Consumer.organization_id == ctx.organization_id, Consumer.mode == ctx.mode)
-        if args.get("email"):
-            query = query.where(Consumer.email == args["email"].strip().lower())
-        if args.get("phone"):
-            query = query.where(Consumer.phone == args["phone"].strip())
+        query = consumer_query(ctx.organization_id, ctx.mode, args.get("email"), args.get("phone"))
         session = db_session()
         result = page(session, query, Consumer.id, args["limit"], args.get("starting_after"))
         result["data"] = consumer_views(session, result["data"])
@@ -79,9 +68,7 @@ class ConsumerSessions(MethodView):
         """
         session = db_session()
         consumer = tenant_get(session, Consumer, consumer_id, current_context())
-        rows = session.scalars(select(AuthSession).where(AuthSession.consumer_id == consumer.id)
-                               .order_by(AuthSession.id)).all()
-        return {"data": rows}
+        return {"data": consumer_sessions(session, consumer)}
 
     @requires("secret", scope="sessions:write")
     @blp.response(204)
@@ -93,10 +80,7 @@ class ConsumerSessions(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            consumer = tenant_get(session, Consumer, consumer_id, ctx)
-            count = revoke_sessions(session.connection(), "admin", now(), AuthSession.consumer_id == consumer.id)
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "consumer.sessions_revoked",
-                         ("consumer", consumer.id), {"reason": "admin", "count": count}, now())
+            end_consumer_sessions(session, ctx, tenant_get(session, Consumer, consumer_id, ctx), now())
 
 
 @blp.route("/sessions/<string:session_id>")
@@ -111,7 +95,4 @@ class SessionById(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            row = tenant_get(session, AuthSession, session_id, ctx)
-            if revoke_sessions(session.connection(), "admin", now(), AuthSession.id == row.id):
-                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "session.revoked",
-                             ("session", row.id), {"reason": "admin", "consumerId": row.consumer_id}, now())
+            end_session(session, ctx, tenant_get(session, AuthSession, session_id, ctx), now())

@@ -4,14 +4,12 @@ from flask.views import MethodView
 
 from app.api.admin import blp
 from app.api.helpers import app_secret, db_session, now, tenant_get, transaction
-from app.api.security import current_context, insufficient_scope, requires
-from app.errors import ApiError
+from app.api.security import current_context, requires
 from app.models import ApiKey
 from app.openapi import ErrorSchema
 from app.schemas.admin import KeyCreate, KeyCreated, KeyList, KeyOut, KeyRoll
-from app.security.scopes import key_scopes, missing
-from app.services import audit
-from app.services.orgs import create_key, live_keys_query, roll_key
+from app.security.scopes import key_scopes
+from app.services.orgs import active_key, create_key_for, live_keys_query, revoke_key_for, roll_key_for
 
 
 def key_view(key: ApiKey, value: str | None = None) -> dict:
@@ -20,13 +18,6 @@ def key_view(key: ApiKey, value: str | None = None) -> dict:
     if value is not None:
         view["key"] = value
     return view
-
-
-def no_escalation(ctx, key_type: str, scopes) -> None:
-    """A key creates or rolls only keys whose scopes are within its own (403 naming the rest)."""
-    lacking = missing(ctx.scopes, key_scopes(key_type, scopes))
-    if lacking:
-        raise insufficient_scope(*lacking)
 
 
 @blp.route("/keys")
@@ -53,13 +44,9 @@ class Keys(MethodView):
         key is kept. A restricted key (`rk_…`) may do only its `scopes`; a key can only create
         keys whose scopes are within its own (a secret key holds every scope).
         """
-        ctx = current_context()
-        no_escalation(ctx, data["type"], data.get("scopes"))
         with transaction() as session:
-            key, value = create_key(session, app_secret(), ctx.organization_id, ctx.mode, data["type"],
-                                    scopes=data.get("scopes"))
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.created", ("key", key.id),
-                         {"type": key.type, "scopes": key_view(key)["scopes"], "last4": key.last4}, now())
+            key, value = create_key_for(session, app_secret(), current_context(), data["type"], data.get("scopes"),
+                                        now())
         return key_view(key, value)
 
 
@@ -78,12 +65,8 @@ class RollKey(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            key = _active_key(session, key_id, ctx)
-            no_escalation(ctx, key.type, key.scopes)
-            new_key, value = roll_key(session, app_secret(), key, data["expires_in"], now())
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.rolled", ("key", key.id),
-                         {"newKeyId": new_key.id, "type": key.type, "oldExpiresAt": audit.instant(key.expires_at),
-                          "last4": new_key.last4}, now())
+            new_key, value = roll_key_for(session, app_secret(), ctx, tenant_get(session, ApiKey, key_id, ctx),
+                                          data["expires_in"], now())
         return key_view(new_key, value)
 
 
@@ -110,17 +93,9 @@ class KeyById(MethodView):
         so a merchant cannot lock itself out by mistake.
         """
         ctx = current_context()
-        if key_id == ctx.key_id:
-            raise ApiError("conflict", "A key cannot revoke itself; use another secret key or roll it.")
         with transaction() as session:
-            key = _active_key(session, key_id, ctx)
-            key.revoked_at = now()
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.revoked", ("key", key.id),
-                         {"type": key.type, "last4": key.last4}, now())
+            revoke_key_for(session, ctx, tenant_get(session, ApiKey, key_id, ctx), now())
 
 
 def _active_key(session, key_id: str, ctx) -> ApiKey:
-    key = tenant_get(session, ApiKey, key_id, ctx)
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now()):
-        raise ApiError("not_found")
-    return key
+    return active_key(tenant_get(session, ApiKey, key_id, ctx), now())

@@ -5,9 +5,8 @@ from flask.views import MethodView
 from app.api.admin import blp
 from app.api.helpers import now, transaction
 from app.api.security import current_context, requires
-from app.models import OrganizationSettings
 from app.schemas.admin import SettingsSchema
-from app.services import audit
+from app.services.orgs import update_settings
 
 
 @blp.route("/settings")
@@ -30,16 +29,6 @@ class Settings(MethodView):
         Send any subset of the fields; the answer is the whole settings object. A test key never
         changes live settings.
         """
-        ctx = current_context()
-        schema = SettingsSchema()
         with transaction() as session:
-            settings = session.get(OrganizationSettings, (ctx.organization_id, ctx.mode),
-                                   with_for_update=True)  # the audit's "old" is the value replaced
-            before = schema.dump(settings)
-            for name, value in data.items():
-                setattr(settings, name, value)
-            changed = audit.changes(before, schema.dump(settings))
-            if changed:
-                audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "settings.updated",
-                             ("settings", ctx.organization_id), {"changes": changed}, now())
-        return settings
+            after = update_settings(session, current_context(), data, now())
+        return after
