@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.clock import Clock
     from app.config import Settings
     from app.cors import register_cors
+    from app.dashboard import init_dashboard
     from app.db import Database
     from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
@@ -88,6 +89,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["oauth"] = build_oauth_server(app)
     if settings.docs_enabled:
         app.register_blueprint(swagger_assets_blueprint())
+    init_dashboard(app)
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)

@@ -3,6 +3,7 @@
 from app.models.audit import AuditChain, AuditEvent
 from app.models.base import new_id
 from app.models.consumer import AuthSession, Consumer
+from app.models.dashboard import DashboardSession
 from app.models.experience import Experience
 from app.models.external import ExchangeCode, ExternalIdentity
 from app.models.organization import ApiKey, Organization, OrganizationSettings
@@ -11,6 +12,7 @@ from app.models.queue import Queue, QueueEntry
 from app.models.signing_key import SigningKey
 from app.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookSubscription
 
-__all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "ExchangeCode",
-           "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue", "QueueEntry",
-           "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription", "new_id"]
+__all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "DashboardSession",
+           "ExchangeCode", "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue",
+           "QueueEntry", "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription",
+           "new_id"]

@@ -1,0 +1,46 @@
+"""The admin dashboard (`GET /dashboard`): server-rendered pages over the admin API's services.
+
+Every rule lives in `app.services` and `CallerResolver`; the views here only translate forms
+into those calls and their answers (including `ApiError`s and marshmallow messages) into HTML.
+
+- Session: Flask's signed cookie carries only a random token (`HttpOnly`, `SameSite=Strict`,
+  `Secure` when `ISSUER` is https, path `/dashboard`); the server-side row (`DashboardSession`)
+  refers to the key by id, and the key row is re-checked on every page.
+- CSRF: Flask-WTF's `CSRFProtect`, checked by this blueprint only (`WTF_CSRF_CHECK_DEFAULT` is
+  off), so the JSON API, which takes no cookies, is unaffected.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from app.security.keys import keyed_hash
+from app.services.dashboard import IDLE_EXPIRY, DashboardSessions
+
+COOKIE_NAME = "usher_dashboard"
+
+
+def init_dashboard(app: Flask) -> None:
+    """Configure the cookie and CSRF, build the session store, register the blueprint."""
+    from app.dashboard.views import bp
+
+    usher = app.extensions["usher"]
+    settings = usher.settings
+    if not app.config.get("SECRET_KEY"):  # signs the cookie; derived, so every worker agrees
+        app.config["SECRET_KEY"] = keyed_hash(settings.app_secret, "flask-session-cookie")
+    app.config.update(
+        SESSION_COOKIE_NAME=COOKIE_NAME,
+        SESSION_COOKIE_PATH="/dashboard",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=IDLE_EXPIRY,
+        WTF_CSRF_CHECK_DEFAULT=False,  # this blueprint checks its own forms (see views._guard)
+        WTF_CSRF_TIME_LIMIT=int(IDLE_EXPIRY / timedelta(seconds=1)),
+    )
+    CSRFProtect(app)  # kept by Flask-WTF in app.extensions["csrf"]
+    app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock)
+    app.register_blueprint(bp)

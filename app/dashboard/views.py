@@ -1,0 +1,438 @@
+"""The dashboard's pages. Each view reads the form, calls the service the admin API calls, and
+renders the answer; an `ApiError` or a marshmallow `ValidationError` becomes an inline message
+with the API's own text."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import wraps
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError
+from marshmallow import ValidationError, fields
+
+from app.api.admin.audit import AuditEventArgs
+from app.api.helpers import ID_SHAPE, app_secret, db_session, now, tenant_get, transaction
+from app.api.security import check_scope
+from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
+from app.models import ApiKey, AuthSession, Consumer
+from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
+from app.schemas.auth import OutboxArgs
+from app.schemas.consumers import ConsumerListArgs
+from app.security.callers import RequestContext
+from app.security.keys import parse_key
+from app.security.scopes import SCOPES, has_scope, key_scopes
+from app.services import audit
+from app.services.consumers import (
+    consumer_query,
+    consumer_sessions,
+    consumer_views,
+    end_consumer_sessions,
+    end_session,
+)
+from app.services.orgs import (
+    create_key_for,
+    live_keys_query,
+    revoke_key_for,
+    roll_key_for,
+    update_settings,
+)
+from app.services.outbox import outbox_messages
+from app.services.paging import page
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+PUBLIC = {"dashboard.sign_in", "dashboard.static"}
+SIGN_IN_TYPES = ("secret", "restricted")  # key types that may sign in
+
+
+@dataclass(frozen=True)
+class Page:
+    """A navigation entry; `scope` is the one the admin API asks for the same data."""
+
+    endpoint: str
+    label: str
+    scope: str
+    test_only: bool = False
+
+
+PAGES = (Page("dashboard.keys", "API keys", "keys:write"), Page("dashboard.settings", "Settings", "settings:write"),
+         Page("dashboard.consumers", "Consumers", "consumers:read"),
+         Page("dashboard.audit_log", "Audit log", "audit:read"),
+         Page("dashboard.outbox", "Test outbox", "consumers:read", test_only=True))
+
+
+def _usher():
+    return current_app.extensions["usher"]
+
+
+def _sessions():
+    return current_app.extensions["dashboard"]
+
+
+def ctx() -> RequestContext:
+    return g.usher_ctx
+
+
+def visible_pages(caller: RequestContext) -> list[Page]:
+    """The pages this key reaches: its scopes allow them (and test mode, for the outbox)."""
+    return [p for p in PAGES if has_scope(caller, p.scope) and not (p.test_only and caller.mode != "test")]
+
+
+def requires_scope(scope: str):
+    """The view needs `scope`, checked by the admin API's own `check_scope` (403 otherwise)."""
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            check_scope(ctx(), scope)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+# -- every request ----------------------------------------------------------------------------
+@bp.before_request
+def _guard():
+    """CSRF on every POST (400 without the token), then the session: its row, and its key
+    through `CallerResolver.resolve_key_id` (revoked or expired: the session ends now)."""
+    current_app.extensions["csrf"].protect()
+    if request.endpoint in PUBLIC:
+        return None
+    token = session.get("token")
+    key_id = _sessions().key_of(_usher().reader(), token) if token else None
+    caller = _usher().callers.resolve_key_id(_usher().reader(), key_id) if key_id else None
+    if caller is None:
+        if token:
+            _sessions().end(token)
+            flash("Your session has ended. Sign in again.", "info")
+        session.pop("token", None)
+        return redirect(url_for("dashboard.sign_in"), 303)
+    session.permanent = True
+    g.usher_ctx = caller
+    return None
+
+
+@bp.after_request
+def _headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.endpoint != "dashboard.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_template_filter("when")
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+@bp.context_processor
+def _nav():
+    caller = g.get("usher_ctx")
+    return {"caller": caller, "pages": visible_pages(caller) if caller else []}
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(error: CSRFError):
+    return render_template("dashboard/error.html", title="Form refused",
+                           message="This form was not sent from this dashboard, or it has expired. "
+                                   "Reload the page and try again."), 400
+
+
+def _describe(error: ApiError) -> str:
+    """The API's message, and the scopes an `insufficient_scope` names."""
+    message = error.message or CATALOGUE[error.error].description
+    if error.details and error.details.get("required"):
+        message += " Needed: " + ", ".join(error.details["required"]) + "."
+    return message
+
+
+@bp.errorhandler(ApiError)
+def _api_error(error: ApiError):
+    return render_template("dashboard/error.html", title=f"{error.status} {error.error}",
+                           message=_describe(error)), error.status
+
+
+def _fail(error: ApiError) -> None:
+    flash(_describe(error), "error")
+
+
+def _messages(error: ValidationError) -> dict:
+    """marshmallow's messages by field (data key), as the API's `details` carries them."""
+    return error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+
+
+# -- sign-in and out --------------------------------------------------------------------------
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    """Sign in with a secret key. The value is resolved like a bearer key on the admin API and
+    then forgotten: the session refers to the key's id."""
+    error = None
+    if request.method == "POST":
+        value = request.form.get("key", "").strip()
+        parsed = parse_key(value)
+        caller = None
+        if parsed is not None and parsed[0] in SIGN_IN_TYPES:
+            caller = _usher().callers.resolve_key(_usher().reader(), value, parsed[0])
+        if caller is not None:
+            session.clear()  # a new session id and a new CSRF secret after sign-in
+            session["token"] = _sessions().start(caller.key_id)
+            session.permanent = True
+            pages = visible_pages(caller)
+            return redirect(url_for(pages[0].endpoint if pages else "dashboard.home"), 303)
+        if parsed is not None and parsed[0] == "publishable":
+            error = f"{SECRET_KEY_REQUIRED}: a publishable key cannot sign in."
+        else:
+            error = f"{AUTHENTICATION_REQUIRED}: this key is unknown, expired or revoked."
+    return render_template("dashboard/sign_in.html", error=error), 400 if error else 200
+
+
+@bp.route("/sign-out", methods=["POST"])
+def sign_out():
+    _sessions().end(session.pop("token"))
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("dashboard.sign_in"), 303)
+
+
+@bp.route("")
+@bp.route("/")
+def home():
+    """The first page this key reaches; a key that reaches none is told so."""
+    pages = visible_pages(ctx())
+    if pages:
+        return redirect(url_for(pages[0].endpoint), 303)
+    return render_template("dashboard/error.html", title="Nothing to show",
+                           message="This key's scopes reach no dashboard page: "
+                                   + ", ".join(sorted(ctx().scopes)) + "."), 200
+
+
+# -- API keys ---------------------------------------------------------------------------------
+@bp.route("/keys")
+@requires_scope("keys:write")
+def keys():
+    reveal = _sessions().take_reveal(session["token"])
+    rows = [{"key": key, "scopes": sorted(key_scopes(key.type, key.scopes))}
+            for key in db_session().scalars(live_keys_query(ctx().organization_id, ctx().mode, now()))]
+    return render_template("dashboard/keys.html", keys=rows, reveal=reveal, roll_errors=g.get("roll_errors", {}),
+                           scopes=SCOPES, create_errors=g.get("create_errors", {}))
+
+
+def _hold(key_id: str, value: str) -> None:
+    """Keep the new value for the next page only (see `DashboardSessions.hold_reveal`)."""
+    _sessions().hold_reveal(session["token"], key_id, value)
+
+
+@bp.route("/keys", methods=["POST"])
+@requires_scope("keys:write")
+def create_key_view():
+    form = {"type": request.form.get("type", "")}
+    if request.form.getlist("scopes"):
+        form["scopes"] = request.form.getlist("scopes")
+    try:
+        data = KeyCreate().load(form)
+    except ValidationError as error:
+        g.create_errors = _messages(error)
+        return keys(), 400
+    try:
+        with transaction() as db:
+            key, value = create_key_for(db, app_secret(), ctx(), data["type"], data.get("scopes"), now())
+            key_id = key.id
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        _fail(error)  # insufficient_scope: a key gives away only scopes it holds
+        return redirect(url_for("dashboard.keys"), 303)
+    _hold(key_id, value)
+    flash(f"Created a {data['type']} key.", "info")
+    return redirect(url_for("dashboard.keys"), 303)
+
+
+@bp.route("/keys/<key_id>/roll", methods=["POST"])
+@requires_scope("keys:write")
+def roll_key_view(key_id: str):
+    try:
+        data = KeyRoll().load({"expiresIn": request.form.get("expiresIn", "")})
+    except ValidationError as error:
+        g.roll_errors = {key_id: _messages(error)}
+        return keys(), 400
+    try:
+        with transaction() as db:
+            old = tenant_get(db, ApiKey, key_id, ctx())
+            key, value = roll_key_for(db, app_secret(), ctx(), old, data["expires_in"], now())
+            new_id, old_id, label = key.id, old.id, f"{old.type} key ending in {old.last4}"
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        _fail(error)
+        return redirect(url_for("dashboard.keys"), 303)
+    if old_id == ctx().key_id:  # the session's own key: go on with its successor
+        _sessions().follow_key(session["token"], new_id)
+    _hold(new_id, value)
+    flash(f"Rolled the {label}.", "info")
+    return redirect(url_for("dashboard.keys"), 303)
+
+
+@bp.route("/keys/<key_id>/revoke", methods=["POST"])
+@requires_scope("keys:write")
+def revoke_key_view(key_id: str):
+    try:
+        with transaction() as db:
+            key = tenant_get(db, ApiKey, key_id, ctx())
+            revoke_key_for(db, ctx(), key, now())
+            label = f"{key.type} key ending in {key.last4}"
+    except ApiError as error:
+        if error.status != 409:
+            raise
+        _fail(error)
+    else:
+        flash(f"Revoked the {label}.", "info")
+    return redirect(url_for("dashboard.keys"), 303)
+
+
+# -- Settings ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SettingField:
+    key: str  # the API's name (data key)
+    name: str  # the attribute
+    hint: str
+    is_list: bool  # a list field is a textarea, one entry a line
+
+
+SETTINGS_FIELDS = [SettingField(field.data_key or name, name, field.metadata.get("description", ""),
+                                isinstance(field, fields.List))
+                   for name, field in SettingsSchema().fields.items()]
+SETTINGS_LABELS = {"accessTokenTtl": "Access token lifetime", "refreshTokenTtl": "Refresh token lifetime",
+                   "otpTtl": "Code lifetime", "otpLength": "Code length", "otpCooldown": "Code cooldown",
+                   "otpRequestsPerHour": "Codes per identifier per hour",
+                   "otpRequestsPerIpPerHour": "Code requests per address per hour",
+                   "otpVerifiesPerIpPerHour": "Verify attempts per address per hour",
+                   "allowedOrigins": "Allowed browser origins",
+                   "smsAllowedCountries": "Countries SMS codes may go to (this mode)",
+                   "smsPerHour": "SMS codes per hour (this mode)"}
+
+
+def _flat(messages) -> list[str]:
+    """A field's messages as one list (a list field's are keyed by the entry's index)."""
+    if isinstance(messages, dict):
+        return [m for key in sorted(messages, key=str) for m in _flat(messages[key])]
+    return list(messages)
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@requires_scope("settings:write")
+def settings():
+    """Every setting of the key's mode, validated by `SettingsSchema` as `PATCH /settings` is."""
+    current = ctx().organization  # the settings of the key's mode, read with the key
+    values = {f.key: getattr(current, f.name) for f in SETTINGS_FIELDS}
+    errors: dict = {}
+    if request.method == "POST":
+        submitted = {f.key: ([line.strip() for line in request.form.get(f.key, "").splitlines() if line.strip()]
+                             if f.is_list else request.form.get(f.key, "")) for f in SETTINGS_FIELDS}
+        try:
+            data = SettingsSchema().load(submitted)
+        except ValidationError as error:
+            errors = {key: _flat(messages) for key, messages in _messages(error).items()}
+            values = submitted
+        else:
+            with transaction() as db:
+                update_settings(db, ctx(), data, now())
+            flash("Settings saved.", "info")
+            return redirect(url_for("dashboard.settings"), 303)
+    return render_template("dashboard/settings.html", fields=SETTINGS_FIELDS, labels=SETTINGS_LABELS,
+                           values=values, errors=errors), 400 if errors else 200
+
+
+# -- Consumers --------------------------------------------------------------------------------
+@bp.route("/consumers")
+@requires_scope("consumers:read")
+def consumers():
+    """Search by email, phone or id; without a query, the consumers page by page."""
+    query = request.args.get("q", "").strip()
+    errors: dict = {}
+    result = {"data": [], "has_more": False}
+    db = db_session()
+    if ID_SHAPE.fullmatch(query):
+        with contextlib.suppress(ApiError):  # unknown here: no result, as for an unknown email
+            result["data"] = [tenant_get(db, Consumer, query, ctx())]
+    else:
+        args = {"startingAfter": request.args.get("startingAfter")} if request.args.get("startingAfter") else {}
+        if query:
+            args["email" if "@" in query else "phone"] = query
+        try:
+            args = ConsumerListArgs().load(args)
+        except ValidationError as error:
+            errors = _messages(error)
+        else:
+            select = consumer_query(ctx().organization_id, ctx().mode, args.get("email"), args.get("phone"))
+            result = page(db, select, Consumer.id, args["limit"], args.get("starting_after"))
+    result["data"] = consumer_views(db, result["data"])
+    return render_template("dashboard/consumers.html", query=query, result=result,
+                           errors=errors), 400 if errors else 200
+
+
+@bp.route("/consumers/<consumer_id>")
+@requires_scope("consumers:read")
+def consumer(consumer_id: str):
+    db = db_session()
+    row = tenant_get(db, Consumer, consumer_id, ctx())
+    return render_template("dashboard/consumer.html", consumer=consumer_views(db, [row])[0],
+                           sessions=consumer_sessions(db, row), can_end=has_scope(ctx(), "sessions:write"))
+
+
+@bp.route("/consumers/<consumer_id>/end-sessions", methods=["POST"])
+@requires_scope("sessions:write")
+def end_consumer_sessions_view(consumer_id: str):
+    with transaction() as db:
+        count = end_consumer_sessions(db, ctx(), tenant_get(db, Consumer, consumer_id, ctx()), now())
+    flash(f"Ended {count} session{'s' if count != 1 else ''}.", "info")
+    return redirect(url_for("dashboard.consumer", consumer_id=consumer_id), 303)
+
+
+@bp.route("/sessions/<session_id>/end", methods=["POST"])
+@requires_scope("sessions:write")
+def end_session_view(session_id: str):
+    with transaction() as db:
+        row = tenant_get(db, AuthSession, session_id, ctx())
+        consumer_id = row.consumer_id
+        count = end_session(db, ctx(), row, now())
+    flash("Ended the session." if count else "The session had already ended.", "info")
+    return redirect(url_for("dashboard.consumer", consumer_id=consumer_id), 303)
+
+
+# -- Test outbox ------------------------------------------------------------------------------
+@bp.route("/outbox")
+@requires_scope("consumers:read")
+def outbox():
+    args = OutboxArgs().load({})
+    messages = outbox_messages(db_session(), _usher().senders.capture, ctx().organization_id, ctx().mode,
+                               args["limit"])
+    return render_template("dashboard/outbox.html", messages=messages)
+
+
+
+# -- Audit log --------------------------------------------------------------------------------
+@bp.route("/audit")
+@requires_scope("audit:read")
+def audit_log():
+    """The audit events of the tenant, newest first, filtered by type, page by page (the
+    `GET /audit-events` query, validated by its schema)."""
+    args = {name: request.args[name] for name in ("type", "startingAfter") if request.args.get(name)}
+    errors: dict = {}
+    result = {"data": [], "has_more": False}
+    try:
+        loaded = AuditEventArgs().load(args)
+    except ValidationError as error:
+        errors = _messages(error)
+    else:
+        result = audit.list_events(db_session(), ctx().organization_id, ctx().mode, loaded["limit"],
+                                   loaded.get("starting_after"), loaded.get("type"))
+    return render_template("dashboard/audit.html", result=result, event_type=args.get("type", ""),
+                           errors=errors), 400 if errors else 200

@@ -1,0 +1,442 @@
+"""The dashboard over HTTP (Flask test client): sign-in, the session and its ends, CSRF, the
+headers, and each page calling the admin API's rules. The browser flows are in
+tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from app.models import DashboardSession
+from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
+from app.services.orgs import SELF_REVOKE
+from tests.helpers import publishable, secret
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
+
+
+class Dashboard:
+    """A browser-like client of the dashboard: keeps the cookie, reads the CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = None
+
+    def get(self, path: str):
+        response = self.client.get(path)
+        match = CSRF.search(response.text)
+        if match:
+            self.token = match.group(1)
+        return response
+
+    def post(self, path: str, data: dict | None = None, csrf: bool = True):
+        if self.token is None:
+            self.get("/dashboard/sign-in")
+        return self.client.post(path, data={**(data or {}), **({"csrf_token": self.token} if csrf else {})})
+
+    def sign_in(self, key: str):
+        self.get("/dashboard/sign-in")
+        response = self.post("/dashboard/sign-in", {"key": key})
+        assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys", response.text
+        self.get("/dashboard/keys")
+        return response
+
+
+def signed_out(response) -> bool:
+    return response.status_code == 303 and response.headers["Location"] == "/dashboard/sign-in"
+
+
+@pytest.fixture
+def dash(app):
+    return Dashboard(app.test_client())
+
+
+def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
+    response = dash.get("/dashboard/sign-in")
+    assert response.status_code == 200
+    assert '<label for="key">Secret key</label>' in response.text
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    # Every asset is the app's own.
+    assets = re.findall(r'(?:src|href)="([^"#]+)"', response.text)
+    assert assets and all(url.startswith("/dashboard/") for url in assets), assets
+    script = dash.client.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200 and "data-copy-target" in script.text
+    script.close()
+
+
+def test_pages_redirect_to_sign_in_without_a_session(dash):
+    for path in ("/dashboard", "/dashboard/keys", "/dashboard/settings", "/dashboard/consumers", "/dashboard/outbox"):
+        assert signed_out(dash.client.get(path)), path
+
+
+def test_sign_in_keeps_only_the_key_id_and_sets_a_strict_cookie(app, dash, org):
+    value = org["keys"]["test"]["secretKey"]
+    response = dash.sign_in(value)
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("usher_dashboard=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
+    assert "Secure" not in cookie  # ISSUER is http here; see the https test
+    # The key value is in no cookie, no page and no row after sign-in.
+    assert value not in cookie and value[-12:] not in cookie
+    for path in ("/dashboard/keys", "/dashboard/settings", "/dashboard/consumers", "/dashboard/outbox"):
+        page = dash.get(path)
+        assert page.status_code == 200, path
+        assert value not in page.text
+    keys = dash.client.get("/api/v1/keys", headers=secret(value)).json["data"]
+    own = next(k for k in keys if k["type"] == "secret")
+    with app.extensions["usher"].db.transaction() as session:
+        rows = session.scalars(select(DashboardSession).where(DashboardSession.key_id == own["id"])).all()
+        assert len(rows) == 1
+        assert value not in repr(rows[0].__dict__) and rows[0].reveal is None
+
+
+def test_cookie_is_secure_when_the_issuer_is_https(app_config, org):
+    https_app = create_app({**app_config, "ISSUER": "https://usher.example"})
+    try:
+        client = https_app.test_client()
+        page = client.get("/dashboard/sign-in", base_url="https://usher.example")
+        token = CSRF.search(page.text).group(1)
+        response = client.post("/dashboard/sign-in", base_url="https://usher.example",
+                               headers={"Referer": "https://usher.example/dashboard/sign-in"},
+                               data={"key": org["keys"]["test"]["secretKey"], "csrf_token": token})
+        assert response.status_code == 303
+        assert "Secure" in response.headers["Set-Cookie"]
+    finally:
+        https_app.extensions["usher"].db.dispose()
+
+
+def test_wrong_keys_do_not_sign_in(dash, org):
+    dash.get("/dashboard/sign-in")
+    publishable_key = dash.post("/dashboard/sign-in", {"key": org["keys"]["test"]["publishableKey"]})
+    assert publishable_key.status_code == 400 and "Secret key required" in publishable_key.text
+    unknown = dash.post("/dashboard/sign-in", {"key": "sk_test_" + "A" * 40})
+    assert unknown.status_code == 400 and "Authentication required" in unknown.text
+    assert 'aria-invalid="true"' in unknown.text
+    assert signed_out(dash.client.get("/dashboard/keys"))
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(dash, client, org):
+    keys = org["keys"]["test"]
+    refused = dash.post("/dashboard/sign-in", {"key": keys["secretKey"]}, csrf=False)
+    assert refused.status_code == 400 and "set-cookie" not in {h.lower() for h in refused.headers if "token" in h}
+    assert signed_out(dash.client.get("/dashboard/keys"))
+    dash.sign_in(keys["secretKey"])
+    before = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    for path, data in (("/dashboard/settings", {**before, "accessTokenTtl": "120"}),
+                       ("/dashboard/keys", {"type": "secret"}),
+                       ("/dashboard/sign-out", {})):
+        refused = dash.post(path, data, csrf=False)
+        assert refused.status_code == 400, path
+        assert "Form refused" in refused.text
+        assert refused.headers["Content-Security-Policy"].endswith("base-uri 'none'")
+        wrong = dash.client.post(path, data={**data, "csrf_token": "forged"})
+        assert wrong.status_code == 400, path
+    assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == before
+    assert len(client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]) == 2
+    assert dash.get("/dashboard/keys").status_code == 200  # still signed in
+
+
+def test_the_json_api_takes_no_csrf_token(client, org):
+    """CSRF is the dashboard's: the admin API (no cookies) works as before."""
+    created = client.post("/api/v1/keys", json={"type": "secret"}, headers=secret(org["keys"]["test"]["secretKey"]))
+    assert created.status_code == 201
+    assert "Set-Cookie" not in created.headers
+
+
+def test_session_ends_when_its_key_is_revoked(dash, client, org):
+    keys = org["keys"]["test"]
+    other = client.post("/api/v1/keys", json={"type": "secret"}, headers=secret(keys["secretKey"])).json
+    dash.sign_in(other["key"])
+    assert client.delete(f"/api/v1/keys/{other['id']}", headers=secret(keys["secretKey"])).status_code == 204
+    assert signed_out(dash.client.get("/dashboard/settings"))
+    page = dash.get("/dashboard/sign-in")
+    assert "Your session has ended" in page.text
+    assert signed_out(dash.client.get("/dashboard/keys"))
+
+
+def test_session_ends_when_its_key_expires_and_after_8_idle_hours(app, dash, client, org):
+    keys = org["keys"]["test"]
+    clock = app.extensions["usher"].clock
+    other = client.post("/api/v1/keys", json={"type": "secret"}, headers=secret(keys["secretKey"])).json
+    rolled = client.post(f"/api/v1/keys/{other['id']}/roll", json={"expiresIn": 600},
+                         headers=secret(keys["secretKey"])).json
+    dash.sign_in(other["key"])
+    try:
+        clock.advance(599)
+        assert dash.get("/dashboard/keys").status_code == 200
+        clock.advance(2)
+        assert signed_out(dash.client.get("/dashboard/keys"))
+    finally:
+        clock.advance(-601)
+
+    fresh = Dashboard(app.test_client())
+    fresh.sign_in(rolled["key"])
+    try:
+        clock.advance(7 * 3600)
+        assert fresh.get("/dashboard/keys").status_code == 200  # used: the 8 h start again
+        clock.advance(7 * 3600)
+        assert fresh.get("/dashboard/keys").status_code == 200
+        clock.advance(8 * 3600)
+        assert signed_out(fresh.client.get("/dashboard/keys"))
+    finally:
+        clock.advance(-22 * 3600)
+
+
+def test_sign_out_ends_the_server_side_session(app, dash, org):
+    dash.sign_in(org["keys"]["test"]["secretKey"])
+    stolen = dash.client.get_cookie("usher_dashboard", path="/dashboard").value
+    response = dash.post("/dashboard/sign-out")
+    assert signed_out(response)
+    assert signed_out(dash.client.get("/dashboard/keys"))
+    replay = app.test_client()
+    replay.set_cookie("usher_dashboard", stolen, path="/dashboard")
+    assert signed_out(replay.get("/dashboard/keys"))  # the old cookie names no session any more
+
+
+def test_roll_shows_the_new_value_once_and_it_works(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    pk = next(k for k in listed if k["type"] == "publishable")
+    response = dash.post(f"/dashboard/keys/{pk['id']}/roll", {"expiresIn": "3600"})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys"
+    page = dash.get("/dashboard/keys")
+    value = NEW_VALUE.search(page.text).group(1)
+    assert value.startswith("pk_test_") and "shown this once" in page.text
+    again = dash.get("/dashboard/keys")
+    assert value not in again.text and "new-key-value" not in again.text
+    # The new value works, the old one until its expiry (as through the API's roll).
+    assert client.post("/api/v1/auth/guest", headers=publishable(value)).status_code == 201
+    old = client.get(f"/api/v1/keys/{pk['id']}", headers=secret(keys["secretKey"])).json
+    assert old["expiresAt"] is not None
+
+
+def test_roll_is_validated_by_the_api_schema(dash, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    key_id = re.search(r'/dashboard/keys/(key_[0-9A-Z]+)/roll', dash.get("/dashboard/keys").text).group(1)
+    response = dash.post(f"/dashboard/keys/{key_id}/roll", {"expiresIn": "99999999"})
+    assert response.status_code == 400
+    assert "Must be greater than or equal to 0 and less than or equal to 2592000." in response.text
+
+
+def test_rolling_the_signed_in_key_now_keeps_the_session_on_its_successor(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    own = next(k for k in client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+               if k["type"] == "secret")
+    assert dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0"}).status_code == 303
+    page = dash.get("/dashboard/keys")
+    assert page.status_code == 200
+    value = NEW_VALUE.search(page.text).group(1)
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_create_and_revoke_keys_with_the_api_rules(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    assert dash.post("/dashboard/keys", {"type": "secret"}).status_code == 303
+    value = NEW_VALUE.search(dash.get("/dashboard/keys").text).group(1)
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+    bad = dash.post("/dashboard/keys", {"type": "root"})
+    assert bad.status_code == 400
+    assert ('<p class="field-error" id="new-key-type-error">Must be one of: publishable, secret, restricted.</p>'
+            in bad.text)
+    no_scopes = dash.post("/dashboard/keys", {"type": "restricted"})
+    assert no_scopes.status_code == 400 and "A restricted key needs its scopes." in no_scopes.text
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    own = next(k for k in listed if k["type"] == "secret" and keys["secretKey"].endswith(k["last4"]))
+    new = next(k for k in listed if value.endswith(k["last4"]))
+    assert dash.post(f"/dashboard/keys/{new['id']}/revoke").status_code == 303
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 401
+    assert dash.post(f"/dashboard/keys/{own['id']}/revoke").status_code == 303
+    assert SELF_REVOKE in dash.get("/dashboard/keys").text
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 200
+
+
+def test_another_tenants_ids_are_not_found(dash, client, org, actions):
+    other = actions.create_org("Other")["keys"]["test"]
+    foreign = client.get("/api/v1/keys", headers=secret(other["secretKey"])).json["data"][0]
+    dash.sign_in(org["keys"]["test"]["secretKey"])
+    response = dash.post(f"/dashboard/keys/{foreign['id']}/revoke")
+    assert response.status_code == 404 and "not_found" in response.text
+    assert client.get("/api/v1/keys", headers=secret(other["secretKey"])).status_code == 200
+    assert dash.get("/dashboard/consumers/cons_01HXYZ123456789ABCDEFGHJK").status_code == 404
+
+
+def test_settings_are_validated_with_the_api_messages_and_saved(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    form = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    api = client.patch("/api/v1/settings", json={"accessTokenTtl": 0}, headers=secret(keys["secretKey"]))
+    message = api.json["details"]["accessTokenTtl"][0]
+    response = dash.post("/dashboard/settings", {**form, "accessTokenTtl": "0"})
+    assert response.status_code == 400
+    assert f'<p class="field-error" id="accessTokenTtl-error">{message}</p>' in response.text
+    assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == form
+    saved = dash.post("/dashboard/settings", {**form, "accessTokenTtl": "900", "otpLength": "8"})
+    assert saved.status_code == 303
+    assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == {
+        **form, "accessTokenTtl": 900, "otpLength": 8}
+
+
+def test_consumers_search_and_ending_sessions(dash, client, tenant, org):
+    first, second = tenant.guest(), tenant.guest()
+    dash.sign_in(org["keys"]["test"]["secretKey"])
+    consumer_id = first["session"]["consumerId"]
+    listed = dash.get("/dashboard/consumers")
+    assert consumer_id in listed.text
+    found = dash.get(f"/dashboard/consumers?q={consumer_id}")
+    assert found.text.count('href="/dashboard/consumers/') == 1 and consumer_id in found.text
+    assert dash.get("/dashboard/consumers?q=nobody@example.com").text.count('href="/dashboard/consumers/') == 0
+    too_long = dash.get("/dashboard/consumers?q=" + "1" * 25)
+    assert too_long.status_code == 400 and "Length must be between 1 and 20." in too_long.text
+    detail = dash.get(f"/dashboard/consumers/{consumer_id}")
+    assert detail.status_code == 200 and "End all sessions" in detail.text
+    ended = dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions")
+    assert ended.status_code == 303
+    assert "Ended 1 session." in dash.get(f"/dashboard/consumers/{consumer_id}").text
+    assert tenant.refresh(first["refreshToken"]).status_code == 401
+    assert tenant.refresh(second["refreshToken"]).status_code == 200  # another consumer: untouched
+    # One session at a time, from the other consumer's page.
+    other_id, other_session = second["session"]["consumerId"], second["session"]["sessionId"]
+    assert other_session in dash.get(f"/dashboard/consumers/{other_id}").text
+    ended_one = dash.post(f"/dashboard/sessions/{other_session}/end")
+    assert ended_one.headers["Location"] == f"/dashboard/consumers/{other_id}"
+    assert "Ended the session." in dash.get(f"/dashboard/consumers/{other_id}").text
+    sessions = client.get(f"/api/v1/consumers/{other_id}/sessions", headers=secret(org["keys"]["test"]["secretKey"]))
+    assert [s["revokedReason"] for s in sessions.json["data"]] == ["admin"]
+
+
+def test_outbox_is_test_mode_only(dash, org):
+    dash.sign_in(org["keys"]["live"]["secretKey"])
+    keys_page = dash.get("/dashboard/keys")
+    assert "Test outbox" not in keys_page.text and "live mode" in keys_page.text
+    response = dash.get("/dashboard/outbox")
+    assert response.status_code == 403 and "only in test mode" in response.text
+
+
+def restricted_key(client, secret_key: str, *scopes: str) -> dict:
+    created = client.post("/api/v1/keys", json={"type": "restricted", "scopes": list(scopes)},
+                          headers=secret(secret_key))
+    assert created.status_code == 201, created.json
+    return created.json
+
+
+def test_a_restricted_key_sees_and_reaches_only_its_scopes(dash, client, org):
+    keys = org["keys"]["test"]
+    reader = restricted_key(client, keys["secretKey"], "experiences:read")
+    dash.get("/dashboard/sign-in")
+    signed_in = dash.post("/dashboard/sign-in", {"key": reader["key"]})
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/dashboard/"
+    home = dash.get("/dashboard/")
+    assert "reach no dashboard page: experiences:read." in home.text
+    for label in ("API keys", "Settings", "Consumers", "Audit log", "Test outbox"):
+        assert f">{label}</a>" not in home.text
+    for path in ("/dashboard/settings", "/dashboard/keys", "/dashboard/consumers", "/dashboard/audit",
+                 "/dashboard/outbox"):
+        refused = dash.get(path)
+        assert refused.status_code == 403, path
+        assert "insufficient_scope" in refused.text
+    before = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    assert dash.post("/dashboard/settings", {**before, "accessTokenTtl": "60"}).status_code == 403
+    assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == before
+
+
+def test_a_restricted_key_gives_away_no_scope_it_lacks(dash, client, org):
+    keys = org["keys"]["test"]
+    operator = restricted_key(client, keys["secretKey"], "keys:write", "consumers:read")
+    dash.sign_in(operator["key"])
+    page = dash.get("/dashboard/keys")
+    nav = page.text[page.text.index('<nav'):page.text.index('</nav>')]
+    assert ">API keys</a>" in nav and ">Consumers</a>" in nav and ">Test outbox</a>" in nav
+    assert ">Settings</a>" not in nav and ">Audit log</a>" not in nav
+    refused = dash.post("/dashboard/keys", {"type": "restricted", "scopes": ["settings:write"]})
+    assert refused.status_code == 303
+    assert "Needed: settings:write." in dash.get("/dashboard/keys").text
+    secret_refused = dash.post("/dashboard/keys", {"type": "secret"})
+    assert secret_refused.status_code == 303
+    assert "This key does not have the scope this needs. Needed: audit:read," in dash.get("/dashboard/keys").text
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    assert [k["type"] for k in listed].count("restricted") == 1 and len(listed) == 3
+    assert dash.post("/dashboard/keys", {"type": "restricted", "scopes": ["consumers:read"]}).status_code == 303
+    value = NEW_VALUE.search(dash.get("/dashboard/keys").text).group(1)
+    assert value.startswith("rk_test_")
+    assert client.get("/api/v1/consumers", headers=secret(value)).status_code == 200
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 403
+    # The consumer page shows sessions but no buttons to end them without sessions:write.
+    consumer_id = client.post("/api/v1/auth/guest", headers=publishable(keys["publishableKey"])).json[
+        "session"]["consumerId"]
+    detail = dash.get(f"/dashboard/consumers/{consumer_id}")
+    assert detail.status_code == 200 and "End all sessions" not in detail.text
+    assert dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions").status_code == 403
+
+
+def test_dashboard_changes_are_audit_events_with_the_key_as_actor(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    own = next(k for k in client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+               if k["type"] == "secret")
+    pk = next(k for k in client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+              if k["type"] == "publishable")
+    form = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    assert dash.post("/dashboard/settings", {**form, "otpTtl": "120"}).status_code == 303
+    assert dash.post(f"/dashboard/keys/{pk['id']}/roll", {"expiresIn": "0"}).status_code == 303
+    guest = client.post("/api/v1/auth/guest", headers=publishable(NEW_VALUE.search(
+        dash.get("/dashboard/keys").text).group(1))).json
+    assert dash.post(f"/dashboard/consumers/{guest['session']['consumerId']}/end-sessions").status_code == 303
+    events = client.get("/api/v1/audit-events", headers=secret(keys["secretKey"])).json["data"]
+    assert [e["type"] for e in events] == ["consumer.sessions_revoked", "key.rolled", "settings.updated"]
+    assert all(e["actor"] == {"type": "key", "id": own["id"]} for e in events)
+    assert events[2]["details"] == {"changes": {"otpTtl": {"old": form["otpTtl"], "new": 120}}}
+    # The Audit log page shows them, filtered by type and page by page.
+    page = dash.get("/dashboard/audit")
+    assert page.status_code == 200
+    table = page.text[page.text.index("<tbody>"):]
+    assert table.index("consumer.sessions_revoked") < table.index("key.rolled") < table.index("settings.updated")
+    assert table.count(f'<span class="mono">{own["id"]}</span> <span class="tag">you</span>') == 3
+    assert "otpTtl</span>: 300 → 120" in page.text
+    filtered = dash.get("/dashboard/audit?type=key.rolled")
+    rows = filtered.text[filtered.text.index("<tbody>"):]
+    assert "key.rolled" in rows and "settings.updated" not in rows and "consumer.sessions_revoked" not in rows
+    assert dash.get("/dashboard/audit?type=" + "x" * 80).status_code == 400
+
+
+def test_audit_log_pages_through_older_events(dash, client, org):
+    keys = org["keys"]["test"]
+    for ttl in range(901, 926):  # 25 events through the API
+        assert client.patch("/api/v1/settings", json={"accessTokenTtl": ttl},
+                            headers=secret(keys["secretKey"])).status_code == 200
+    dash.sign_in(keys["secretKey"])
+    first = dash.get("/dashboard/audit")
+    assert first.text.count("accessTokenTtl</span>:") == 20
+    assert "925</div>" in first.text and "905</div>" not in first.text
+    older = re.search(r'href="(/dashboard/audit\?startingAfter=evt_[0-9A-Z]+)">Older events', first.text).group(1)
+    second = dash.get(older)
+    assert second.text.count("accessTokenTtl</span>:") == 5
+    assert "905</div>" in second.text and "Older events" not in second.text
+
+
+def test_list_settings_are_one_entry_a_line_and_per_mode_settings_stay_in_their_mode(dash, client, org):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    form = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    fields = {k: ("\n".join(v) if isinstance(v, list) else v) for k, v in form.items()}
+    saved = dash.post("/dashboard/settings", {**fields, "smsAllowedCountries": "FR\n\nDE\n", "smsPerHour": "50"})
+    assert saved.status_code == 303, saved.text
+    test_settings = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    assert test_settings["smsAllowedCountries"] == ["FR", "DE"] and test_settings["smsPerHour"] == 50
+    live = client.get("/api/v1/settings", headers=secret(org["keys"]["live"]["secretKey"])).json
+    assert live["smsAllowedCountries"] != ["FR", "DE"]  # a test key never changes live SMS settings
+    page = dash.get("/dashboard/settings")
+    assert '<textarea id="smsAllowedCountries"' in page.text and "FR\nDE</textarea>" in page.text
+    bad = dash.post("/dashboard/settings", {**fields, "smsAllowedCountries": "FRA"})
+    assert bad.status_code == 400 and 'id="smsAllowedCountries-error"' in bad.text
