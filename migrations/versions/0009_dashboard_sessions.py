@@ -1,7 +1,7 @@
 """dashboard sessions: a signed-in browser refers to its key by id (never by value)
 
 Revision ID: 0009_dashboard_sessions
-Revises: 0008_audit_restricted_keys
+Revises: 0006_webhooks_outbox
 Create Date: 2026-11-30
 """
 
