@@ -49,7 +49,9 @@ def next_revision_id(config: Config) -> str:
 def create_revision(url: str, message: str, autogenerate: bool, rev_id: str | None = None) -> Path:
     """Write a revision into migrations/versions/; with `autogenerate`, the operations that take the
     database at `url` (which must be at the head) to the models' metadata."""
-    from app.db import Base  # the models' metadata: the only app code a migration run ever sees
+    from app.db import (
+        Base,  # the models' metadata: the only app code a migration run ever sees
+    )
 
     config = alembic_config(url)
     if autogenerate:

@@ -9,12 +9,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFError
 from marshmallow import ValidationError, fields
 
 from app.api.admin.audit import AuditEventArgs
-from app.api.helpers import ID_SHAPE, app_secret, db_session, now, tenant_get, transaction
+from app.api.helpers import (
+    ID_SHAPE,
+    app_secret,
+    db_session,
+    now,
+    tenant_get,
+    transaction,
+)
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Consumer

@@ -10,7 +10,12 @@ from app.models.organization import ApiKey, Organization, OrganizationSettings
 from app.models.otp import CapturedMessage, OtpCode
 from app.models.queue import Queue, QueueEntry
 from app.models.signing_key import SigningKey
-from app.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookSubscription
+from app.models.webhook import (
+           WebhookDelivery,
+           WebhookEndpoint,
+           WebhookEvent,
+           WebhookSubscription,
+)
 
 __all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "DashboardSession",
            "ExchangeCode", "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue",

@@ -9,7 +9,13 @@ from app.models import ApiKey
 from app.openapi import ErrorSchema
 from app.schemas.admin import KeyCreate, KeyCreated, KeyList, KeyOut, KeyRoll
 from app.security.scopes import key_scopes
-from app.services.orgs import active_key, create_key_for, live_keys_query, revoke_key_for, roll_key_for
+from app.services.orgs import (
+    active_key,
+    create_key_for,
+    live_keys_query,
+    revoke_key_for,
+    roll_key_for,
+)
 
 
 def key_view(key: ApiKey, value: str | None = None) -> dict:

@@ -25,7 +25,13 @@ from app.schemas.webhooks import (
 from app.services import audit
 from app.services.events import events_of
 from app.services.paging import page
-from app.services.webhooks import UrlRefused, create_endpoint, delete_endpoint, resolve, rotate_secret
+from app.services.webhooks import (
+    UrlRefused,
+    create_endpoint,
+    delete_endpoint,
+    resolve,
+    rotate_secret,
+)
 
 NO_STORE = {"Cache-Control": "no-store"}
 
