@@ -71,6 +71,9 @@ class Settings:
     token_leeway_seconds: int = 30
     refresh_grace_seconds: int = 10
     keyring_cache_seconds: float = 5
+    #: How long a worker may reuse a publishable key's row (key, organization, settings) before
+    #: reading it again: at most 1 s; 0 reads it on every request. Secret keys are never cached.
+    publishable_key_cache_seconds: float = 1.0
     #: How long a rotated-in signing key is published before it signs (longer than the JWKS max-age).
     signing_key_lead_seconds: int = 600
     guest_rate_limit: str = "60 per minute"
@@ -126,6 +129,8 @@ class Settings:
             raise ConfigError("JOB_WORKER_THREADS and JOB_HEARTBEAT_TIMEOUT_SECONDS must be 1 or more")
         if not 0 < self.webhook_timeout_seconds <= 60:
             raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
+        if not 0 <= self.publishable_key_cache_seconds <= 1:
+            raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 

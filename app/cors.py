@@ -116,7 +116,7 @@ def _origin_allowed_for_publishable_key() -> bool:
     if not value:
         return False
     usher = current_app.extensions["usher"]
-    ctx = usher.callers.resolve_key(usher.reader(), value, "publishable")
+    ctx = usher.callers.resolve_key(usher.reader, value, "publishable")
     return ctx is not None and origin_allowed(request.headers["Origin"], ctx.organization.allowed_origins)
 
 

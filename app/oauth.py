@@ -179,7 +179,7 @@ def _query_client(client_id: str) -> MerchantClient | PublicClient | None:
         return None
     usher = current_app.extensions["usher"]
     if client_id.startswith("pk_"):
-        ctx = usher.callers.resolve_key(usher.reader(), client_id, "publishable")
+        ctx = usher.callers.resolve_key(usher.reader, client_id, "publishable")
         return PublicClient(client_id, ctx) if ctx is not None else None
     if usher.session().get(Organization, client_id) is None:
         return None
@@ -256,11 +256,11 @@ class _SharedGrant(OAuthGrant, TokenEndpointMixin):
             _status, body = usher.auth.create_token_response(self.USHER_GRANT, self.token_request)
         except ApiError as exc:
             raise _oauth_error(exc) from None
-        access = body["access_token"]
+        access = body["accessToken"]
         expires = jwt.decode(access, options={"verify_signature": False})["exp"]  # signed just now, by us
         token = {"access_token": access, "token_type": "Bearer",
                  "expires_in": max(0, expires - int(usher.clock().timestamp())),
-                 "refresh_token": body["refresh_token"], **self.extra_fields()}
+                 "refresh_token": body["refreshToken"], **self.extra_fields()}
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
     def extra_fields(self) -> dict:
@@ -319,7 +319,7 @@ def _resolve_secret_key(value: str):
     does not); None for anything else."""
     usher = current_app.extensions["usher"]
     key_type = "restricted" if value.startswith("rk_") else "secret"
-    ctx = usher.callers.resolve_key(usher.reader(), value, key_type)
+    ctx = usher.callers.resolve_key(usher.reader, value, key_type)
     if ctx is not None and not has_scope(ctx, "introspect"):
         raise ApiError("insufficient_scope", details={"required": ["introspect"]})
     return ctx

@@ -204,13 +204,13 @@ def main() -> None:
     report["deliveries_received"] = receiver.count
     (OUT / "events.json").write_text(json.dumps(report, indent=2))
     lines = ["# Guest sessions with and without a webhook listener", "",
-             f"`python -m bench.events` on {time.strftime('%Y-%m-%d')}: gunicorn 4 sync workers, wrk 32 connections, "
-             f"{SECONDS} s per run, configurations interleaved ({args.rounds} rounds) on a shared 2-core machine.",
-             "", "CPU ms/request: user + system time of the gunicorn workers during the run, divided by the "
+             (f"`python -m bench.events` on {time.strftime('%Y-%m-%d')}: gunicorn 4 sync workers, wrk 32 connections, "
+             f"{SECONDS} s per run, configurations interleaved ({args.rounds} rounds) on a shared 2-core machine."),
+             "", ("CPU ms/request: user + system time of the gunicorn workers during the run, divided by the "
              "requests (in-process deliveries included on SQLite); it moves far less than req/s with the "
-             "machine's other load.", "",
-             "| backend | configuration | req/s (median) | req/s runs | CPU ms/request (median) | CPU runs | "
-             "p50 ms | p99 ms | non-2xx |",
+             "machine's other load."), "",
+             ("| backend | configuration | req/s (median) | req/s runs | CPU ms/request (median) | CPU runs | "
+             "p50 ms | p99 ms | non-2xx |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for backend, configs in report.items():
         if backend == "deliveries_received":

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from flask import current_app
+from flask import Response, current_app
 from flask.views import MethodView
 
+from app.api.helpers import json_response
 from app.api.security import current_context, request_credentials
 from app.config import ConfigError, Settings
 from app.grants.base import BaseGrant, TokenRequest
@@ -24,13 +25,13 @@ class GrantView(MethodView):
     rule: ClassVar[str]
 
     @classmethod
-    def token_response(cls, data: dict | None = None) -> tuple[dict, int]:
-        """Run the grant on this request and answer its (body, status)."""
+    def token_response(cls, data: dict | None = None) -> Response:
+        """Run the grant on this request and answer its body (wire form) with its status."""
         token_request = TokenRequest(ctx=current_context(), data=data or {}, client_ip=client_ip(),
                                      credentials=request_credentials())
         status, body = current_app.extensions["usher"].auth.create_token_response(cls.grant.GRANT_TYPE,
                                                                                   token_request)
-        return body, status
+        return json_response(body, status)
 
 
 def grant_views() -> list[type[GrantView]]:

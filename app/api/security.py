@@ -75,7 +75,7 @@ def requires(*names: str, scope: str | None = None):
             credentials = request_credentials()
             usher = current_app.extensions["usher"]
             kind = choose(credentials)
-            g.usher_ctx = ctx = usher.callers.resolve(usher.reader(), kind, credentials)
+            g.usher_ctx = ctx = usher.callers.resolve(usher.reader, kind, credentials)
             check_origin(ctx.organization.allowed_origins, kind)  # the browser's origin, before any work
             if kind is CredentialKind.SECRET:
                 check_scope(ctx, scope)

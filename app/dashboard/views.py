@@ -122,7 +122,7 @@ def _guard():
         return None
     token = session.get("token")
     key_id = _sessions().key_of(_usher().reader(), token) if token else None
-    caller = _usher().callers.resolve_key_id(_usher().reader(), key_id) if key_id else None
+    caller = _usher().callers.resolve_key_id(_usher().reader, key_id) if key_id else None
     if caller is None:
         if token:
             _sessions().end(token)
@@ -197,7 +197,7 @@ def sign_in():
         parsed = parse_key(value)
         caller = None
         if parsed is not None and parsed[0] in SIGN_IN_TYPES:
-            caller = _usher().callers.resolve_key(_usher().reader(), value, parsed[0])
+            caller = _usher().callers.resolve_key(_usher().reader, value, parsed[0])
         if caller is not None:
             session.clear()  # a new session id and a new CSRF secret after sign-in
             session["token"] = _sessions().start(caller.key_id)

@@ -68,7 +68,8 @@ class BaseGrant:
         raise NotImplementedError
 
     def create_token_response(self) -> tuple[int, dict]:
-        """Persist what the flow makes and return (status, body)."""
+        """Persist what the flow makes and return (status, body); the body in wire form
+        (camelCase, instants as ISO strings), as the view's response schema writes it."""
         raise NotImplementedError
 
 

@@ -64,5 +64,5 @@ class RefreshTokenGrant(BaseGrant):
         if generation is None:
             raise ApiError("refresh_token_reused")
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
-        return 200, {"access_token": access, "refresh_token": refresh}
+        return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 
-from sqlalchemy import Connection, bindparam, literal, select, update
+from sqlalchemy import Connection, Row, bindparam, event, literal, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import Database
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
@@ -76,9 +78,17 @@ _KEY_ROW = (select(_KEY.id.label("key_id"), _KEY.lookup, _KEY.type, _KEY.mode, _
                   (_SETTINGS.organization_id == _ORG.id) & (_SETTINGS.mode == _KEY.mode)))
 _KEY_QUERY = _KEY_ROW.where(_KEY.lookup == bindparam("lookup"))
 _KEY_BY_ID_QUERY = _KEY_ROW.where(_KEY.id == bindparam("key_id"))
-_LIVE_SESSION = (select(literal(1)).where(_SESSION.id == bindparam("session_id"), _SESSION.revoked_at.is_(None),
-                                           _SESSION.consumer_id == bindparam("consumer_id"),
-                                           _SESSION.organization_id == _ORG.id).exists().label("session_live"))
+
+
+def _live_session(organization_id):
+    """The one liveness rule of a token's session: not revoked, and its consumer and organization."""
+    return select(literal(1)).where(_SESSION.id == bindparam("session_id"), _SESSION.revoked_at.is_(None),
+                                    _SESSION.consumer_id == bindparam("consumer_id"),
+                                    _SESSION.organization_id == organization_id).exists()
+
+
+_LIVE_SESSION = _live_session(_ORG.id).label("session_live")
+_SESSION_LIVE_QUERY = select(_live_session(bindparam("organization_id")))  # with a cached key row
 _KEY_AND_SESSION_QUERY = _KEY_QUERY.add_columns(_LIVE_SESSION)
 _ORG_AND_SESSION_QUERY = (select(*_ORG_COLUMNS, _LIVE_SESSION)
                           .join_from(Organization.__table__, OrganizationSettings.__table__,
@@ -86,6 +96,11 @@ _ORG_AND_SESSION_QUERY = (select(*_ORG_COLUMNS, _LIVE_SESSION)
                           .where(_ORG.id == bindparam("organization_id")))
 _ORG_QUERY = _ORG_AND_SESSION_QUERY.with_only_columns(*_ORG_COLUMNS)
 _TOUCH_KEY = update(ApiKey.__table__).where(_KEY.id == bindparam("key_id")).values(last_used_at=bindparam("now"))
+
+
+#: Where a read connection comes from when one is needed (`Usher.reader`): a publishable key
+#: found in the cache costs no connection at all.
+Reader = Callable[[], Connection]
 
 
 def unauthenticated() -> ApiError:
@@ -104,16 +119,61 @@ def organization_snapshot(connection: Connection, organization_id: str, mode: st
 class CallerResolver:
     """Turns credentials into the caller. Keys are looked up by keyed hash and compared in
     constant time; an access token is verified offline first, then its session's liveness is
-    read in the same query as the key."""
+    read in the same query as the key.
 
-    def __init__(self, db: Database, tokens: TokenService, app_secret: str, clock: Callable[[], datetime]):
+    Publishable keys are public identifiers: a worker may reuse a publishable key's row for
+    `publishable_key_cache_seconds` (at most 1 s), so a revoked key, or a settings change made
+    by another process, takes effect within that time (an expiry is checked against the clock
+    on every request, cached or not). A change committed through this process's ORM sessions
+    empties the cache at once (`forget_on_change`). Secret and restricted keys, unknown keys and
+    session liveness are read on every request."""
+
+    def __init__(self, db: Database, tokens: TokenService, app_secret: str, clock: Callable[[], datetime],
+                 publishable_key_cache_seconds: float = 0.0):
         self.db = db
         self.tokens = tokens
         self.app_secret = app_secret
         self.clock = clock
+        self.publishable_key_cache_seconds = publishable_key_cache_seconds
+        self._cache_for = timedelta(seconds=publishable_key_cache_seconds)
+        self._publishable: dict[str, tuple[datetime, Row]] = {}  # lookup -> (reuse until, row)
+        self._touched: dict[str, datetime] = {}  # key id -> when this process last stamped last_used_at
+
+    def forget_keys(self) -> None:
+        self._publishable = {}
+
+    def forget_on_change(self, factory: sessionmaker) -> None:
+        """Empty the publishable-key cache when a transaction of `factory` that changed a key,
+        an organization or its settings commits (admin API, dashboard, CLI in this process)."""
+        watched = (ApiKey, Organization, OrganizationSettings)
+
+        @event.listens_for(factory, "after_flush")
+        def _changed(session: Session, _context) -> None:
+            if any(isinstance(item, watched) for item in chain(session.new, session.dirty, session.deleted)):
+                session.info["usher_keys_changed"] = True
+
+        @event.listens_for(factory, "after_commit")
+        def _committed(session: Session) -> None:
+            if session.info.pop("usher_keys_changed", False):
+                self.forget_keys()
+
+        @event.listens_for(factory, "after_rollback")
+        def _rolled_back(session: Session) -> None:
+            session.info.pop("usher_keys_changed", None)
+
+    def _cached_row(self, lookup: str) -> Row | None:
+        entry = self._publishable.get(lookup)
+        if entry is None or entry[0] <= self.clock():
+            return None
+        return entry[1]
+
+    def _remember(self, lookup: str, row: Row) -> None:
+        if len(self._publishable) > 10_000:  # bounded: a key sprayer cannot grow it (misses are never kept)
+            self._publishable = {}
+        self._publishable[lookup] = (self.clock() + self._cache_for, row)
 
     # -- keys ---------------------------------------------------------------------------------
-    def resolve_key(self, reader: Connection, value: str, expected_type: str,
+    def resolve_key(self, reader: Reader, value: str, expected_type: str,
                     session_claims: dict | None = None) -> RequestContext | None:
         """The caller of a key value, or None for a malformed, unknown, expired or revoked key.
 
@@ -124,20 +184,30 @@ class CallerResolver:
             return None
         key_type, mode = parsed
         lookup = key_lookup(self.app_secret, key_type, value)
+        cacheable = key_type == "publishable" and self.publishable_key_cache_seconds > 0
+        row = self._cached_row(lookup) if cacheable else None
+        if row is not None:
+            if session_claims is not None and not reader().execute(_SESSION_LIVE_QUERY, {
+                    "organization_id": row.id, "session_id": session_claims["sessionId"],
+                    "consumer_id": session_claims["consumerId"]}).scalar():
+                return None
+            return self._caller_of(row)
         params = {"lookup": lookup}
         if session_claims is not None:
             params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
-        row = reader.execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
+        row = reader().execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
         if row is None or not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode:
             return None
+        if cacheable and row.revoked_at is None:
+            self._remember(lookup, row)
         if session_claims is not None and not row.session_live:
             return None
         return self._caller_of(row)
 
-    def resolve_key_id(self, reader: Connection, key_id: str) -> RequestContext | None:
+    def resolve_key_id(self, reader: Reader, key_id: str) -> RequestContext | None:
         """The caller of a key known by id (the dashboard's session refers to its key this way),
         under the same rule as a presented value: None once it is revoked or expired."""
-        row = reader.execute(_KEY_BY_ID_QUERY, {"key_id": key_id}).first()
+        row = reader().execute(_KEY_BY_ID_QUERY, {"key_id": key_id}).first()
         return None if row is None else self._caller_of(row)
 
     def _caller_of(self, row) -> RequestContext | None:
@@ -146,14 +216,16 @@ class CallerResolver:
         now = self.clock()
         if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
             return None
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-            # The one write on the read path, at most once a minute per key.
+        last_used = max(filter(None, (row.last_used_at, self._touched.get(row.key_id))), default=None)
+        if last_used is None or now - last_used > LAST_USED_RESOLUTION:
+            # The one write on the read path, at most once a minute per key and process.
             with self.db.write() as connection:
                 connection.execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
+            self._touched[row.key_id] = now
         return RequestContext(organization=_snapshot(row), mode=row.mode, key_type=row.type, key_id=row.key_id,
                               scopes=key_scopes(row.type, row.scopes))
 
-    def _key(self, reader: Connection, value: str | None, expected_type: str,
+    def _key(self, reader: Reader, value: str | None, expected_type: str,
              session_claims: dict | None = None) -> RequestContext:
         ctx = self.resolve_key(reader, value or "", expected_type, session_claims)
         if ctx is None:
@@ -170,15 +242,15 @@ class CallerResolver:
         except TokenError:
             raise unauthenticated() from None
 
-    def session_is_live(self, reader: Connection, organization_id: str, claims: dict) -> OrganizationSnapshot | None:
+    def session_is_live(self, reader: Reader, organization_id: str, claims: dict) -> OrganizationSnapshot | None:
         """The organization, if the token's session is live in it (one query); else None."""
-        row = reader.execute(_ORG_AND_SESSION_QUERY, {"organization_id": organization_id, "mode": claims["mode"],
+        row = reader().execute(_ORG_AND_SESSION_QUERY, {"organization_id": organization_id, "mode": claims["mode"],
                                                       "session_id": claims["sessionId"],
                                                       "consumer_id": claims["consumerId"]}).first()
         return _snapshot(row) if row is not None and row.session_live else None
 
     # -- callers ------------------------------------------------------------------------------
-    def resolve(self, reader: Connection, kind: CredentialKind, credentials: Credentials) -> RequestContext:
+    def resolve(self, reader: Reader, kind: CredentialKind, credentials: Credentials) -> RequestContext:
         """The caller for a view that needs `kind` (see `CredentialKind`), else 401/403."""
         if kind is CredentialKind.SECRET:
             return self._secret_caller(reader, credentials)
@@ -190,7 +262,7 @@ class CallerResolver:
             return self._consumer_by_token(reader, credentials)
         raise ValueError(kind)
 
-    def _consumer_with_key(self, reader: Connection, credentials: Credentials) -> RequestContext:
+    def _consumer_with_key(self, reader: Reader, credentials: Credentials) -> RequestContext:
         """Verify the access token (no database), then resolve the publishable key and the
         token's session liveness in one query."""
         parsed = parse_key(credentials.publishable_key or "")
@@ -202,7 +274,7 @@ class CallerResolver:
             raise unauthenticated()
         return self._as_consumer(ctx, claims)
 
-    def _consumer_by_token(self, reader: Connection, credentials: Credentials) -> RequestContext:
+    def _consumer_by_token(self, reader: Reader, credentials: Credentials) -> RequestContext:
         """Without a publishable key (the seed's logout) the organization comes from the token."""
         claims = self.access_claims(credentials.bearer, None, None)
         organization = self.session_is_live(reader, claims["organizationId"], claims)
@@ -216,7 +288,7 @@ class CallerResolver:
         ctx.consumer_id, ctx.session_id, ctx.claims = claims["consumerId"], claims["sessionId"], claims
         return ctx
 
-    def _secret_caller(self, reader: Connection, credentials: Credentials) -> RequestContext:
+    def _secret_caller(self, reader: Reader, credentials: Credentials) -> RequestContext:
         bearer = credentials.bearer
         if bearer is not None and bearer.startswith("sk_"):
             return self._key(reader, bearer, "secret")

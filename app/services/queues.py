@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import ApiError
 from app.models import Queue, QueueEntry
+from app.schemas.common import iso_instant
 
 
 def is_guest(consumer_id: str) -> bool:
@@ -93,12 +94,14 @@ _STATE_QUERY = (
 
 
 def consumer_state(connection: Connection, queue_id: str, consumer_id: str, organization_id: str, mode: str) -> dict:
-    """The consumer's state in a queue of the tenant, in one query (the protected hot path)."""
+    """The consumer's state in a queue of the tenant, in one query (the protected hot path),
+    in wire form: what `QueueConsumerState` writes, key for key."""
     row = connection.execute(_STATE_QUERY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
     if row is None or row.organization_id != organization_id or row.mode != mode:
         raise ApiError("not_found", "Queue not found")
     if row.consumer_id is None:
         raise ApiError("not_found", "You have not entered this queue.")
-    return {"queue_id": row.queue_id, "consumer_id": row.consumer_id, "status": row.status,
-            "position": row.ahead + 1 if row.status == "QUEUED" else None, "entered_at": row.entered_at,
-            "admitted_at": row.admitted_at}
+    return {"queueId": row.queue_id, "consumerId": row.consumer_id, "status": row.status,
+            "position": row.ahead + 1 if row.status == "QUEUED" else None, "enteredAt": iso_instant(row.entered_at),
+            "admittedAt": None if row.admitted_at is None else iso_instant(row.admitted_at),
+            "admissionToken": None, "denyReason": None}

@@ -13,12 +13,14 @@ def instant(epoch: int) -> str:
 
 
 def session_body(row: AuthSession, access: str, refresh: str, guest_id: str | None = None) -> dict:
-    """The session + tokens body (attribute names; `SessionTokens` writes them in camelCase)."""
-    session = {"type": row.type, "consumer_id": row.consumer_id, "session_id": row.id,
-               "expires_at": instant(row.generation_access_exp)}
+    """The session + tokens body in wire form, exactly as `SessionTokens` would write it (keys
+    in its field order; tests/test_wire_bodies.py holds the two together)."""
+    session = {"type": row.type, "consumerId": row.consumer_id}
     if guest_id is not None:
-        session["guest_id"] = guest_id
-    return {"session": session, "access_token": access, "refresh_token": refresh}
+        session["guestId"] = guest_id
+    session["sessionId"] = row.id
+    session["expiresAt"] = instant(row.generation_access_exp)
+    return {"session": session, "accessToken": access, "refreshToken": refresh}
 
 
 def session_created(row) -> dict:

@@ -1,7 +1,7 @@
 -- Each request takes a fresh item from this thread's share of a file (a refresh token, an
 -- "email code" pair, an exchange code); a refresh answer puts its successor at the back.
 -- Access tokens (status) are reused round-robin. Environment: BENCH_FILE, BENCH_KIND
--- (refresh | otp | exchange | status), BENCH_PATH, BENCH_THREADS, USHER_PK.
+-- (refresh | otp | exchange | status | cookie), BENCH_PATH, BENCH_THREADS, USHER_PK.
 package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
 local common = require("common")
 local counter = 0
@@ -24,7 +24,7 @@ function init(args)
 end
 
 local function take()
-  if kind == "status" then
+  if kind == "status" or kind == "cookie" then
     local item = pool[head]
     head = head % size + 1
     return item
@@ -46,6 +46,9 @@ function request()
     return wrk.format("POST", path, headers, '{"email":"' .. email .. '","code":"' .. code .. '"}')
   elseif kind == "exchange" then
     return wrk.format("POST", path, headers, '{"exchangeCode":"' .. item .. '"}')
+  end
+  if kind == "cookie" then  -- the peer's session cookie (Better Auth get-session)
+    return wrk.format("GET", path, {["Cookie"] = item})
   end
   headers["Authorization"] = "Bearer " .. item
   return wrk.format("GET", path, headers)

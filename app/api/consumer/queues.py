@@ -4,7 +4,14 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
-from app.api.helpers import ID_SHAPE, db_session, now, tenant_get, transaction
+from app.api.helpers import (
+    ID_SHAPE,
+    db_session,
+    json_response,
+    now,
+    tenant_get,
+    transaction,
+)
 from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.models import Experience, Queue
@@ -54,8 +61,9 @@ class EnterQueue(MethodView):
         with transaction() as session:
             queue = _queue(session, queue_id)
             queues.enter(session, queue, ctx.consumer_id, now())
-            return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
-                                         ctx.mode)
+            state = queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
+                                          ctx.mode)
+        return json_response(state)
 
 
 @blp.route("/queues/<string:queue_id>/status")
@@ -72,7 +80,8 @@ class QueueStatus(MethodView):
         if not ID_SHAPE.fullmatch(queue_id):
             raise ApiError("not_found", "Queue not found")
         reader = current_app.extensions["usher"].reader()
-        return queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
+        state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
+        return json_response(state)
 
 
 @blp.route("/queues/<string:queue_id>/leave")
@@ -89,5 +98,6 @@ class LeaveQueue(MethodView):
         with transaction() as session:
             queue = _queue(session, queue_id)
             queues.leave(session, queue, ctx.consumer_id, now())
-            return queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
-                                         ctx.mode)
+            state = queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
+                                          ctx.mode)
+        return json_response(state)

@@ -1,0 +1,159 @@
+"""The publishable-key cache (`PUBLISHABLE_KEY_CACHE_SECONDS`, at most 1 s): the one documented
+trade of the performance work. A publishable key's row is reused by a worker for that long; a
+change made elsewhere (another process: here a Core UPDATE that bypasses this app's ORM
+sessions) takes effect within it; a change made through this process takes effect at once;
+expiries, secret keys, unknown keys and session liveness are never served from the cache."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import jwt
+import pytest
+from sqlalchemy import event, update
+
+from app import create_app
+from app.config import ConfigError, Settings
+from app.models import ApiKey, AuthSession
+from tests.helpers import Actions, TenantActions, consumer, publishable, secret
+
+
+@pytest.fixture
+def cached_app(app_config):
+    app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 1})
+    yield app
+    app.extensions["usher"].db.dispose()
+
+
+@pytest.fixture
+def tenant(cached_app):
+    client = cached_app.test_client()
+    created = Actions(cached_app, client).create_org()
+    return TenantActions(client, created["keys"]["test"], created["organizationId"])
+
+
+@contextmanager
+def statements(app):
+    """The SQL statements the app runs inside the block."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    engine = app.extensions["usher"].db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _key_id(tenant, key_type: str) -> str:
+    keys = tenant.client.get("/api/v1/keys", headers=secret(tenant.sk)).json["data"]
+    return next(k["id"] for k in keys if k["type"] == key_type)
+
+
+def _revoke_elsewhere(app, key_id: str) -> None:
+    """What another process (a CLI, another worker) does: a commit this app's ORM never sees."""
+    with app.extensions["usher"].db.write() as connection:
+        connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=app.extensions["usher"].clock()))
+
+
+def test_a_cached_key_costs_no_key_query(cached_app, tenant):
+    tenant.guest()  # reads and caches the key
+    with statements(cached_app) as seen:
+        tenant.guest()
+    assert not [s for s in seen if "api_keys" in s], seen
+    assert [s for s in seen if s.startswith("INSERT INTO consumers")]
+
+
+def test_a_key_revoked_elsewhere_stops_within_the_cache_time(cached_app, tenant):
+    clock = cached_app.extensions["usher"].clock
+    tenant.guest()
+    _revoke_elsewhere(cached_app, _key_id(tenant, "publishable"))
+    try:
+        assert tenant.client.post("/api/v1/auth/guest", headers=publishable(tenant.pk)).status_code == 201
+        clock.advance(1.01)
+        refused = tenant.client.post("/api/v1/auth/guest", headers=publishable(tenant.pk))
+        assert refused.status_code == 401
+        assert refused.json == {"error": "Authentication required"}
+    finally:
+        clock.advance(-clock.offset.total_seconds())
+
+
+def test_a_key_revoked_through_this_process_stops_at_once(cached_app, tenant):
+    tenant.guest()
+    key_id = _key_id(tenant, "publishable")
+    assert tenant.client.delete(f"/api/v1/keys/{key_id}", headers=secret(tenant.sk)).status_code == 204
+    assert tenant.client.post("/api/v1/auth/guest", headers=publishable(tenant.pk)).status_code == 401
+
+
+def test_a_settings_change_through_this_process_applies_at_once(cached_app, tenant):
+    first = tenant.guest()
+    assert tenant.client.patch("/api/v1/settings", json={"accessTokenTtl": 120},
+                               headers=secret(tenant.sk)).status_code == 200
+    second = tenant.guest()
+    claims = [jwt.decode(body["accessToken"], options={"verify_signature": False}) for body in (first, second)]
+    assert claims[1]["exp"] - claims[1]["iat"] == 120
+    assert claims[0]["exp"] - claims[0]["iat"] != 120
+
+
+def test_a_rolled_key_stops_at_its_expiry_even_while_cached(cached_app, tenant):
+    clock = cached_app.extensions["usher"].clock
+    key_id = _key_id(tenant, "publishable")
+    rolled = tenant.client.post(f"/api/v1/keys/{key_id}/roll", json={"expiresIn": 60}, headers=secret(tenant.sk))
+    assert rolled.status_code == 201
+    tenant.guest()  # the old value, cached now with its expiry
+    try:
+        clock.advance(60.5)  # the cached row carries the expiry, checked against the clock each time
+        with statements(cached_app) as seen:
+            stale = tenant.client.post("/api/v1/auth/guest", headers=publishable(tenant.pk))
+        assert stale.status_code == 401
+        assert tenant.client.post("/api/v1/auth/guest", headers=publishable(rolled.json["key"])).status_code == 201
+        assert not [s for s in seen if s.startswith("INSERT")]
+    finally:
+        clock.advance(-clock.offset.total_seconds())
+
+
+def test_secret_keys_are_never_cached(cached_app, tenant):
+    assert tenant.client.get("/api/v1/keys", headers=secret(tenant.sk)).status_code == 200
+    _revoke_elsewhere(cached_app, _key_id(tenant, "secret"))
+    assert tenant.client.get("/api/v1/keys", headers=secret(tenant.sk)).status_code == 401
+
+
+def test_session_liveness_is_read_on_every_request(cached_app, tenant):
+    queue = tenant.queue()
+    guest = tenant.guest()
+    headers = consumer(tenant.pk, guest["accessToken"])
+    assert tenant.client.post(f"/api/v1/queues/{queue['id']}/enter", headers=headers).status_code == 200
+    assert tenant.status(queue["id"], guest["accessToken"]).status_code == 200  # key now cached
+    with cached_app.extensions["usher"].db.write() as connection:
+        connection.execute(update(AuthSession).where(AuthSession.id == guest["session"]["sessionId"])
+                           .values(revoked_at=cached_app.extensions["usher"].clock(), revoked_reason="test"))
+    refused = tenant.status(queue["id"], guest["accessToken"])
+    assert refused.status_code == 401
+
+
+def test_an_unknown_key_is_never_remembered(cached_app, tenant):
+    unknown = "pk_test_" + "A" * 32
+    assert tenant.client.post("/api/v1/auth/guest", headers=publishable(unknown)).status_code == 401
+    assert not cached_app.extensions["usher"].callers._publishable
+
+
+def test_zero_switches_the_cache_off(app_config):
+    app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 0})
+    try:
+        client = app.test_client()
+        created = Actions(app, client).create_org()
+        tenant = TenantActions(client, created["keys"]["test"], created["organizationId"])
+        tenant.guest()
+        _revoke_elsewhere(app, _key_id(tenant, "publishable"))
+        assert client.post("/api/v1/auth/guest", headers=publishable(tenant.pk)).status_code == 401
+    finally:
+        app.extensions["usher"].db.dispose()
+
+
+@pytest.mark.parametrize("value", ["1.5", "-1", "nan", "soon"])
+def test_the_cache_time_is_bounded_to_one_second(value):
+    with pytest.raises(ConfigError, match="PUBLISHABLE_KEY_CACHE_SECONDS"):
+        Settings.load({"DATABASE_URL": "sqlite://", "APP_SECRET": "s" * 32, "PUBLISHABLE_KEY_CACHE_SECONDS": value})
