@@ -5,9 +5,11 @@ with the API's own text."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
+from typing import TypeVar
 
 from flask import (
     Blueprint,
@@ -65,6 +67,7 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC = {"dashboard.sign_in", "dashboard.static"}
+T = TypeVar("T")
 SIGN_IN_TYPES = ("secret", "restricted")  # key types that may sign in
 
 
@@ -152,8 +155,8 @@ def _when(value: datetime | None) -> str:
 
 @bp.context_processor
 def _nav():
-    caller = g.get("usher_ctx")
-    return {"caller": caller, "pages": visible_pages(caller) if caller else []}
+    caller = g.get("usher_ctx")  # `signed_in` in templates: `caller` is Jinja's name for a call block
+    return {"signed_in": caller, "pages": visible_pages(caller) if caller else []}
 
 
 @bp.errorhandler(CSRFError)
@@ -184,6 +187,37 @@ def _fail(error: ApiError) -> None:
 def _messages(error: ValidationError) -> dict:
     """marshmallow's messages by field (data key), as the API's `details` carries them."""
     return error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+
+
+def _load(schema, data: dict) -> tuple[dict | None, dict]:
+    """`schema.load(data)` and no errors, or None and marshmallow's messages by field."""
+    try:
+        return schema.load(data), {}
+    except ValidationError as error:
+        return None, _messages(error)
+
+
+def _unless_refused(work: Callable[[], T], *statuses: int) -> T | None:
+    """`work()`, or None when it raises an `ApiError` of one of `statuses`: its message is then
+    flashed for the page the view redirects to (any other error is the error page)."""
+    try:
+        return work()
+    except ApiError as error:
+        if error.status not in statuses:
+            raise
+        _fail(error)
+        return None
+
+
+def _hold(kind: str, object_id: str, value: str) -> None:
+    """Keep a new value for the next page only (see `DashboardSessions.hold_reveal`)."""
+    _sessions().hold_reveal(session["token"], object_id, value, kind)
+
+
+def _take_reveal(kind: str) -> dict | None:
+    """The value held for this page: taken once, whichever page takes it."""
+    reveal = _sessions().take_reveal(session["token"])
+    return reveal if reveal is not None and reveal.get("kind", "key") == kind else None
 
 
 # -- sign-in and out --------------------------------------------------------------------------
@@ -235,16 +269,11 @@ def home():
 @bp.route("/keys")
 @requires_scope("keys:write")
 def keys():
-    reveal = _sessions().take_reveal(session["token"])
     rows = [{"key": key, "scopes": sorted(key_scopes(key.type, key.scopes))}
             for key in db_session().scalars(live_keys_query(ctx().organization_id, ctx().mode, now()))]
-    return render_template("dashboard/keys.html", keys=rows, reveal=reveal, roll_errors=g.get("roll_errors", {}),
-                           scopes=SCOPES, create_errors=g.get("create_errors", {}))
-
-
-def _hold(key_id: str, value: str) -> None:
-    """Keep the new value for the next page only (see `DashboardSessions.hold_reveal`)."""
-    _sessions().hold_reveal(session["token"], key_id, value)
+    return render_template("dashboard/keys.html", keys=rows, reveal=_take_reveal("key"),
+                           roll_errors=g.get("roll_errors", {}), scopes=SCOPES,
+                           create_errors=g.get("create_errors", {}))
 
 
 @bp.route("/keys", methods=["POST"])
@@ -253,63 +282,57 @@ def create_key_view():
     form = {"type": request.form.get("type", "")}
     if request.form.getlist("scopes"):
         form["scopes"] = request.form.getlist("scopes")
-    try:
-        data = KeyCreate().load(form)
-    except ValidationError as error:
-        g.create_errors = _messages(error)
+    data, g.create_errors = _load(KeyCreate(), form)
+    if data is None:
         return keys(), 400
-    try:
+
+    def create() -> tuple[str, str]:
         with transaction() as db:
             key, value = create_key_for(db, app_secret(), ctx(), data["type"], data.get("scopes"), now())
-            key_id = key.id
-    except ApiError as error:
-        if error.status != 403:
-            raise
-        _fail(error)  # insufficient_scope: a key gives away only scopes it holds
-        return redirect(url_for("dashboard.keys"), 303)
-    _hold(key_id, value)
-    flash(f"Created a {data['type']} key.", "info")
+            return key.id, value
+
+    created = _unless_refused(create, 403)  # insufficient_scope: a key gives away only scopes it holds
+    if created is not None:
+        _hold("key", *created)
+        flash(f"Created a {data['type']} key.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
 
 @bp.route("/keys/<key_id>/roll", methods=["POST"])
 @requires_scope("keys:write")
 def roll_key_view(key_id: str):
-    try:
-        data = KeyRoll().load({"expiresIn": request.form.get("expiresIn", "")})
-    except ValidationError as error:
-        g.roll_errors = {key_id: _messages(error)}
+    data, errors = _load(KeyRoll(), {"expiresIn": request.form.get("expiresIn", "")})
+    if data is None:
+        g.roll_errors = {key_id: errors}
         return keys(), 400
-    try:
+
+    def roll() -> tuple[str, str, str]:
         with transaction() as db:
             old = tenant_get(db, ApiKey, key_id, ctx())
             key, value = roll_key_for(db, app_secret(), ctx(), old, data["expires_in"], now())
-            new_id, old_id, label = key.id, old.id, f"{old.type} key ending in {old.last4}"
-    except ApiError as error:
-        if error.status != 403:
-            raise
-        _fail(error)
-        return redirect(url_for("dashboard.keys"), 303)
-    if old_id == ctx().key_id:  # the session's own key: go on with its successor
-        _sessions().follow_key(session["token"], new_id)
-    _hold(new_id, value)
-    flash(f"Rolled the {label}.", "info")
+            return key.id, value, f"{old.type} key ending in {old.last4}"
+
+    rolled = _unless_refused(roll, 403)
+    if rolled is not None:
+        new_id, value, label = rolled
+        if key_id == ctx().key_id:  # the session's own key: go on with its successor
+            _sessions().follow_key(session["token"], new_id)
+        _hold("key", new_id, value)
+        flash(f"Rolled the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
 
 @bp.route("/keys/<key_id>/revoke", methods=["POST"])
 @requires_scope("keys:write")
 def revoke_key_view(key_id: str):
-    try:
+    def revoke() -> str:
         with transaction() as db:
             key = tenant_get(db, ApiKey, key_id, ctx())
             revoke_key_for(db, ctx(), key, now())
-            label = f"{key.type} key ending in {key.last4}"
-    except ApiError as error:
-        if error.status != 409:
-            raise
-        _fail(error)
-    else:
+            return f"{key.type} key ending in {key.last4}"
+
+    label = _unless_refused(revoke, 409)  # conflict: a key cannot revoke itself
+    if label is not None:
         flash(f"Revoked the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
@@ -434,7 +457,6 @@ def outbox():
     return render_template("dashboard/outbox.html", messages=messages)
 
 
-
 # -- Audit log --------------------------------------------------------------------------------
 @bp.route("/audit")
 @requires_scope("audit:read")
@@ -453,3 +475,4 @@ def audit_log():
                                    loaded.get("starting_after"), loaded.get("type"))
     return render_template("dashboard/audit.html", result=result, event_type=args.get("type", ""),
                            errors=errors), 400 if errors else 200
+
