@@ -36,10 +36,13 @@ from app.api.helpers import (
 )
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
-from app.models import ApiKey, AuthSession, Consumer
+from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
+from app.models.webhook import EVENT_TYPES
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs
+from app.schemas.common import PageArgs
 from app.schemas.consumers import ConsumerListArgs
+from app.schemas.webhooks import DeliveryArgs, SecretRotation, WebhookEndpointIn
 from app.security.callers import RequestContext
 from app.security.keys import parse_key
 from app.security.scopes import SCOPES, has_scope, key_scopes
@@ -51,6 +54,7 @@ from app.services.consumers import (
     end_consumer_sessions,
     end_session,
 )
+from app.services.events import events_of
 from app.services.orgs import (
     create_key_for,
     live_keys_query,
@@ -60,6 +64,13 @@ from app.services.orgs import (
 )
 from app.services.outbox import outbox_messages
 from app.services.paging import page
+from app.services.webhook_endpoints import (
+    create_endpoint_for,
+    delete_endpoint_for,
+    endpoint_deliveries,
+    endpoints_query,
+    rotate_secret_for,
+)
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -84,6 +95,7 @@ class Page:
 PAGES = (Page("dashboard.keys", "API keys", "keys:write"), Page("dashboard.settings", "Settings", "settings:write"),
          Page("dashboard.consumers", "Consumers", "consumers:read"),
          Page("dashboard.audit_log", "Audit log", "audit:read"),
+         Page("dashboard.webhooks", "Webhooks", "webhooks:write"),
          Page("dashboard.outbox", "Test outbox", "consumers:read", test_only=True))
 
 
@@ -476,3 +488,74 @@ def audit_log():
     return render_template("dashboard/audit.html", result=result, event_type=args.get("type", ""),
                            errors=errors), 400 if errors else 200
 
+
+# -- Webhooks ---------------------------------------------------------------------------------
+def _webhooks_page(status: int = 200, **errors):
+    """The endpoints of the tenant, oldest first, page by page (the `GET /webhook-endpoints`
+    query), with the forms; `errors` are a refused form's, shown next to its fields."""
+    form = {"startingAfter": request.args["startingAfter"]} if request.args.get("startingAfter") else {}
+    args, page_errors = _load(PageArgs(), form)
+    result = (page(db_session(), endpoints_query(ctx()), WebhookEndpoint.id, args["limit"], args.get("starting_after"))
+              if args is not None else {"data": [], "has_more": False})
+    return render_template("dashboard/webhooks.html", result=result, page_errors=page_errors,
+                           reveal=_take_reveal("webhook"), event_types=EVENT_TYPES,
+                           form=g.get("webhook_form", {}), create_errors=errors.get("create", {}),
+                           rotate_errors=errors.get("rotate", {})), 400 if page_errors else status
+
+
+@bp.route("/webhooks")
+@requires_scope("webhooks:write")
+def webhooks():
+    return _webhooks_page()
+
+
+@bp.route("/webhooks", methods=["POST"])
+@requires_scope("webhooks:write")
+def create_webhook_view():
+    """Validated by the API's `WebhookEndpointIn`, then its URL rules (`UrlRefused`'s reason)."""
+    form = {"url": request.form.get("url", "").strip(), "events": request.form.getlist("events")}
+    if request.form.get("description", "").strip():
+        form["description"] = request.form["description"].strip()
+    data, errors = _load(WebhookEndpointIn(), form)
+    if data is not None:
+        try:
+            endpoint, secret = create_endpoint_for(_usher(), events_of(current_app), ctx(), data)
+        except ApiError as error:
+            if error.error != "validation_error":
+                raise
+            errors = error.details or {}
+    if errors:
+        g.webhook_form = form
+        return _webhooks_page(400, create=errors)
+    _hold("webhook", endpoint.id, secret)
+    flash(f"Created the endpoint for {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)
+
+
+@bp.route("/webhooks/<endpoint_id>")
+@requires_scope("webhooks:write")
+def webhook(endpoint_id: str):
+    """An endpoint and its latest deliveries (the `GET …/deliveries` query)."""
+    args = DeliveryArgs().load({})
+    endpoint, deliveries = endpoint_deliveries(db_session(), ctx(), endpoint_id, args["limit"])
+    return render_template("dashboard/webhook.html", endpoint=endpoint, deliveries=deliveries, now=now())
+
+
+@bp.route("/webhooks/<endpoint_id>/rotate-secret", methods=["POST"])
+@requires_scope("webhooks:write")
+def rotate_webhook_secret_view(endpoint_id: str):
+    data, errors = _load(SecretRotation(), {"expiresIn": request.form.get("expiresIn", "")})
+    if data is None:
+        return _webhooks_page(400, rotate={endpoint_id: errors})
+    endpoint, secret = rotate_secret_for(_usher(), ctx(), endpoint_id, data["expires_in"])
+    _hold("webhook", endpoint.id, secret)
+    flash(f"Rotated the signing secret of {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)
+
+
+@bp.route("/webhooks/<endpoint_id>/delete", methods=["POST"])
+@requires_scope("webhooks:write")
+def delete_webhook_view(endpoint_id: str):
+    endpoint = delete_endpoint_for(_usher(), events_of(current_app), ctx(), endpoint_id)
+    flash(f"Deleted the endpoint for {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)
