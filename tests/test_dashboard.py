@@ -4,6 +4,7 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -647,3 +648,35 @@ def test_webhooks_need_the_webhooks_write_scope(dash, client, org):
     [event] = audit_events(client, sk, "webhook_endpoint.created")
     assert event["actor"] == {"type": "key", "id": writer["id"]}
 
+
+# -- sign-in rate limit ------------------------------------------------------------------------
+def test_failed_sign_ins_are_limited_per_client_address(app_config, org):
+    limited = create_app({**app_config, "DASHBOARD_SIGN_IN_RATE_LIMIT": "3 per hour"})
+    try:
+        key = org["keys"]["test"]["secretKey"]
+        attacker = Dashboard(limited.test_client())
+        attacker.client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+        attacker.get("/dashboard/sign-in")
+        for _ in range(3):
+            wrong = attacker.post("/dashboard/sign-in", {"key": "sk_test_" + "A" * 40})
+            assert wrong.status_code == 400 and "Authentication required" in wrong.text
+        refused = attacker.post("/dashboard/sign-in", {"key": key})  # even the right key, now
+        assert refused.status_code == 429
+        retry_after = int(refused.headers["Retry-After"])
+        assert 0 < retry_after <= 3600  # within the hour (the sliding window's own estimate)
+        wait = f"{retry_after} seconds" if retry_after < 120 else f"{math.ceil(retry_after / 60)} minutes"
+        assert ('<p class="field-error" id="key-error">Too many requests. Please try again later. Too many failed '
+                f"sign-ins from this address: try again in {wait}.</p>") in refused.text
+        assert 'aria-invalid="true"' in refused.text and refused.headers["Cache-Control"] == "no-store"
+        assert signed_out(attacker.client.get("/dashboard/keys"))
+        # Another address is not held back; sign-ins that work spend nothing.
+        merchant = Dashboard(limited.test_client())
+        merchant.client.environ_base["REMOTE_ADDR"] = "198.51.100.20"
+        for _ in range(4):
+            merchant.sign_in(key)
+        # Once the window has passed (here: the budget cleared), the address signs in again.
+        limits = limited.extensions["usher"].limits
+        limits.clear("dashboard_sign_in_failures", "3 per hour", "-", "dashboard", "203.0.113.7")
+        attacker.sign_in(key)
+    finally:
+        limited.extensions["usher"].db.dispose()

@@ -5,6 +5,7 @@ with the API's own text."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
 from app.models.webhook import EVENT_TYPES
+from app.ratelimit import client_key
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs
 from app.schemas.common import PageArgs
@@ -80,6 +82,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 PUBLIC = {"dashboard.sign_in", "dashboard.static"}
 T = TypeVar("T")
 SIGN_IN_TYPES = ("secret", "restricted")  # key types that may sign in
+# Failed sign-ins per client address (`DASHBOARD_SIGN_IN_RATE_LIMIT`), counted before any tenant is
+# known, hence a tenant and mode of their own in the limit's key.
+SIGN_IN_FAILURES = ("dashboard_sign_in_failures", "-", "dashboard")
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,15 @@ def sign_in():
     then forgotten: the session refers to the key's id."""
     error = None
     if request.method == "POST":
+        limits, rate = _usher().limits, _usher().settings.dashboard_sign_in_rate_limit
+        name, tenant, mode = SIGN_IN_FAILURES
+        try:  # as OTP verify's failure budget: refused once spent, spent by failures only
+            limits.check(name, rate, tenant, mode, client_key(), fail_closed=False)
+        except ApiError as refused:
+            wait = int(refused.headers["Retry-After"])
+            message = (f"{_describe(refused)} Too many failed sign-ins from this address: try again in "
+                       + (f"{wait} seconds." if wait < 120 else f"{math.ceil(wait / 60)} minutes."))
+            return render_template("dashboard/sign_in.html", error=message), refused.status, refused.headers
         value = request.form.get("key", "").strip()
         parsed = parse_key(value)
         caller = None
@@ -250,6 +264,7 @@ def sign_in():
             session.permanent = True
             pages = visible_pages(caller)
             return redirect(url_for(pages[0].endpoint if pages else "dashboard.home"), 303)
+        limits.spend(name, rate, tenant, mode, client_key())
         if parsed is not None and parsed[0] == "publishable":
             error = f"{SECRET_KEY_REQUIRED}: a publishable key cannot sign in."
         else:
