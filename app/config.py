@@ -78,6 +78,8 @@ class Settings:
     signing_key_lead_seconds: int = 600
     guest_rate_limit: str = "60 per minute"
     exchange_rate_limit: str = "120 per minute"
+    #: Failed dashboard sign-ins per client address; once spent, every sign-in from it is refused.
+    dashboard_sign_in_rate_limit: str = "20 per hour"
     otp_email_sender: str = "console"
     otp_sms_sender: str = "console"
     smtp_host: str = "localhost"
@@ -109,7 +111,7 @@ class Settings:
             raise ConfigError(f"APP_SECRET must be at least {MIN_APP_SECRET_LENGTH} characters "
                               f"(got {len(self.app_secret)}); generate one with "
                               "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
-        for name in ("guest_rate_limit", "exchange_rate_limit"):
+        for name in ("guest_rate_limit", "exchange_rate_limit", "dashboard_sign_in_rate_limit"):
             try:
                 parse_limit(getattr(self, name))
             except ValueError:

@@ -4,19 +4,24 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import create_app
-from app.models import DashboardSession
+from app.models import DashboardSession, WebhookDelivery, WebhookEndpoint
 from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
 from app.services.orgs import SELF_REVOKE
+from app.services.webhooks import signing_secrets
+from tests.conftest import APP_SECRET
 from tests.helpers import publishable, secret
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
+NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
 
 
 class Dashboard:
@@ -72,7 +77,8 @@ def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
 
 
 def test_pages_redirect_to_sign_in_without_a_session(dash):
-    for path in ("/dashboard", "/dashboard/keys", "/dashboard/settings", "/dashboard/consumers", "/dashboard/outbox"):
+    for path in ("/dashboard", "/dashboard/keys", "/dashboard/settings", "/dashboard/consumers", "/dashboard/outbox",
+                 "/dashboard/webhooks"):
         assert signed_out(dash.client.get(path)), path
 
 
@@ -131,6 +137,7 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(dash, clie
     before = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
     for path, data in (("/dashboard/settings", {**before, "accessTokenTtl": "120"}),
                        ("/dashboard/keys", {"type": "secret"}),
+                       ("/dashboard/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["session.created"]}),
                        ("/dashboard/sign-out", {})):
         refused = dash.post(path, data, csrf=False)
         assert refused.status_code == 400, path
@@ -140,6 +147,7 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(dash, clie
         assert wrong.status_code == 400, path
     assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == before
     assert len(client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]) == 2
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(keys["secretKey"])).json["data"] == []
     assert dash.get("/dashboard/keys").status_code == 200  # still signed in
 
 
@@ -344,10 +352,10 @@ def test_a_restricted_key_sees_and_reaches_only_its_scopes(dash, client, org):
     assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/dashboard/"
     home = dash.get("/dashboard/")
     assert "reach no dashboard page: experiences:read." in home.text
-    for label in ("API keys", "Settings", "Consumers", "Audit log", "Test outbox"):
+    for label in ("API keys", "Settings", "Consumers", "Audit log", "Webhooks", "Test outbox"):
         assert f">{label}</a>" not in home.text
     for path in ("/dashboard/settings", "/dashboard/keys", "/dashboard/consumers", "/dashboard/audit",
-                 "/dashboard/outbox"):
+                 "/dashboard/outbox", "/dashboard/webhooks"):
         refused = dash.get(path)
         assert refused.status_code == 403, path
         assert "insufficient_scope" in refused.text
@@ -445,3 +453,230 @@ def test_list_settings_are_one_entry_a_line_and_per_mode_settings_stay_in_their_
     assert '<textarea id="smsAllowedCountries"' in page.text and "FR\nDE</textarea>" in page.text
     bad = dash.post("/dashboard/settings", {**fields, "smsAllowedCountries": "FRA"})
     assert bad.status_code == 400 and 'id="smsAllowedCountries-error"' in bad.text
+
+
+# -- Webhooks ----------------------------------------------------------------------------------
+HOOK = {"url": "http://127.0.0.1:9/usher", "events": ["session.created", "session.revoked"],
+        "description": "Shop backend"}
+
+
+def audit_events(client, sk: str, event_type: str) -> list[dict]:
+    response = client.get(f"/api/v1/audit-events?type={event_type}", headers=secret(sk))
+    assert response.status_code == 200, response.json
+    return response.json["data"]
+
+
+def key_id_of(client, sk: str) -> str:
+    return next(k["id"] for k in client.get("/api/v1/keys", headers=secret(sk)).json["data"]
+                if k["type"] == "secret" and sk.endswith(k["last4"]))
+
+
+def endpoint_row(app, endpoint_id: str) -> WebhookEndpoint | None:
+    with app.extensions["usher"].db.transaction() as session:
+        return session.get(WebhookEndpoint, endpoint_id)
+
+
+def test_create_a_webhook_endpoint_its_secret_shown_once_and_audited(app, dash, client, org):
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    page = dash.get("/dashboard/webhooks")
+    assert page.status_code == 200 and "No endpoint yet." in page.text
+    nav = page.text[page.text.index("<nav"):page.text.index("</nav>")]
+    assert '<a href="/dashboard/webhooks" aria-current="page">Webhooks</a>' in nav
+    for event_type in ("session.created", "consumer.merged", "refresh_token.reused", "exchange_code.replayed"):
+        assert f'name="events" value="{event_type}"' in page.text  # the event catalogue, as checkboxes
+
+    created = dash.post("/dashboard/webhooks", HOOK)
+    assert created.status_code == 303 and created.headers["Location"] == "/dashboard/webhooks"
+    shown = dash.get("/dashboard/webhooks")
+    value = NEW_SECRET.search(shown.text).group(1)
+    assert "shown this once" in shown.text and 'data-copy-target="new-secret-value"' in shown.text
+    assert "Created the endpoint for http://127.0.0.1:9/usher." in shown.text
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    assert {k: endpoint[k] for k in HOOK} == HOOK
+    assert endpoint["id"] in shown.text and "session.created, session.revoked" in shown.text
+    assert "Shop backend" in shown.text
+    # The secret is the endpoint's signing secret, and a reload shows it no more.
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(endpoint_row(app, endpoint["id"]), APP_SECRET, now) == [value]
+    again = dash.get("/dashboard/webhooks")
+    assert value not in again.text and "new-secret-value" not in again.text and endpoint["id"] in again.text
+    # A new key's page does not show it either (each page takes only its own kind of value).
+    assert dash.post("/dashboard/webhooks", {**HOOK, "description": ""}).status_code == 303
+    keys_page = dash.get("/dashboard/keys")
+    assert "whsec_" not in keys_page.text and "new-key-value" not in keys_page.text
+    assert "whsec_" not in dash.get("/dashboard/webhooks").text
+    [event, _] = audit_events(client, sk, "webhook_endpoint.created")[::-1]
+    assert event["actor"] == {"type": "key", "id": key_id_of(client, sk)}
+    assert event["target"] == {"type": "webhook_endpoint", "id": endpoint["id"]}
+    assert event["details"] == {"url": HOOK["url"], "events": HOOK["events"]}
+    assert "whsec_" not in str(event)
+
+
+def test_a_refused_webhook_url_shows_the_api_message_and_stores_nothing(dash, client, org):
+    sk = org["keys"]["live"]["secretKey"]
+    dash.sign_in(sk)
+    for url in ("http://example.com/hooks", "https://127.0.0.1/hooks"):
+        api = client.post("/api/v1/webhook-endpoints", json={"url": url, "events": ["session.created"]},
+                          headers=secret(sk))
+        assert api.status_code == 400
+        [message] = api.json["details"]["url"]
+        refused = dash.post("/dashboard/webhooks", {"url": url, "events": ["session.created"]})
+        assert refused.status_code == 400
+        assert f'<p class="field-error" id="endpoint-url-error">{message}</p>' in refused.text
+        assert 'aria-invalid="true"' in refused.text and "The endpoint was not added" in refused.text
+        assert f'value="{url}"' in refused.text  # the form keeps what was typed
+        assert 'value="session.created" checked' in refused.text
+    assert message == "The host resolves to a loopback, private, link-local or reserved address."
+    # marshmallow's messages, from the API's own schema.
+    api = client.post("/api/v1/webhook-endpoints", json={"url": "https://example.com", "events": [],
+                                                        "description": "x" * 501}, headers=secret(sk))
+    assert api.status_code == 400
+    refused = dash.post("/dashboard/webhooks", {"url": "https://example.com", "description": "x" * 501})
+    assert refused.status_code == 400
+    assert f'id="endpoint-events-error">{api.json["details"]["events"][0]}</p>' in refused.text
+    assert f'id="endpoint-description-error">{api.json["details"]["description"][0]}</p>' in refused.text
+    forged = dash.post("/dashboard/webhooks", {"url": "https://example.com", "events": ["nope"]})
+    assert forged.status_code == 400 and 'id="endpoint-events-error">Must be one of: session.created' in forged.text
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"] == []
+    assert audit_events(client, sk, "webhook_endpoint.created") == []
+
+
+def test_rotate_a_webhook_secret_with_an_expiry(app, dash, client, org):
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    assert dash.post("/dashboard/webhooks", HOOK).status_code == 303
+    first = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    bad = dash.post(f"/dashboard/webhooks/{endpoint['id']}/rotate-secret", {"expiresIn": "604801"})
+    assert bad.status_code == 400
+    assert (f'id="rotate-{endpoint["id"]}-error">Must be greater than or equal to 0 and less than or equal to '
+            "604800.</p>") in bad.text
+    rotated = dash.post(f"/dashboard/webhooks/{endpoint['id']}/rotate-secret", {"expiresIn": "3600"})
+    assert rotated.status_code == 303 and rotated.headers["Location"] == "/dashboard/webhooks"
+    page = dash.get("/dashboard/webhooks")
+    second = NEW_SECRET.search(page.text).group(1)
+    assert second != first and "Rotated the signing secret of http://127.0.0.1:9/usher." in page.text
+    assert second not in dash.get("/dashboard/webhooks").text
+    # Both secrets sign for the hour, then the new one alone.
+    row = endpoint_row(app, endpoint["id"])
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(row, APP_SECRET, now) == [second, first]
+    assert signing_secrets(row, APP_SECRET, now + timedelta(seconds=3601)) == [second]
+    assert "signs too until" in dash.get(f"/dashboard/webhooks/{endpoint['id']}").text
+    [event] = audit_events(client, sk, "webhook_endpoint.secret_rotated")
+    assert event["actor"] == {"type": "key", "id": key_id_of(client, sk)}
+    assert event["details"] == {"expiresIn": 3600} and event["target"]["id"] == endpoint["id"]
+
+
+def test_delete_a_webhook_endpoint(dash, client, org, actions):
+    sk = org["keys"]["test"]["secretKey"]
+    other = actions.create_org("Other")["keys"]["test"]["secretKey"]
+    foreign = client.post("/api/v1/webhook-endpoints", json={"url": HOOK["url"], "events": ["session.created"]},
+                          headers=secret(other)).json
+    dash.sign_in(sk)
+    assert dash.post("/dashboard/webhooks", HOOK).status_code == 303
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    deleted = dash.post(f"/dashboard/webhooks/{endpoint['id']}/delete")
+    assert deleted.status_code == 303 and deleted.headers["Location"] == "/dashboard/webhooks"
+    page = dash.get("/dashboard/webhooks")
+    assert "Deleted the endpoint for http://127.0.0.1:9/usher." in page.text and "No endpoint yet." in page.text
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"] == []
+    [event] = audit_events(client, sk, "webhook_endpoint.deleted")
+    assert event["actor"] == {"type": "key", "id": key_id_of(client, sk)}
+    assert event["details"] == {"url": HOOK["url"]} and event["target"]["id"] == endpoint["id"]
+    # Gone is gone; another tenant's endpoint is not found and stays.
+    assert dash.post(f"/dashboard/webhooks/{endpoint['id']}/delete").status_code == 404
+    assert dash.post(f"/dashboard/webhooks/{foreign['id']}/delete").status_code == 404
+    assert dash.post(f"/dashboard/webhooks/{foreign['id']}/rotate-secret", {"expiresIn": "0"}).status_code == 404
+    assert dash.get(f"/dashboard/webhooks/{foreign['id']}").status_code == 404
+    assert client.get(f"/api/v1/webhook-endpoints/{foreign['id']}", headers=secret(other)).status_code == 200
+
+
+def test_an_endpoints_deliveries_are_listed(app, dash, client, org, tenant):
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    assert dash.post("/dashboard/webhooks", {**HOOK, "events": ["session.created"]}).status_code == 303
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    detail = dash.get(f"/dashboard/webhooks/{endpoint['id']}")
+    assert detail.status_code == 200 and "No delivery yet." in detail.text
+    tenant.guest()
+    tenant.guest()  # two session.created events (the test client never closes a response: nothing is sent)
+    # As the worker records a delivery that failed for good, beside one still pending.
+    with app.extensions["usher"].db.transaction() as session:
+        first = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint["id"])
+                                .order_by(WebhookDelivery.created_at, WebhookDelivery.event_id)).first()
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.event_id == first.event_id)
+                        .values(status="failed", attempts=7, last_response_status=503, next_attempt_at=None))
+    api = client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=secret(sk)).json["data"]
+    assert [(d["eventType"], d["status"], d["attempts"], d["lastResponseStatus"]) for d in api] == [
+        ("session.created", "pending", 0, None), ("session.created", "failed", 7, 503)]
+    page = dash.get(f"/dashboard/webhooks/{endpoint['id']}")
+    rows = page.text[page.text.index("<tbody>"):page.text.index("</tbody>")].split("<tr>")[1:]
+    assert len(rows) == 2
+    pending, failed = rows
+    assert api[0]["id"] in pending and '<span class="tag status-pending">pending</span>' in pending
+    assert '<td data-label="Attempts">0</td>' in pending and '<td data-label="Last response">—</td>' in pending
+    assert api[0]["nextAttemptAt"][:16].replace("T", " ") + " UTC" in pending
+    assert api[1]["id"] in failed and '<span class="tag status-failed">failed</span>' in failed
+    assert '<td data-label="Attempts">7</td>' in failed and '<td data-label="Last response">503</td>' in failed
+    assert '<td data-label="Next attempt">—</td>' in failed
+    assert f'href="/dashboard/webhooks/{endpoint["id"]}"' in dash.get("/dashboard/webhooks").text
+
+
+def test_webhooks_need_the_webhooks_write_scope(dash, client, org):
+    sk = org["keys"]["test"]["secretKey"]
+    operator = restricted_key(client, sk, "keys:write", "audit:read")
+    dash.sign_in(operator["key"])
+    page = dash.get("/dashboard/keys")
+    nav = page.text[page.text.index("<nav"):page.text.index("</nav>")]
+    assert ">API keys</a>" in nav and ">Audit log</a>" in nav and "Webhooks" not in nav
+    refused = dash.get("/dashboard/webhooks")
+    assert refused.status_code == 403 and "insufficient_scope" in refused.text
+    assert "Needed: webhooks:write." in refused.text
+    assert dash.post("/dashboard/webhooks", HOOK).status_code == 403
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"] == []
+    # With the scope, a restricted key manages endpoints, and is the actor of its changes.
+    writer = restricted_key(client, sk, "webhooks:write")
+    other = Dashboard(dash.client.application.test_client())
+    other.get("/dashboard/sign-in")
+    signed_in = other.post("/dashboard/sign-in", {"key": writer["key"]})
+    assert signed_in.headers["Location"] == "/dashboard/webhooks"
+    nav = other.get("/dashboard/webhooks").text
+    assert ">Webhooks</a>" in nav and ">API keys</a>" not in nav
+    assert other.post("/dashboard/webhooks", HOOK).status_code == 303
+    [event] = audit_events(client, sk, "webhook_endpoint.created")
+    assert event["actor"] == {"type": "key", "id": writer["id"]}
+
+
+# -- sign-in rate limit ------------------------------------------------------------------------
+def test_failed_sign_ins_are_limited_per_client_address(app_config, org):
+    limited = create_app({**app_config, "DASHBOARD_SIGN_IN_RATE_LIMIT": "3 per hour"})
+    try:
+        key = org["keys"]["test"]["secretKey"]
+        attacker = Dashboard(limited.test_client())
+        attacker.client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+        attacker.get("/dashboard/sign-in")
+        for _ in range(3):
+            wrong = attacker.post("/dashboard/sign-in", {"key": "sk_test_" + "A" * 40})
+            assert wrong.status_code == 400 and "Authentication required" in wrong.text
+        refused = attacker.post("/dashboard/sign-in", {"key": key})  # even the right key, now
+        assert refused.status_code == 429
+        retry_after = int(refused.headers["Retry-After"])
+        assert 0 < retry_after <= 3600  # within the hour (the sliding window's own estimate)
+        wait = f"{retry_after} seconds" if retry_after < 120 else f"{math.ceil(retry_after / 60)} minutes"
+        assert ('<p class="field-error" id="key-error">Too many requests. Please try again later. Too many failed '
+                f"sign-ins from this address: try again in {wait}.</p>") in refused.text
+        assert 'aria-invalid="true"' in refused.text and refused.headers["Cache-Control"] == "no-store"
+        assert signed_out(attacker.client.get("/dashboard/keys"))
+        # Another address is not held back; sign-ins that work spend nothing.
+        merchant = Dashboard(limited.test_client())
+        merchant.client.environ_base["REMOTE_ADDR"] = "198.51.100.20"
+        for _ in range(4):
+            merchant.sign_in(key)
+        # Once the window has passed (here: the budget cleared), the address signs in again.
+        limits = limited.extensions["usher"].limits
+        limits.clear("dashboard_sign_in_failures", "3 per hour", "-", "dashboard", "203.0.113.7")
+        attacker.sign_in(key)
+    finally:
+        limited.extensions["usher"].db.dispose()

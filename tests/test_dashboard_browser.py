@@ -269,7 +269,21 @@ def test_the_page_refuses_framing_inline_scripts_and_forged_posts(browser, live_
 
 PAGES = [("sign-in", "/dashboard/sign-in"), ("api-keys", "/dashboard/keys"), ("settings", "/dashboard/settings"),
          ("consumers", "/dashboard/consumers"), ("consumer", None), ("audit-log", "/dashboard/audit"),
-         ("test-outbox", "/dashboard/outbox")]
+         ("webhooks", None), ("webhook-deliveries", None), ("test-outbox", "/dashboard/outbox")]
+
+
+def add_endpoint(merchant: Merchant, url: str, events: list[str], description: str) -> str:
+    """Add a webhook endpoint with the form, as a merchant does; returns the secret shown once."""
+    page = merchant.page
+    merchant.nav("Webhooks")
+    page.get_by_label("URL", exact=True).fill(url)
+    for event_type in events:
+        page.get_by_label(event_type, exact=True).check()
+    page.get_by_label("Description").fill(description)
+    page.get_by_role("button", name="Add endpoint").click()
+    value = page.get_by_role("textbox", name="New signing secret")
+    value.wait_for()
+    return value.input_value()
 
 
 @pytest.mark.parametrize("width_name", list(WIDTHS))
@@ -289,6 +303,20 @@ def test_every_page_passes_axe_and_is_photographed(browser, live_server, actions
                 page.get_by_label("Type", exact=True).select_option("secret")
                 page.get_by_role("button", name="Create key").click()
                 page.get_by_label("New key value").wait_for()
+            elif name == "webhooks":
+                # An endpoint that listens to every session, its secret shown once.
+                secret_value = add_endpoint(merchant, "http://127.0.0.1:9/usher/webhooks",
+                                            ["session.created", "session.revoked"], "Order service")
+                assert secret_value.startswith("whsec_")
+                page.get_by_role("button", name="Copy").click()
+                page.get_by_text("Copied.").wait_for()
+                assert page.evaluate("navigator.clipboard.readText()") == secret_value
+            elif name == "webhook-deliveries":
+                guest(live_server.url, keys["publishableKey"])  # a session.created delivery
+                merchant.goto("/dashboard/webhooks")
+                page.get_by_role("link", name="Deliveries to http://127.0.0.1:9/usher/webhooks").click()
+                page.get_by_role("heading", name="Deliveries, newest first").wait_for()
+                assert page.locator("tbody tr").filter(has_text="session.created").count() >= 1
             elif path is not None:
                 merchant.goto(path)
             else:

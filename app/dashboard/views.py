@@ -5,9 +5,12 @@ with the API's own text."""
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
+from typing import TypeVar
 
 from flask import (
     Blueprint,
@@ -34,10 +37,14 @@ from app.api.helpers import (
 )
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
-from app.models import ApiKey, AuthSession, Consumer
+from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
+from app.models.webhook import EVENT_TYPES
+from app.ratelimit import client_key
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs
+from app.schemas.common import PageArgs
 from app.schemas.consumers import ConsumerListArgs
+from app.schemas.webhooks import DeliveryArgs, SecretRotation, WebhookEndpointIn
 from app.security.callers import RequestContext
 from app.security.keys import parse_key
 from app.security.scopes import SCOPES, has_scope, key_scopes
@@ -49,6 +56,7 @@ from app.services.consumers import (
     end_consumer_sessions,
     end_session,
 )
+from app.services.events import events_of
 from app.services.orgs import (
     create_key_for,
     live_keys_query,
@@ -58,6 +66,13 @@ from app.services.orgs import (
 )
 from app.services.outbox import outbox_messages
 from app.services.paging import page
+from app.services.webhook_endpoints import (
+    create_endpoint_for,
+    delete_endpoint_for,
+    endpoint_deliveries,
+    endpoints_query,
+    rotate_secret_for,
+)
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -65,7 +80,11 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC = {"dashboard.sign_in", "dashboard.static"}
+T = TypeVar("T")
 SIGN_IN_TYPES = ("secret", "restricted")  # key types that may sign in
+# Failed sign-ins per client address (`DASHBOARD_SIGN_IN_RATE_LIMIT`), counted before any tenant is
+# known, hence a tenant and mode of their own in the limit's key.
+SIGN_IN_FAILURES = ("dashboard_sign_in_failures", "-", "dashboard")
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,7 @@ class Page:
 PAGES = (Page("dashboard.keys", "API keys", "keys:write"), Page("dashboard.settings", "Settings", "settings:write"),
          Page("dashboard.consumers", "Consumers", "consumers:read"),
          Page("dashboard.audit_log", "Audit log", "audit:read"),
+         Page("dashboard.webhooks", "Webhooks", "webhooks:write"),
          Page("dashboard.outbox", "Test outbox", "consumers:read", test_only=True))
 
 
@@ -152,8 +172,8 @@ def _when(value: datetime | None) -> str:
 
 @bp.context_processor
 def _nav():
-    caller = g.get("usher_ctx")
-    return {"caller": caller, "pages": visible_pages(caller) if caller else []}
+    caller = g.get("usher_ctx")  # `signed_in` in templates: `caller` is Jinja's name for a call block
+    return {"signed_in": caller, "pages": visible_pages(caller) if caller else []}
 
 
 @bp.errorhandler(CSRFError)
@@ -186,6 +206,37 @@ def _messages(error: ValidationError) -> dict:
     return error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
 
 
+def _load(schema, data: dict) -> tuple[dict | None, dict]:
+    """`schema.load(data)` and no errors, or None and marshmallow's messages by field."""
+    try:
+        return schema.load(data), {}
+    except ValidationError as error:
+        return None, _messages(error)
+
+
+def _unless_refused(work: Callable[[], T], *statuses: int) -> T | None:
+    """`work()`, or None when it raises an `ApiError` of one of `statuses`: its message is then
+    flashed for the page the view redirects to (any other error is the error page)."""
+    try:
+        return work()
+    except ApiError as error:
+        if error.status not in statuses:
+            raise
+        _fail(error)
+        return None
+
+
+def _hold(kind: str, object_id: str, value: str) -> None:
+    """Keep a new value for the next page only (see `DashboardSessions.hold_reveal`)."""
+    _sessions().hold_reveal(session["token"], object_id, value, kind)
+
+
+def _take_reveal(kind: str) -> dict | None:
+    """The value held for this page: taken once, whichever page takes it."""
+    reveal = _sessions().take_reveal(session["token"])
+    return reveal if reveal is not None and reveal.get("kind", "key") == kind else None
+
+
 # -- sign-in and out --------------------------------------------------------------------------
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
@@ -193,6 +244,15 @@ def sign_in():
     then forgotten: the session refers to the key's id."""
     error = None
     if request.method == "POST":
+        limits, rate = _usher().limits, _usher().settings.dashboard_sign_in_rate_limit
+        name, tenant, mode = SIGN_IN_FAILURES
+        try:  # as OTP verify's failure budget: refused once spent, spent by failures only
+            limits.check(name, rate, tenant, mode, client_key(), fail_closed=False)
+        except ApiError as refused:
+            wait = int(refused.headers["Retry-After"])
+            message = (f"{_describe(refused)} Too many failed sign-ins from this address: try again in "
+                       + (f"{wait} seconds." if wait < 120 else f"{math.ceil(wait / 60)} minutes."))
+            return render_template("dashboard/sign_in.html", error=message), refused.status, refused.headers
         value = request.form.get("key", "").strip()
         parsed = parse_key(value)
         caller = None
@@ -204,6 +264,7 @@ def sign_in():
             session.permanent = True
             pages = visible_pages(caller)
             return redirect(url_for(pages[0].endpoint if pages else "dashboard.home"), 303)
+        limits.spend(name, rate, tenant, mode, client_key())
         if parsed is not None and parsed[0] == "publishable":
             error = f"{SECRET_KEY_REQUIRED}: a publishable key cannot sign in."
         else:
@@ -235,16 +296,11 @@ def home():
 @bp.route("/keys")
 @requires_scope("keys:write")
 def keys():
-    reveal = _sessions().take_reveal(session["token"])
     rows = [{"key": key, "scopes": sorted(key_scopes(key.type, key.scopes))}
             for key in db_session().scalars(live_keys_query(ctx().organization_id, ctx().mode, now()))]
-    return render_template("dashboard/keys.html", keys=rows, reveal=reveal, roll_errors=g.get("roll_errors", {}),
-                           scopes=SCOPES, create_errors=g.get("create_errors", {}))
-
-
-def _hold(key_id: str, value: str) -> None:
-    """Keep the new value for the next page only (see `DashboardSessions.hold_reveal`)."""
-    _sessions().hold_reveal(session["token"], key_id, value)
+    return render_template("dashboard/keys.html", keys=rows, reveal=_take_reveal("key"),
+                           roll_errors=g.get("roll_errors", {}), scopes=SCOPES,
+                           create_errors=g.get("create_errors", {}))
 
 
 @bp.route("/keys", methods=["POST"])
@@ -253,63 +309,57 @@ def create_key_view():
     form = {"type": request.form.get("type", "")}
     if request.form.getlist("scopes"):
         form["scopes"] = request.form.getlist("scopes")
-    try:
-        data = KeyCreate().load(form)
-    except ValidationError as error:
-        g.create_errors = _messages(error)
+    data, g.create_errors = _load(KeyCreate(), form)
+    if data is None:
         return keys(), 400
-    try:
+
+    def create() -> tuple[str, str]:
         with transaction() as db:
             key, value = create_key_for(db, app_secret(), ctx(), data["type"], data.get("scopes"), now())
-            key_id = key.id
-    except ApiError as error:
-        if error.status != 403:
-            raise
-        _fail(error)  # insufficient_scope: a key gives away only scopes it holds
-        return redirect(url_for("dashboard.keys"), 303)
-    _hold(key_id, value)
-    flash(f"Created a {data['type']} key.", "info")
+            return key.id, value
+
+    created = _unless_refused(create, 403)  # insufficient_scope: a key gives away only scopes it holds
+    if created is not None:
+        _hold("key", *created)
+        flash(f"Created a {data['type']} key.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
 
 @bp.route("/keys/<key_id>/roll", methods=["POST"])
 @requires_scope("keys:write")
 def roll_key_view(key_id: str):
-    try:
-        data = KeyRoll().load({"expiresIn": request.form.get("expiresIn", "")})
-    except ValidationError as error:
-        g.roll_errors = {key_id: _messages(error)}
+    data, errors = _load(KeyRoll(), {"expiresIn": request.form.get("expiresIn", "")})
+    if data is None:
+        g.roll_errors = {key_id: errors}
         return keys(), 400
-    try:
+
+    def roll() -> tuple[str, str, str]:
         with transaction() as db:
             old = tenant_get(db, ApiKey, key_id, ctx())
             key, value = roll_key_for(db, app_secret(), ctx(), old, data["expires_in"], now())
-            new_id, old_id, label = key.id, old.id, f"{old.type} key ending in {old.last4}"
-    except ApiError as error:
-        if error.status != 403:
-            raise
-        _fail(error)
-        return redirect(url_for("dashboard.keys"), 303)
-    if old_id == ctx().key_id:  # the session's own key: go on with its successor
-        _sessions().follow_key(session["token"], new_id)
-    _hold(new_id, value)
-    flash(f"Rolled the {label}.", "info")
+            return key.id, value, f"{old.type} key ending in {old.last4}"
+
+    rolled = _unless_refused(roll, 403)
+    if rolled is not None:
+        new_id, value, label = rolled
+        if key_id == ctx().key_id:  # the session's own key: go on with its successor
+            _sessions().follow_key(session["token"], new_id)
+        _hold("key", new_id, value)
+        flash(f"Rolled the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
 
 @bp.route("/keys/<key_id>/revoke", methods=["POST"])
 @requires_scope("keys:write")
 def revoke_key_view(key_id: str):
-    try:
+    def revoke() -> str:
         with transaction() as db:
             key = tenant_get(db, ApiKey, key_id, ctx())
             revoke_key_for(db, ctx(), key, now())
-            label = f"{key.type} key ending in {key.last4}"
-    except ApiError as error:
-        if error.status != 409:
-            raise
-        _fail(error)
-    else:
+            return f"{key.type} key ending in {key.last4}"
+
+    label = _unless_refused(revoke, 409)  # conflict: a key cannot revoke itself
+    if label is not None:
         flash(f"Revoked the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
@@ -434,7 +484,6 @@ def outbox():
     return render_template("dashboard/outbox.html", messages=messages)
 
 
-
 # -- Audit log --------------------------------------------------------------------------------
 @bp.route("/audit")
 @requires_scope("audit:read")
@@ -453,3 +502,75 @@ def audit_log():
                                    loaded.get("starting_after"), loaded.get("type"))
     return render_template("dashboard/audit.html", result=result, event_type=args.get("type", ""),
                            errors=errors), 400 if errors else 200
+
+
+# -- Webhooks ---------------------------------------------------------------------------------
+def _webhooks_page(status: int = 200, **errors):
+    """The endpoints of the tenant, oldest first, page by page (the `GET /webhook-endpoints`
+    query), with the forms; `errors` are a refused form's, shown next to its fields."""
+    form = {"startingAfter": request.args["startingAfter"]} if request.args.get("startingAfter") else {}
+    args, page_errors = _load(PageArgs(), form)
+    result = (page(db_session(), endpoints_query(ctx()), WebhookEndpoint.id, args["limit"], args.get("starting_after"))
+              if args is not None else {"data": [], "has_more": False})
+    return render_template("dashboard/webhooks.html", result=result, page_errors=page_errors,
+                           reveal=_take_reveal("webhook"), event_types=EVENT_TYPES,
+                           form=g.get("webhook_form", {}), create_errors=errors.get("create", {}),
+                           rotate_errors=errors.get("rotate", {})), 400 if page_errors else status
+
+
+@bp.route("/webhooks")
+@requires_scope("webhooks:write")
+def webhooks():
+    return _webhooks_page()
+
+
+@bp.route("/webhooks", methods=["POST"])
+@requires_scope("webhooks:write")
+def create_webhook_view():
+    """Validated by the API's `WebhookEndpointIn`, then its URL rules (`UrlRefused`'s reason)."""
+    form = {"url": request.form.get("url", "").strip(), "events": request.form.getlist("events")}
+    if request.form.get("description", "").strip():
+        form["description"] = request.form["description"].strip()
+    data, errors = _load(WebhookEndpointIn(), form)
+    if data is not None:
+        try:
+            endpoint, secret = create_endpoint_for(_usher(), events_of(current_app), ctx(), data)
+        except ApiError as error:
+            if error.error != "validation_error":
+                raise
+            errors = error.details or {}
+    if errors:
+        g.webhook_form = form
+        return _webhooks_page(400, create=errors)
+    _hold("webhook", endpoint.id, secret)
+    flash(f"Created the endpoint for {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)
+
+
+@bp.route("/webhooks/<endpoint_id>")
+@requires_scope("webhooks:write")
+def webhook(endpoint_id: str):
+    """An endpoint and its latest deliveries (the `GET …/deliveries` query)."""
+    args = DeliveryArgs().load({})
+    endpoint, deliveries = endpoint_deliveries(db_session(), ctx(), endpoint_id, args["limit"])
+    return render_template("dashboard/webhook.html", endpoint=endpoint, deliveries=deliveries, now=now())
+
+
+@bp.route("/webhooks/<endpoint_id>/rotate-secret", methods=["POST"])
+@requires_scope("webhooks:write")
+def rotate_webhook_secret_view(endpoint_id: str):
+    data, errors = _load(SecretRotation(), {"expiresIn": request.form.get("expiresIn", "")})
+    if data is None:
+        return _webhooks_page(400, rotate={endpoint_id: errors})
+    endpoint, secret = rotate_secret_for(_usher(), ctx(), endpoint_id, data["expires_in"])
+    _hold("webhook", endpoint.id, secret)
+    flash(f"Rotated the signing secret of {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)
+
+
+@bp.route("/webhooks/<endpoint_id>/delete", methods=["POST"])
+@requires_scope("webhooks:write")
+def delete_webhook_view(endpoint_id: str):
+    endpoint = delete_endpoint_for(_usher(), events_of(current_app), ctx(), endpoint_id)
+    flash(f"Deleted the endpoint for {endpoint.url}.", "info")
+    return redirect(url_for("dashboard.webhooks"), 303)

@@ -74,10 +74,11 @@ class DashboardSessions:
         with self.db.write() as connection:
             connection.execute(update(_T).where(_T_C.token_hash == self._hash(token)).values(key_id=key_id))
 
-    def hold_reveal(self, token: str, key_id: str, value: str) -> None:
-        """Keep a new key's value, sealed, for the one page that shows it."""
+    def hold_reveal(self, token: str, object_id: str, value: str, kind: str = "key") -> None:
+        """Keep a new value (a key's, or a webhook endpoint's signing secret: `kind`), sealed,
+        for the one page that shows it."""
         token_hash = self._hash(token)
-        blob = self._sealer.seal(json.dumps({"keyId": key_id, "value": value}).encode(), token_hash)
+        blob = self._sealer.seal(json.dumps({"kind": kind, "id": object_id, "value": value}).encode(), token_hash)
         with self.db.write() as connection:
             connection.execute(update(_T).where(_T_C.token_hash == token_hash).values(reveal=blob))
 

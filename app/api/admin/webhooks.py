@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from sqlalchemy import select
 
 from app.api.admin import blp
-from app.api.helpers import app_secret, db_session, now, tenant_get, transaction
+from app.api.helpers import db_session, tenant_get
 from app.api.security import current_context, requires
-from app.errors import ApiError
-from app.models import WebhookDelivery, WebhookEndpoint
+from app.models import WebhookEndpoint
 from app.openapi import ErrorSchema
 from app.schemas.common import PageArgs
 from app.schemas.webhooks import (
@@ -22,18 +20,21 @@ from app.schemas.webhooks import (
     WebhookEndpointOut,
     WebhookEndpointPage,
 )
-from app.services import audit
 from app.services.events import events_of
 from app.services.paging import page
-from app.services.webhooks import (
-    UrlRefused,
-    create_endpoint,
-    delete_endpoint,
-    resolve,
-    rotate_secret,
+from app.services.webhook_endpoints import (
+    create_endpoint_for,
+    delete_endpoint_for,
+    endpoint_deliveries,
+    endpoints_query,
+    rotate_secret_for,
 )
 
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _usher():
+    return current_app.extensions["usher"]
 
 
 def _shown_once(endpoint: WebhookEndpoint, secret: str):
@@ -51,10 +52,8 @@ class WebhookEndpoints(MethodView):
 
         The endpoints of the caller's organization and mode, oldest first; keyset paging.
         """
-        ctx = current_context()
-        query = select(WebhookEndpoint).where(WebhookEndpoint.organization_id == ctx.organization_id,
-                                              WebhookEndpoint.mode == ctx.mode)
-        return page(db_session(), query, WebhookEndpoint.id, args["limit"], args.get("starting_after"))
+        return page(db_session(), endpoints_query(current_context()), WebhookEndpoint.id, args["limit"],
+                    args.get("starting_after"))
 
     @requires("secret", scope="webhooks:write")
     @blp.arguments(WebhookEndpointIn(), example={"url": "https://shop.example.com/usher/webhooks",
@@ -68,18 +67,7 @@ class WebhookEndpoints(MethodView):
         mode the URL must be `https` and resolve to public addresses only (checked now and at
         every delivery); test mode also allows `http` and loopback. Redirects are never followed.
         """
-        ctx = current_context()
-        try:
-            resolve(data["url"], ctx.mode)
-        except UrlRefused as exc:
-            raise ApiError("validation_error", details={"url": [str(exc)]}) from None
-        with transaction() as session:
-            endpoint, secret = create_endpoint(session, app_secret(), ctx.organization_id, ctx.mode, data["url"],
-                                               data["events"], data.get("description"), now())
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.created",
-                         ("webhook_endpoint", endpoint.id), {"url": endpoint.url, "events": endpoint.events}, now())
-        events_of(current_app).forget(ctx.organization_id, ctx.mode)
-        return _shown_once(endpoint, secret)
+        return _shown_once(*create_endpoint_for(_usher(), events_of(current_app), current_context(), data))
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>")
@@ -102,13 +90,7 @@ class WebhookEndpointById(MethodView):
 
         Nothing more is sent to it, including retries still pending; its deliveries go with it.
         """
-        ctx = current_context()
-        with transaction() as session:
-            endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.deleted",
-                         ("webhook_endpoint", endpoint.id), {"url": endpoint.url}, now())
-            delete_endpoint(session, endpoint)
-        events_of(current_app).forget(ctx.organization_id, ctx.mode)
+        delete_endpoint_for(_usher(), events_of(current_app), current_context(), endpoint_id)
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>/rotate-secret")
@@ -123,14 +105,7 @@ class RotateWebhookSecret(MethodView):
         The new `secret` is shown this once. For `expiresIn` seconds deliveries carry two
         signatures (`webhook-signature: v1,<new> v1,<old>`), so the receiver can switch at leisure.
         """
-        ctx = current_context()
-        with transaction() as session:
-            endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
-            secret = rotate_secret(endpoint, app_secret(), data["expires_in"], now())
-            audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx),
-                         "webhook_endpoint.secret_rotated", ("webhook_endpoint", endpoint.id),
-                         {"expiresIn": data["expires_in"]}, now())
-        return _shown_once(endpoint, secret)
+        return _shown_once(*rotate_secret_for(_usher(), current_context(), endpoint_id, data["expires_in"]))
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>/deliveries")
@@ -145,11 +120,5 @@ class WebhookDeliveries(MethodView):
         Each attempt is counted (`attempts`, `lastResponseStatus`); a failing delivery is retried
         after 5 s, 5 min, 30 min, 2 h, 5 h and 10 h (`nextAttemptAt`), then marked `failed`.
         """
-        session = db_session()
-        endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, current_context())
-        rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
-                               .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id.desc())
-                               .limit(args["limit"]))
-        return {"data": [{"id": r.event_id, "event_type": r.event_type, "status": r.status, "attempts": r.attempts,
-                          "last_response_status": r.last_response_status, "next_attempt_at": r.next_attempt_at}
-                         for r in rows]}
+        _, deliveries = endpoint_deliveries(db_session(), current_context(), endpoint_id, args["limit"])
+        return {"data": deliveries}

@@ -1,0 +1,95 @@
+"""What a caller does with its webhook endpoints, for the admin API and the dashboard alike.
+
+Each change checks the rule, makes the change and writes its audit event (the caller's key as
+actor) in one transaction; a change of who listens then makes this process forget its cached
+listeners of the tenant (after the commit, so no request caches the old answer again). The
+rules themselves (SSRF, secrets, rotation) are in `app.services.webhooks`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.helpers import tenant_get
+from app.errors import ApiError
+from app.models import WebhookDelivery, WebhookEndpoint
+from app.services import audit
+from app.services.webhooks import (
+    UrlRefused,
+    create_endpoint,
+    delete_endpoint,
+    resolve,
+    rotate_secret,
+)
+
+if TYPE_CHECKING:
+    from app.security.callers import RequestContext
+    from app.services.events import Events
+    from app.state import Usher
+
+
+def endpoints_query(ctx: RequestContext):
+    """The endpoints of the caller's organization and mode (page them by id: oldest first)."""
+    return select(WebhookEndpoint).where(WebhookEndpoint.organization_id == ctx.organization_id,
+                                         WebhookEndpoint.mode == ctx.mode)
+
+
+def check_url(url: str, mode: str) -> None:
+    """The SSRF rules of the mode; a refused URL is a `validation_error` on `url` with the reason."""
+    try:
+        resolve(url, mode)
+    except UrlRefused as exc:
+        raise ApiError("validation_error", details={"url": [str(exc)]}) from None
+
+
+def create_endpoint_for(usher: Usher, events: Events, ctx: RequestContext, data: dict) -> tuple[WebhookEndpoint, str]:
+    """Create an endpoint (`WebhookEndpointIn` data) of the caller's tenant, audited; returns it
+    and its secret, which is never available again."""
+    check_url(data["url"], ctx.mode)
+    now = usher.clock()
+    with usher.db.transaction(usher.session()) as session:
+        endpoint, secret = create_endpoint(session, usher.settings.app_secret, ctx.organization_id, ctx.mode,
+                                           data["url"], data["events"], data.get("description"), now)
+        audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.created",
+                     ("webhook_endpoint", endpoint.id), {"url": endpoint.url, "events": endpoint.events}, now)
+    events.forget(ctx.organization_id, ctx.mode)
+    return endpoint, secret
+
+
+def rotate_secret_for(usher: Usher, ctx: RequestContext, endpoint_id: str,
+                      expires_in: int) -> tuple[WebhookEndpoint, str]:
+    """A new secret for an endpoint of the caller's tenant (the old one signs beside it for
+    `expires_in` seconds), audited; returns the endpoint and the new secret, shown once."""
+    now = usher.clock()
+    with usher.db.transaction(usher.session()) as session:
+        endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
+        secret = rotate_secret(endpoint, usher.settings.app_secret, expires_in, now)
+        audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.secret_rotated",
+                     ("webhook_endpoint", endpoint.id), {"expiresIn": expires_in}, now)
+    return endpoint, secret
+
+
+def delete_endpoint_for(usher: Usher, events: Events, ctx: RequestContext, endpoint_id: str) -> WebhookEndpoint:
+    """Delete an endpoint of the caller's tenant with its deliveries, audited; returns the row gone."""
+    with usher.db.transaction(usher.session()) as session:
+        endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
+        audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.deleted",
+                     ("webhook_endpoint", endpoint.id), {"url": endpoint.url}, usher.clock())
+        delete_endpoint(session, endpoint)
+    events.forget(ctx.organization_id, ctx.mode)
+    return endpoint
+
+
+def endpoint_deliveries(session: Session, ctx: RequestContext, endpoint_id: str,
+                        limit: int) -> tuple[WebhookEndpoint, list[dict]]:
+    """An endpoint of the caller's tenant and its latest deliveries, newest first (`DeliveryOut`)."""
+    endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
+    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+                           .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id.desc())
+                           .limit(limit))
+    return endpoint, [{"id": r.event_id, "event_type": r.event_type, "status": r.status, "attempts": r.attempts,
+                       "last_response_status": r.last_response_status, "next_attempt_at": r.next_attempt_at}
+                      for r in rows]
