@@ -21,11 +21,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import threading
 import time
 
 from flask import request
 from limits import RateLimitItem, parse
-from limits.storage import Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.errors import ApiError
@@ -55,8 +56,33 @@ def client_key(address: str | None = None) -> str:
     return str(ip)
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """limits' in-process storage, its expired entries swept by one long-lived thread.
+
+    The stock storage starts a new 10 ms `threading.Timer` whenever the previous one has run:
+    under load that is a thread start, and a wait for it, every few requests (5-7 % of a
+    worker's time in the guest profile, bench/PROFILE.md). Expired windows are dropped on read
+    anyway (`MemoryStorage.get`), so the sweep only bounds memory: once a second is plenty."""
+
+    def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options):
+        self.sweep_seconds = sweep_seconds
+        super().__init__(uri, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the stock hook, called on every count
+        if not self.timer.is_alive():  # none yet, or lost in a fork
+            self.timer = threading.Thread(target=self._sweep, name="usher-limits-sweeper", daemon=True)
+            self.timer.start()
+
+    def _sweep(self) -> None:
+        while True:
+            time.sleep(self.sweep_seconds)
+            self._MemoryStorage__expire_events()
+
+
 def build_storage(uri: str) -> Storage:
     """The app's limit storage; Redis with short timeouts, so a dead Redis fails fast (503)."""
+    if uri.startswith("memory://"):
+        return SweptMemoryStorage(uri, key_prefix=PREFIX)
     options = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5} if uri.startswith(("redis", "rediss")) else {}
     storage = storage_from_string(uri, key_prefix=PREFIX, **options)
     assert isinstance(storage, Storage)  # a synchronous URI (the async ones start with async+)
