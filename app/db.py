@@ -187,6 +187,19 @@ class Database:
             connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection
 
+    @property
+    def one_statement_writes(self) -> bool:
+        """Whether a write of several rows can be one statement (PostgreSQL's data-modifying
+        CTEs; SQLite has none, and its writes cost no network round trips anyway)."""
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A Core connection in autocommit, for a write that is one statement (atomic by
+        itself): one round trip, no BEGIN and COMMIT."""
+        with self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One Core write transaction for hot paths: no ORM unit of work, the same locking."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import event
+
 from app.schemas.auth import SessionTokens, TokenPair
 from app.schemas.queues import QueueConsumerState
 from tests.helpers import consumer, publishable, secret
@@ -66,3 +68,33 @@ def test_queue_state_bodies_are_what_queue_consumer_state_writes(client, tenant)
     assert left.status_code == 200
     assert left.json["status"] == "LEFT" and left.json["position"] is None
     assert_schema_writes(QueueConsumerState(), left)
+
+
+def test_a_guest_is_one_statement_on_postgresql_and_one_transaction_on_sqlite(app, tenant):
+    """With nobody listening to its events, a guest's two rows cost PostgreSQL one round trip (a
+    data-modifying CTE in autocommit); SQLite writes them in one transaction."""
+    engine = app.extensions["usher"].db.engine
+    tenant.guest()  # the key's first use stamps its last_used_at (a write of its own)
+    statements, begins = [], []
+
+    def on_execute(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    def on_begin(conn):
+        if conn.get_execution_options().get("usher_write"):  # a write transaction (reads autocommit)
+            begins.append(1)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "begin", on_begin)
+    try:
+        tenant.guest()
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "begin", on_begin)
+    writes = [s for s in statements if "INSERT" in s]
+    if engine.dialect.name == "postgresql":
+        assert len(writes) == 1 and "INSERT INTO consumers" in writes[0] and "INSERT INTO sessions" in writes[0]
+        assert begins == []
+    else:
+        assert [w.split("(")[0].strip() for w in writes] == ["INSERT INTO consumers", "INSERT INTO sessions"]
+        assert begins == [1]

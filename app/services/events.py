@@ -68,6 +68,10 @@ class Events:
             self._listening[key] = (now + self.cache_seconds, types)
         return types
 
+    def listens_to_any(self, connection: Connection, organization_id: str, mode: str, *event_types: str) -> bool:
+        """Whether some endpoint of the tenant listens to one of these types (the same cache)."""
+        return not self.listening(connection, organization_id, mode).isdisjoint(event_types)
+
     def forget(self, organization_id: str, mode: str) -> None:
         """Drop this process's cached answer for a tenant (its endpoints just changed)."""
         with self._lock:
@@ -121,6 +125,11 @@ def register_events(app: Flask, events: Events) -> None:
 def record(connection: Connection, organization_id: str, mode: str, event_type: str, data: dict) -> str | None:
     """`Events.record` of the current app: the one-line hook the services and grants call."""
     return events_of(current_app).record(connection, organization_id, mode, event_type, data)
+
+
+def listens_to_any(connection: Connection, organization_id: str, mode: str, *event_types: str) -> bool:
+    """`Events.listens_to_any` of the current app."""
+    return events_of(current_app).listens_to_any(connection, organization_id, mode, *event_types)
 
 
 def sessions_revoked(connection: Connection, rows, reason: str) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.models import AuthSession, new_id
+from app.models import AuthSession, Consumer, new_id
 from app.security.keys import keyed_hash
 from app.services import events
 from app.tokens.service import Generation, Kids, TokenService
@@ -107,6 +107,20 @@ def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consum
                       type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti))
     _stamp(row, kids, now, organization)
     return row, generation_of(row, access_jti, refresh_jti)
+
+
+_NEW_GUEST = insert(Consumer.__table__).values(id=bindparam("guest_id"), organization_id=bindparam("guest_organization_id"),
+                                                mode=bindparam("guest_mode"), created_at=bindparam("guest_created_at"))
+_INSERT_GUEST_AND_SESSION = (insert(SESSIONS).values({column.key: bindparam(column.key) for column in SESSIONS.columns})
+                             .add_cte(_NEW_GUEST.cte("new_guest")))
+
+
+def insert_guest_and_session(connection: Connection, row: AuthSession) -> None:
+    """The guest consumer and its session in one statement (PostgreSQL: a data-modifying CTE),
+    so on an autocommit connection one round trip writes both, atomically."""
+    connection.execute(_INSERT_GUEST_AND_SESSION, {
+        "guest_id": row.consumer_id, "guest_organization_id": row.organization_id, "guest_mode": row.mode,
+        "guest_created_at": row.created_at, **{column.key: getattr(row, column.key) for column in SESSIONS.columns}})
 
 
 def insert_session(connection: Connection, row: AuthSession) -> None:
