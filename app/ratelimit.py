@@ -66,17 +66,18 @@ class SweptMemoryStorage(MemoryStorage):
 
     def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options):
         self.sweep_seconds = sweep_seconds
+        self._sweeper: threading.Thread | None = None
         super().__init__(uri, **options)
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # the stock hook, called on every count
-        if not self.timer.is_alive():  # none yet, or lost in a fork
-            self.timer = threading.Thread(target=self._sweep, name="usher-limits-sweeper", daemon=True)
-            self.timer.start()
+        if self._sweeper is None or not self._sweeper.is_alive():  # none yet, or lost in a fork
+            self._sweeper = threading.Thread(target=self._sweep, name="usher-limits-sweeper", daemon=True)
+            self._sweeper.start()
 
     def _sweep(self) -> None:
         while True:
             time.sleep(self.sweep_seconds)
-            self._MemoryStorage__expire_events()
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]  # the stock sweep
 
 
 def build_storage(uri: str) -> Storage:

@@ -570,8 +570,8 @@ def _ratio(value: float, reference: float | None, target: float | None, percent:
 
 
 def backend_table(kind: str, results: dict) -> list[str]:
-    lines = ["| scenario | req/s | runs | p50 ms | p99 ms | errors | vs bare route | target | vs Better Auth | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| scenario | req/s | runs | p50 ms | p99 ms | errors | vs bare route | target | vs Better Auth | "
+              "target |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if name in REFERENCES:
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError
@@ -16,7 +16,7 @@ def is_guest(consumer_id: str) -> bool:
     return consumer_id.startswith("guest_")
 
 
-def queue_status(queue: Queue, now: datetime) -> str:
+def queue_status(queue: Queue | Row, now: datetime) -> str:
     if queue.open_at is not None and now < queue.open_at:
         return "PENDING"
     if queue.close_at is not None and now >= queue.close_at:
@@ -41,33 +41,49 @@ def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry 
                                                    QueueEntry.consumer_id == consumer_id))
 
 
-def enter(session: Session, queue: Queue, consumer_id: str, now: datetime) -> QueueEntry:
-    """Join the back of the queue, or return the place already held. Call inside a transaction.
+_QUEUES = Queue.__table__
+_ENTRIES = QueueEntry.__table__
+# Takes the next sequence number and, with it, the queue row's lock (PostgreSQL's row lock; SQLite
+# write transactions are serialized): arrival order, capacity and the counter agree under
+# concurrency. A refusal rolls the transaction back, number included.
+_TAKE_SEQUENCE = (update(_QUEUES).where(_QUEUES.c.id == bindparam("queue_id"))
+                  .values(next_sequence=_QUEUES.c.next_sequence + 1)
+                  .returning(_QUEUES.c.organization_id, _QUEUES.c.mode, _QUEUES.c.admission, _QUEUES.c.open_at,
+                             _QUEUES.c.close_at, _QUEUES.c.capacity, _QUEUES.c.next_sequence))
+_ENTRY = select(_ENTRIES.c.id, _ENTRIES.c.status).where(_ENTRIES.c.queue_id == bindparam("queue_id"),
+                                                         _ENTRIES.c.consumer_id == bindparam("consumer_id"))
+_QUEUED = (select(func.count()).select_from(_ENTRIES)
+           .where(_ENTRIES.c.queue_id == bindparam("queue_id"), _ENTRIES.c.status == "QUEUED"))
+_INSERT_ENTRY = _ENTRIES.insert()
+_REENTER = (update(_ENTRIES).where(_ENTRIES.c.id == bindparam("entry_id"))
+            .values(sequence=bindparam("sequence"), status="QUEUED", entered_at=bindparam("now"), left_at=None))
 
-    The queue row is locked first (FOR UPDATE on PostgreSQL; SQLite write transactions are
-    serialized), so arrival order, capacity and the sequence counter agree under concurrency.
-    """
+
+def enter(connection: Connection, queue_id: str, consumer_id: str, organization_id: str, mode: str,
+          now: datetime) -> dict:
+    """Join the back of the queue, or keep the place already held; returns the consumer's state
+    (`consumer_state`). Call inside a Core write transaction (`Database.write`): a handful of
+    prebuilt statements, the hot path of a drop's second step."""
+    queue = connection.execute(_TAKE_SEQUENCE, {"queue_id": queue_id}).first()
+    if queue is None or queue.organization_id != organization_id or queue.mode != mode:
+        raise ApiError("not_found", "Queue not found")
     if queue.admission == "identified" and is_guest(consumer_id):
         raise ApiError("identification_required")
-    session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
-    entry = find_entry(session, queue.id, consumer_id)
-    if entry is not None and entry.status != "LEFT":
-        return entry
-    status = queue_status(queue, now)
-    if status != "OPEN":
-        raise ApiError("conflict", f"The queue is {status.lower()}.")
-    if queue.capacity is not None and queued_count(session, queue.id) >= queue.capacity:
-        raise ApiError("conflict", "The queue is full.")
-    sequence = session.execute(update(Queue).where(Queue.id == queue.id).values(next_sequence=Queue.next_sequence + 1)
-                               .returning(Queue.next_sequence)).scalar_one()
-    if entry is None:
-        entry = QueueEntry(queue_id=queue.id, consumer_id=consumer_id, sequence=sequence, status="QUEUED",
-                           entered_at=now)
-        session.add(entry)
-    else:  # re-entering after leaving: to the back of the line
-        entry.sequence, entry.status, entry.entered_at, entry.left_at = sequence, "QUEUED", now, None
-    session.flush()
-    return entry
+    entry = connection.execute(_ENTRY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
+    if entry is None or entry.status == "LEFT":
+        status = queue_status(queue, now)
+        if status != "OPEN":
+            raise ApiError("conflict", f"The queue is {status.lower()}.")
+        if queue.capacity is not None and connection.execute(_QUEUED, {"queue_id": queue_id}).scalar_one() \
+                >= queue.capacity:
+            raise ApiError("conflict", "The queue is full.")
+        if entry is None:
+            connection.execute(_INSERT_ENTRY, {"queue_id": queue_id, "consumer_id": consumer_id,
+                                               "sequence": queue.next_sequence, "status": "QUEUED",
+                                               "entered_at": now})
+        else:  # re-entering after leaving: to the back of the line
+            connection.execute(_REENTER, {"entry_id": entry.id, "sequence": queue.next_sequence, "now": now})
+    return consumer_state(connection, queue_id, consumer_id, organization_id, mode)
 
 
 def leave(session: Session, queue: Queue, consumer_id: str, now: datetime) -> QueueEntry:

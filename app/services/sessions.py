@@ -109,7 +109,8 @@ def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consum
     return row, generation_of(row, access_jti, refresh_jti)
 
 
-_NEW_GUEST = insert(Consumer.__table__).values(id=bindparam("guest_id"), organization_id=bindparam("guest_organization_id"),
+_NEW_GUEST = insert(Consumer.__table__).values(id=bindparam("guest_id"),
+                                                organization_id=bindparam("guest_organization_id"),
                                                 mode=bindparam("guest_mode"), created_at=bindparam("guest_created_at"))
 _INSERT_GUEST_AND_SESSION = (insert(SESSIONS).values({column.key: bindparam(column.key) for column in SESSIONS.columns})
                              .add_cte(_NEW_GUEST.cte("new_guest")))

@@ -58,11 +58,10 @@ class EnterQueue(MethodView):
         served. A queue whose `admission` is `identified` refuses guests.
         """
         ctx = current_context()
-        with transaction() as session:
-            queue = _queue(session, queue_id)
-            queues.enter(session, queue, ctx.consumer_id, now())
-            state = queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
-                                          ctx.mode)
+        if not ID_SHAPE.fullmatch(queue_id):
+            raise ApiError("not_found", "Queue not found")
+        with current_app.extensions["usher"].db.write() as connection:
+            state = queues.enter(connection, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode, now())
         return json_response(state)
 
 
