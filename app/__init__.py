@@ -14,8 +14,15 @@ __version__ = "0.1.0"
 
 def configure_logging(level: str) -> None:
     """One line per record on stderr; called by the entry points (wsgi, gunicorn), not the factory,
-    so that an embedding application keeps its own logging."""
+    so that an embedding application keeps its own logging.
+
+    The format names no caller, thread or process, so records skip collecting them (the
+    logging HOWTO's "Optimization"): the access log's line a request costs less than half."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging._srcfile = None  # type: ignore[attr-defined]  # no stack walk for the caller's file and line
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -37,10 +37,11 @@ OUT = ROOT / "bench" / "out"
 LUA = ROOT / "bench" / "lua"
 APP_SECRET = "bench-app-secret-" + "b" * 32
 CONNECTIONS, THREADS = 32, 2
-# Chosen by measurement (bench/PROFILE.md): gthread keeps connections alive (wrk's, nginx's
-# upstream keepalive) where sync workers close every one. BENCH_WORKERS / BENCH_WORKER_CLASS /
-# BENCH_THREADS_PER_WORKER override, for comparing models.
-WORKERS = os.environ.get("BENCH_WORKERS", "4")
+# The worker model chosen by measurement (bench/PROFILE.md): sync workers, one per core. On this
+# 2-core machine 2 sync workers beat 3, 4 and 6, and gthread (2 or 4 workers x 4 threads, with
+# keep-alive) on SQLite, on PostgreSQL + Redis and behind nginx. BENCH_WORKERS /
+# BENCH_WORKER_CLASS / BENCH_THREADS_PER_WORKER override, for comparing models.
+WORKERS = os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 2))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
 THREADS_PER_WORKER = os.environ.get("BENCH_THREADS_PER_WORKER", "1")
 PEER = ROOT / "bench" / "peer"

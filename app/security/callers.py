@@ -136,7 +136,8 @@ class CallerResolver:
         self.clock = clock
         self.publishable_key_cache_seconds = publishable_key_cache_seconds
         self._cache_for = timedelta(seconds=publishable_key_cache_seconds)
-        self._publishable: dict[str, tuple[datetime, Row]] = {}  # lookup -> (reuse until, row)
+        # lookup -> (reuse until, the key row, its organization snapshot): both read-only
+        self._publishable: dict[str, tuple[datetime, Row, OrganizationSnapshot]] = {}
         self._touched: dict[str, datetime] = {}  # key id -> when this process last stamped last_used_at
 
     def forget_keys(self) -> None:
@@ -161,16 +162,16 @@ class CallerResolver:
         def _rolled_back(session: Session) -> None:
             session.info.pop("usher_keys_changed", None)
 
-    def _cached_row(self, lookup: str) -> Row | None:
+    def _cached(self, lookup: str) -> tuple[datetime, Row, OrganizationSnapshot] | None:
         entry = self._publishable.get(lookup)
         if entry is None or entry[0] <= self.clock():
             return None
-        return entry[1]
+        return entry
 
     def _remember(self, lookup: str, row: Row) -> None:
         if len(self._publishable) > 10_000:  # bounded: a key sprayer cannot grow it (misses are never kept)
             self._publishable = {}
-        self._publishable[lookup] = (self.clock() + self._cache_for, row)
+        self._publishable[lookup] = (self.clock() + self._cache_for, row, _snapshot(row))
 
     # -- keys ---------------------------------------------------------------------------------
     def resolve_key(self, reader: Reader, value: str, expected_type: str,
@@ -178,20 +179,22 @@ class CallerResolver:
         """The caller of a key value, or None for a malformed, unknown, expired or revoked key.
 
         With `session_claims` (a verified access token's), the same single query also tells
-        whether the token's session is live; a dead session resolves to None as well."""
+        whether the token's session is live (a cached key: one query for that alone); a dead
+        session resolves to None as well."""
         parsed = parse_key(value)
         if parsed is None or parsed[0] != expected_type:
             return None
         key_type, mode = parsed
         lookup = key_lookup(self.app_secret, key_type, value)
         cacheable = key_type == "publishable" and self.publishable_key_cache_seconds > 0
-        row = self._cached_row(lookup) if cacheable else None
-        if row is not None:
+        cached = self._cached(lookup) if cacheable else None
+        if cached is not None:
+            _, row, snapshot = cached
             if session_claims is not None and not reader().execute(_SESSION_LIVE_QUERY, {
                     "organization_id": row.id, "session_id": session_claims["sessionId"],
                     "consumer_id": session_claims["consumerId"]}).scalar():
                 return None
-            return self._caller_of(row)
+            return self._caller_of(row, snapshot)
         params = {"lookup": lookup}
         if session_claims is not None:
             params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
@@ -210,7 +213,7 @@ class CallerResolver:
         row = reader().execute(_KEY_BY_ID_QUERY, {"key_id": key_id}).first()
         return None if row is None else self._caller_of(row)
 
-    def _caller_of(self, row) -> RequestContext | None:
+    def _caller_of(self, row, snapshot: OrganizationSnapshot | None = None) -> RequestContext | None:
         """The one validity rule of a key row (revoked or expired: no caller), and the
         last-used stamp."""
         now = self.clock()
@@ -222,8 +225,8 @@ class CallerResolver:
             with self.db.write() as connection:
                 connection.execute(_TOUCH_KEY, {"key_id": row.key_id, "now": now})
             self._touched[row.key_id] = now
-        return RequestContext(organization=_snapshot(row), mode=row.mode, key_type=row.type, key_id=row.key_id,
-                              scopes=key_scopes(row.type, row.scopes))
+        return RequestContext(organization=snapshot or _snapshot(row), mode=row.mode, key_type=row.type,
+                              key_id=row.key_id, scopes=key_scopes(row.type, row.scopes))
 
     def _key(self, reader: Reader, value: str | None, expected_type: str,
              session_claims: dict | None = None) -> RequestContext:

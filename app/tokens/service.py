@@ -64,14 +64,16 @@ class TokenService:
         self.issuer = issuer
         self.leeway = leeway
         self.clock = clock
-        # The exact header segments our keys produce -> kid, so that verifying one of our tokens
-        # parses it once (in PyJWT's decode) instead of twice. Anything else takes the slow path.
-        self._kid_by_header: dict[str, str] = {}
+        # Per token type, the exact header segments our keys produce -> kid, so that verifying one
+        # of our tokens parses it once (in PyJWT's decode) instead of twice; a refresh header is
+        # never looked up as an access one. Anything else takes the slow path.
+        self._kid_by_header: dict[str, dict[str, str]] = {ACCESS: {}, REFRESH: {}}
 
-    def _remember_header(self, token: str, kid: str) -> None:
+    def _remember_header(self, token_type: str, token: str, kid: str) -> None:
+        known = self._kid_by_header[token_type]
         segment = token.partition(".")[0]
-        if segment not in self._kid_by_header and len(self._kid_by_header) < 64:
-            self._kid_by_header[segment] = kid
+        if segment not in known and len(known) < 64:
+            known[segment] = kid
 
     def current_kids(self) -> Kids:
         """The keys that sign a pair made now."""
@@ -95,7 +97,8 @@ class TokenService:
                               "jti": gen.refresh_jti, "mode": gen.mode, "tokenType": REFRESH},
                              refresh_key.private, algorithm="EdDSA",
                              headers={"kid": gen.refresh_kid, "typ": "JWT"})
-        self._remember_header(access, gen.kid)
+        self._remember_header(ACCESS, access, gen.kid)
+        self._remember_header(REFRESH, refresh, gen.refresh_kid)
         return access, refresh
 
     def verify(self, token: str, token_type: str, organization_id: str | None, mode: str | None) -> dict:
@@ -104,7 +107,7 @@ class TokenService:
         Each type verifies only with its own keyring: a refresh token's `kid` is unknown to the
         access keyring and the reverse."""
         keyring = self._keyring(token_type)
-        kid = self._kid_by_header.get(token.partition(".")[0]) if token_type == ACCESS else None
+        kid = self._kid_by_header[token_type].get(token.partition(".")[0])
         if kid is None:
             try:
                 header = jwt.get_unverified_header(token)
@@ -113,9 +116,8 @@ class TokenService:
             kid = header.get("kid")
             if header.get("alg") not in ALGORITHMS or not isinstance(kid, str):
                 raise TokenError("algorithm or kid")
-            if (token_type == ACCESS and header == {"alg": "EdDSA", "kid": kid, "typ": "JWT"}
-                    and keyring.get(kid) is not None):
-                self._remember_header(token, kid)
+            if header == {"alg": "EdDSA", "kid": kid, "typ": "JWT"} and keyring.get(kid) is not None:
+                self._remember_header(token_type, token, kid)
         key = keyring.get(kid)
         if key is None:
             raise TokenError("unknown kid")
