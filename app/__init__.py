@@ -19,7 +19,7 @@ def configure_logging(level: str) -> None:
     The format names no caller, thread or process, so records skip collecting them (the
     logging HOWTO's "Optimization"): the access log's line a request costs less than half."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging._srcfile = None  # type: ignore[attr-defined]  # no stack walk for the caller's file and line
+    logging._srcfile = None  # no stack walk for the caller's file and line
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

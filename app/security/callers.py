@@ -189,12 +189,12 @@ class CallerResolver:
         cacheable = key_type == "publishable" and self.publishable_key_cache_seconds > 0
         cached = self._cached(lookup) if cacheable else None
         if cached is not None:
-            _, row, snapshot = cached
+            _, hit, snapshot = cached
             if session_claims is not None and not reader().execute(_SESSION_LIVE_QUERY, {
-                    "organization_id": row.id, "session_id": session_claims["sessionId"],
+                    "organization_id": hit.id, "session_id": session_claims["sessionId"],
                     "consumer_id": session_claims["consumerId"]}).scalar():
                 return None
-            return self._caller_of(row, snapshot)
+            return self._caller_of(hit, snapshot)
         params = {"lookup": lookup}
         if session_claims is not None:
             params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
