@@ -2,7 +2,10 @@
 
 In-memory rate limits live in one process, so with `RATELIMIT_STORAGE_URI=memory://` (the
 development default) a single gthread worker serves, unless WEB_CONCURRENCY says otherwise.
-With Redis (production) several sync workers share the limits.
+With Redis (production) several sync workers share the limits: one per core by default, the
+model `make bench` measured best on loopback (2 sync workers beat 3, 4 and 6, and gthread with
+keep-alive, directly and behind nginx; bench/PROFILE.md). With the database across a network,
+more workers can hide its round trips: raise WEB_CONCURRENCY and measure.
 """
 
 import multiprocessing
@@ -11,7 +14,7 @@ import os
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 _memory_limits = os.environ.get("RATELIMIT_STORAGE_URI", "memory://").startswith("memory://")
 if "WEB_CONCURRENCY" in os.environ or not _memory_limits:
-    workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+    workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
     worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
     threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 else:
