@@ -59,14 +59,18 @@ test-postgres: $(VENV)/.dev
 fuzz: $(VENV)/.dev
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider
 
-# Throughput and latency against a real gunicorn, side by side with a bare-Flask baseline;
-# writes bench/RESULTS.md (about 15 minutes). Installs Debian's wrk when it is missing.
+# Throughput and latency against a real gunicorn, side by side with a bare-Flask baseline and
+# the Better Auth peer, plus the drop through nginx; writes bench/RESULTS.md (about 20 minutes).
+# Installs Debian's wrk, nginx and npm when missing; the peer itself is installed by the bench
+# (npm ci into bench/peer/node_modules), never by `make run` or `make test`.
+BENCH_PACKAGES = $(strip $(if $(shell command -v wrk),,wrk) $(if $(shell command -v nginx),,nginx) \
+	$(if $(shell command -v npm),,npm))
 bench: $(VENV)/.dev
-	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
-		else sudo apt-get install -y -q wrk; fi; }
+	@if [ -n "$(BENCH_PACKAGES)" ]; then if [ "$$(id -u)" = 0 ]; then apt-get install -y -q $(BENCH_PACKAGES); \
+		else sudo apt-get install -y -q $(BENCH_PACKAGES); fi; fi
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Where a worker's CPU goes under the guest and refresh loads (py-spy); writes bench/PROFILE.md.
+# Where a worker's CPU goes under the guest, refresh and queue status loads (py-spy); writes bench/out/profile.md.
 profile: $(VENV)/.dev
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
 		else sudo apt-get install -y -q wrk; fi; }

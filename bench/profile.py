@@ -1,8 +1,10 @@
-"""`make profile`: where a gunicorn worker spends its CPU under the guest and refresh loads.
+"""`make profile`: where a gunicorn worker spends its CPU under the guest, refresh and queue
+status loads.
 
-Starts Usher (SQLite, 4 sync workers), drives each scenario with wrk as `make bench` does, and
-samples one worker with py-spy (`--gil`: only samples that hold the GIL, i.e. CPU in Python).
-Writes bench/PROFILE.md: the share of samples under each group of frames."""
+Starts Usher (SQLite, `bench.run`'s workers: one sync worker per core), drives each scenario with
+wrk as `make bench` does, and samples one worker with py-spy (`--gil`: only samples that hold
+the GIL, i.e. CPU in Python). Writes bench/out/profile.md: the share of samples under each group
+of frames (bench/PROFILE.md quotes it with the before/after figures of the optimizations)."""
 
 from __future__ import annotations
 
@@ -18,23 +20,26 @@ from bench.run import (
     APP_SECRET,
     LUA,
     OUT,
-    ROOT,
+    WORKERS,
     Gunicorn,
     Seeder,
     refresh_env,
     refresh_sessions,
+    write_lines,
 )
 
 # Groups of frames, most specific first: a sample counts for the first group it is under.
 GROUPS = [
     ("signing (PyJWT + Ed25519)", ("sign_pair",)),
     ("rate limit (limits storage)", ("RateLimits.hit",)),
-    ("caller resolution (key + organization query)", ("resolve_key",)),
+    ("caller resolution (publishable key, cached ≤ 1 s; session liveness query)", ("resolve_key",)),
+    ("queue state query", ("consumer_state",)),
     ("token verification (PyJWT + Ed25519)", ("TokenService.verify",)),
     ("write transaction (inserts/updates, commit, writer lock)", ("Database.write", "lock_session",
                                                                  "save_rotation", "insert_session")),
     ("request body parsing (webargs/marshmallow)", ("Parser.parse ", "_load_location_data", "Schema.load ")),
-    ("response serialization (marshmallow, jsonify)", ("Schema.dump", "jsonify")),
+    ("response serialization (wire body, json.dumps; marshmallow where still used)",
+     ("Schema.dump", "jsonify", "json_response")),
     ("access log", ("observability",)),
     ("connection checkout / teardown", ("Usher.reader", "Usher.teardown", "Engine.connect")),
     ("the rest: gunicorn, Flask, flask-smorest, the view itself (the baseline pays the first two)",
@@ -88,16 +93,22 @@ def main() -> None:
                         {"USHER_PK": seeder.keys["publishableKey"]})
         refresh_sessions(seeder, "profile")(None)
         refresh = profile(SERVER.url, "pool.lua", refresh_env(seeder, "profile"))
-    for name, counts in (("guest session", guest), ("refresh", refresh)):
+        queue_id, tokens = seeder.queue_tokens(64)
+        status = profile(SERVER.url, "pool.lua", {"USHER_PK": seeder.keys["publishableKey"],
+                                                  "BENCH_FILE": write_lines("profile-access", tokens),
+                                                  "BENCH_KIND": "status",
+                                                  "BENCH_PATH": f"/api/v1/queues/{queue_id}/status"})
+    for name, counts in (("guest session", guest), ("refresh", refresh), ("queue status", status)):
         total = sum(counts.values())
         sections += [f"## {name} ({total} samples)", "", "| where the worker's CPU went | share |", "|---|---|"]
         sections += [f"| {group} | {n / total:.0%} |" for group, n in counts.most_common()]
         sections.append("")
     seeder.close()
-    text = "\n".join(["# Profile of one gunicorn worker (py-spy --gil, SQLite, 4 workers, wrk 32 connections)", "",
+    text = "\n".join([(f"# Profile of one gunicorn worker (py-spy --gil, SQLite, {WORKERS} sync workers, wrk 32 "
+                      "connections)"), "",
                       ("Made by `make profile` (`bench/profile.py`). Each sample counts for the first group "
                        "(most specific first) whose frames it is under."), "", *sections])
-    (ROOT / "bench" / "PROFILE.md").write_text(text)
+    (OUT / "profile.md").write_text(text)
     print(text)
 
 

@@ -64,10 +64,11 @@ class Gunicorn:
         self.env = {**os.environ, "WEB_CONCURRENCY": WORKERS, "GUNICORN_WORKER_CLASS": WORKER_CLASS,
                     "GUNICORN_THREADS": THREADS_PER_WORKER, **env, "BIND": f"127.0.0.1:{self.port}"}
         self.module, self.log = module, OUT / f"{name}.log"
+        self.cwd = ROOT  # another checkout serves another revision (bench/compare.py)
 
     def __enter__(self):
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.module],
-                                        cwd=ROOT, env=self.env, stdout=open(self.log, "wb"),
+                                        cwd=self.cwd, env=self.env, stdout=open(self.log, "wb"),
                                         stderr=subprocess.STDOUT)
         for _ in range(150):
             try:
