@@ -60,7 +60,7 @@ fuzz: $(VENV)/.dev
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 # Throughput and latency against a real gunicorn, side by side with a bare-Flask baseline and
-# the Better Auth peer, plus the drop through nginx; writes bench/RESULTS.md (about 20 minutes).
+# the Better Auth peer, plus the drop through nginx; writes bench/RESULTS.md (about 17 minutes).
 # Installs Debian's wrk, nginx and npm when missing; the peer itself is installed by the bench
 # (npm ci into bench/peer/node_modules), never by `make run` or `make test`.
 BENCH_PACKAGES = $(strip $(if $(shell command -v wrk),,wrk) $(if $(shell command -v nginx),,nginx) \

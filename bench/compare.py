@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rev")
     parser.add_argument("--workers", default="2", help="gunicorn sync workers, for both")
+    parser.add_argument("--before-workers", help="the earlier revision's workers, if not --workers (its own default)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -71,13 +72,15 @@ def main() -> None:
     tokens = write_lines("compare-access", access)
     env = {**usher_env(url, limits), "WEB_CONCURRENCY": args.workers, "GUNICORN_WORKER_CLASS": "sync"}
     with contextlib.ExitStack() as stack:
-        before = Gunicorn("wsgi:app", env, "compare-before")
+        before = Gunicorn("wsgi:app", {**env, "WEB_CONCURRENCY": args.before_workers or args.workers},
+                          "compare-before")
         before.cwd = old
         now = Gunicorn("wsgi:app", env, "compare-now")
         found = rounds(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens)
                        + scenarios("now", stack.enter_context(now), seeder, queue_id, tokens), args.runs, args.seconds)
     seeder.close()
-    print(f"{args.backend}, {args.workers} sync workers each, {args.runs} rounds of {args.seconds} s; before = {args.rev}")
+    print(f"{args.backend}, {args.before_workers or args.workers} sync workers before, {args.workers} now, "
+          f"{args.runs} rounds of {args.seconds} s; before = {args.rev}")
     print("| scenario | before req/s | now req/s | now/before | before p99 ms | now p99 ms |")
     print("|---|---|---|---|---|---|")
     for name in ("guest session", "refresh", "queue status"):
