@@ -6,9 +6,12 @@ import json
 import logging
 import re
 
+import pytest
+
 from app import create_app
+from tests.conftest import APP_SECRET
 from tests.helpers import publishable, secret
-from tests.live import free_port
+from tests.live import LiveServer, free_port, http
 
 
 def test_request_id_is_made_echoed_and_put_in_error_bodies(client):
@@ -51,3 +54,21 @@ def test_readyz_is_503_when_a_dependency_is_down(app_config):
         assert response.json["status"] == "unavailable" and response.json[down] == "unavailable"
         assert response.headers["Retry-After"]
         app.extensions["usher"].db.dispose()
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_and_usher_log_lines_format_without_logging_errors(database_url, tmp_path):
+    """`configure_logging` skips the caller lookup for every record: gunicorn's own format (with
+    the process id) and Usher's access lines must still format, from start to graceful stop."""
+    log = tmp_path / "gunicorn.log"
+    server = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "2"}, log)
+    server.start()
+    try:
+        assert http("GET", server.url + "/healthz").status == 200
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert re.search(r"\[\d+\] \[INFO\] Booting worker with pid: \d+", text), text[-2000:]
+    assert re.search(r"\[\d+\] \[INFO\] Worker exiting \(pid: \d+\)", text), text[-2000:]
+    assert re.search(r"INFO usher\.access GET /healthz 200 ", text), text[-2000:]
+    assert "Logging error" not in text, text[-3000:]
