@@ -441,8 +441,8 @@ def drop_wrk(url: str, seconds: int, env: dict) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     command = ["wrk", f"-t{DROP_SHOPPERS}", f"-c{DROP_SHOPPERS}", f"-d{seconds}s", "-s", str(LUA / "drop.lua"), url]
-    result = subprocess.run(command, env={**os.environ, **env, "BENCH_OUT": str(folder)}, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(command, env={**os.environ, **env, "BENCH_OUT": str(folder), "BENCH_LUA": str(LUA)},
+                            capture_output=True, text=True, check=True)
     out = result.stdout
     duration = float(re.search(r"requests in ([\d.]+)s", out).group(1))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)

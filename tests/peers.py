@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from aiosmtpd.controller import Controller
 
-from tests.live import free_port
+from tests.live import LoopbackHTTPServer, free_port
 
 
 class SmtpPeer:
@@ -33,7 +32,7 @@ class SmtpPeer:
         self.controller.stop()
 
 
-class WebhookPeer:
+class WebhookPeer(LoopbackHTTPServer):
     """Records every POST; answers `status` (200 by default)."""
 
     def __init__(self, status: int = 200):
@@ -52,14 +51,5 @@ class WebhookPeer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sms"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/sms"

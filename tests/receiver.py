@@ -8,15 +8,15 @@ import json
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.live import free_port, self_signed_certificate
+from tests.live import LoopbackHTTPServer, self_signed_certificate
 
 
-class Receiver:
+class Receiver(LoopbackHTTPServer):
     def __init__(self, secrets: list[str] | None = None, statuses: list[int] | None = None, hang: float = 0,
                  tls_dir: Path | None = None, log_path: Path | None = None):
         self.secrets = list(secrets or [])
@@ -40,8 +40,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
+        super().__init__(Handler)
         scheme = "http"
         if tls_dir is not None:
             cert, key = self_signed_certificate(tls_dir)
@@ -50,8 +49,7 @@ class Receiver:
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
             self.ca_file = str(cert)
             scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"{scheme}://127.0.0.1:{self.port}/hooks"
 
     def verify(self, body: bytes, headers: dict) -> dict | None:
         """The event if any known secret verifies it (the library's own check), else None."""
@@ -97,11 +95,3 @@ class Receiver:
                     return list(self.received)
             time.sleep(0.02)
         raise AssertionError(f"{len(self.received)} of {count} deliveries arrived in {timeout} s")
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 
 from flask import Response, current_app
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError
-from app.security.callers import RequestContext
+from app.services.tenancy import ID_SHAPE, tenant_get
+
+__all__ = ["ID_SHAPE", "app_secret", "db_session", "json_response", "now", "tenant_get", "transaction"]
 
 
 def now() -> datetime:
@@ -35,18 +35,3 @@ def json_response(body: dict, status: int = 200) -> Response:
     (tests/test_wire_bodies.py checks that each such body is what the schema would write).
     The bytes are jsonify's: compact, with a trailing newline."""
     return Response(json.dumps(body, separators=(",", ":")) + "\n", status=status, mimetype="application/json")
-
-
-ID_SHAPE = re.compile(r"[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}")
-
-
-def tenant_get(session: Session, model, object_id: str, ctx: RequestContext):
-    """Fetch by id within the caller's organization and mode; anything else is a 404.
-
-    An id that is not of our shape (prefix and ULID) is a 404 without asking the database."""
-    if not ID_SHAPE.fullmatch(object_id):
-        raise ApiError("not_found")
-    obj = session.get(model, object_id)
-    if obj is None or obj.organization_id != ctx.organization_id or obj.mode != ctx.mode:
-        raise ApiError("not_found")
-    return obj

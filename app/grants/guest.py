@@ -31,18 +31,17 @@ class GuestGrant(BaseGrant):
 
     def create_token_response(self) -> tuple[int, dict]:
         ctx, now, db = self.request.ctx, self.server.clock(), self.server.db
-        row = None
+        row, generation = new_session_row(self.kids, self.server.app_secret, ctx.organization, ctx.mode,
+                                          new_id("guest"), self.SESSION_TYPE, now)
+        written = False
         if db.one_statement_writes:
             with db.autocommit() as connection:
                 if not events.listens_to_any(connection, ctx.organization_id, ctx.mode, *EVENTS):
-                    row, generation = new_session_row(self.kids, self.server.app_secret, ctx.organization, ctx.mode,
-                                                      new_id("guest"), self.SESSION_TYPE, now)
                     insert_guest_and_session(connection, row)
-        if row is None:
+                    written = True
+        if not written:
             with db.write() as connection:
-                consumer_id = insert_consumer(connection, "guest", ctx.organization_id, ctx.mode, now)
-                row, generation = new_session_row(self.kids, self.server.app_secret, ctx.organization, ctx.mode,
-                                                  consumer_id, self.SESSION_TYPE, now)
+                insert_consumer(connection, "guest", ctx.organization_id, ctx.mode, now, consumer_id=row.consumer_id)
                 insert_session(connection, row)
                 events.record(connection, ctx.organization_id, ctx.mode, "session.created", session_created(row))
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write

@@ -26,9 +26,9 @@ _INSERT_CONSUMER = insert(CONSUMERS)
 
 
 def insert_consumer(connection: Connection, prefix: str, organization_id: str, mode: str, now: datetime,
-                    **identity) -> str:
-    """A new consumer (`guest_…` or `cons_…`), by one Core insert; returns its id."""
-    consumer_id = new_id(prefix)
+                    consumer_id: str | None = None, **identity) -> str:
+    """A new consumer (`guest_…` or `cons_…`, or the id given), by one Core insert; returns its id."""
+    consumer_id = consumer_id or new_id(prefix)
     connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
                                           "created_at": now, "email": identity.get("email"),
                                           "phone": identity.get("phone")})

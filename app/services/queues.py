@@ -24,9 +24,14 @@ def queue_status(queue: Queue | Row, now: datetime) -> str:
     return "OPEN"
 
 
-def queued_count(session: Session, queue_id: str) -> int:
-    return session.execute(select(func.count()).select_from(QueueEntry)
-                           .where(QueueEntry.queue_id == queue_id, QueueEntry.status == "QUEUED")).scalar_one()
+_QUEUES = Queue.__table__
+_ENTRIES = QueueEntry.__table__
+_QUEUED = (select(func.count()).select_from(_ENTRIES)
+           .where(_ENTRIES.c.queue_id == bindparam("queue_id"), _ENTRIES.c.status == "QUEUED"))
+
+
+def queued_count(connection: Connection | Session, queue_id: str) -> int:
+    return connection.execute(_QUEUED, {"queue_id": queue_id}).scalar_one()
 
 
 def queue_view(session: Session, queue: Queue, time_zone: str | None, now: datetime) -> dict:
@@ -41,8 +46,6 @@ def find_entry(session: Session, queue_id: str, consumer_id: str) -> QueueEntry 
                                                    QueueEntry.consumer_id == consumer_id))
 
 
-_QUEUES = Queue.__table__
-_ENTRIES = QueueEntry.__table__
 # Takes the next sequence number and, with it, the queue row's lock (PostgreSQL's row lock; SQLite
 # write transactions are serialized): arrival order, capacity and the counter agree under
 # concurrency. A refusal rolls the transaction back, number included.
@@ -52,8 +55,6 @@ _TAKE_SEQUENCE = (update(_QUEUES).where(_QUEUES.c.id == bindparam("queue_id"))
                              _QUEUES.c.close_at, _QUEUES.c.capacity, _QUEUES.c.next_sequence))
 _ENTRY = select(_ENTRIES.c.id, _ENTRIES.c.status).where(_ENTRIES.c.queue_id == bindparam("queue_id"),
                                                          _ENTRIES.c.consumer_id == bindparam("consumer_id"))
-_QUEUED = (select(func.count()).select_from(_ENTRIES)
-           .where(_ENTRIES.c.queue_id == bindparam("queue_id"), _ENTRIES.c.status == "QUEUED"))
 _INSERT_ENTRY = _ENTRIES.insert()
 _REENTER = (update(_ENTRIES).where(_ENTRIES.c.id == bindparam("entry_id"))
             .values(sequence=bindparam("sequence"), status="QUEUED", entered_at=bindparam("now"), left_at=None))
@@ -74,8 +75,7 @@ def enter(connection: Connection, queue_id: str, consumer_id: str, organization_
         status = queue_status(queue, now)
         if status != "OPEN":
             raise ApiError("conflict", f"The queue is {status.lower()}.")
-        if queue.capacity is not None and connection.execute(_QUEUED, {"queue_id": queue_id}).scalar_one() \
-                >= queue.capacity:
+        if queue.capacity is not None and queued_count(connection, queue_id) >= queue.capacity:
             raise ApiError("conflict", "The queue is full.")
         if entry is None:
             connection.execute(_INSERT_ENTRY, {"queue_id": queue_id, "consumer_id": consumer_id,

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api.helpers import tenant_get
 from app.errors import ApiError
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.services import audit
+from app.services.tenancy import tenant_get
 from app.services.webhooks import (
     UrlRefused,
     create_endpoint,

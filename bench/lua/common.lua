@@ -11,4 +11,11 @@ function common.load(path)
   return items
 end
 
+-- wrk's setup(): numbers the threads 1..N (each thread's `id`), for sharing out work by thread.
+local counter = 0
+function common.number_thread(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+
 return common

@@ -15,11 +15,8 @@ local function now_ms()
   return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
 end
 
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
+package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
+setup = require("common").number_thread
 
 -- Each thread writes "<step> <ms>" per answer, "journey" per completed journey and "error <step>"
 -- per failed step to its own file under BENCH_OUT (wrk cannot hand nested tables to done()).

@@ -4,12 +4,7 @@
 -- (refresh | otp | exchange | status | cookie), BENCH_PATH, BENCH_THREADS, USHER_PK.
 package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
 local common = require("common")
-local counter = 0
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
+setup = common.number_thread
 
 function init(args)
   local all = common.load(os.getenv("BENCH_FILE"))

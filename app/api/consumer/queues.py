@@ -20,6 +20,13 @@ from app.schemas.queues import QueueConsumerState, QueueOut
 from app.services import queues
 
 
+def _queue_id(queue_id: str) -> str:
+    """The id, if it has our shape; else the queue's 404 without asking the database."""
+    if not ID_SHAPE.fullmatch(queue_id):
+        raise ApiError("not_found", "Queue not found")
+    return queue_id
+
+
 def _queue(session, queue_id: str) -> Queue:
     try:
         return tenant_get(session, Queue, queue_id, current_context())
@@ -58,8 +65,7 @@ class EnterQueue(MethodView):
         served. A queue whose `admission` is `identified` refuses guests.
         """
         ctx = current_context()
-        if not ID_SHAPE.fullmatch(queue_id):
-            raise ApiError("not_found", "Queue not found")
+        queue_id = _queue_id(queue_id)
         with current_app.extensions["usher"].db.write() as connection:
             state = queues.enter(connection, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode, now())
         return json_response(state)
@@ -76,8 +82,7 @@ class QueueStatus(MethodView):
         The consumer's state in the queue (its position while waiting); 404 when it never entered.
         """
         ctx = current_context()
-        if not ID_SHAPE.fullmatch(queue_id):
-            raise ApiError("not_found", "Queue not found")
+        queue_id = _queue_id(queue_id)
         reader = current_app.extensions["usher"].reader()
         state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
         return json_response(state)
