@@ -17,6 +17,7 @@ from bench.run import (
     Gunicorn,
     Scenario,
     Seeder,
+    otp_scenario,
     postgres_url,
     redis_url,
     refresh_env,
@@ -34,14 +35,16 @@ def worktree(rev: str) -> Path:
     return path
 
 
-def scenarios(label: str, server: Gunicorn, seeder: Seeder, queue_id: str, tokens: str) -> list[Scenario]:
+def scenarios(label: str, server: Gunicorn, seeder: Seeder, queue_id: str, tokens: str,
+              seconds: int) -> list[Scenario]:
     pk = seeder.keys["publishableKey"]
     return [Scenario(f"{label} guest session", server.url + "/api/v1/auth/guest", "guest.lua", {"USHER_PK": pk}),
             Scenario(f"{label} refresh", server.url, "pool.lua", refresh_env(seeder, label),
                      refresh_sessions(seeder, label)),
             Scenario(f"{label} queue status", server.url, "pool.lua", {
                 "USHER_PK": pk, "BENCH_FILE": tokens, "BENCH_KIND": "status",
-                "BENCH_PATH": f"/api/v1/queues/{queue_id}/status"})]
+                "BENCH_PATH": f"/api/v1/queues/{queue_id}/status"}),
+            otp_scenario(f"{label} OTP verify", f"compare-{label}", seeder, server, seconds)]
 
 
 def main() -> None:
@@ -76,14 +79,15 @@ def main() -> None:
                           "compare-before")
         before.cwd = old
         now = Gunicorn("wsgi:app", env, "compare-now")
-        found = rounds(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens)
-                       + scenarios("now", stack.enter_context(now), seeder, queue_id, tokens), args.runs, args.seconds)
+        found = rounds(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens, args.seconds)
+                       + scenarios("now", stack.enter_context(now), seeder, queue_id, tokens, args.seconds),
+                       args.runs, args.seconds)
     seeder.close()
     print(f"{args.backend}, {args.before_workers or args.workers} sync workers before, {args.workers} now, "
           f"{args.runs} rounds of {args.seconds} s; before = {args.rev}")
     print("| scenario | before req/s | now req/s | now/before | before p99 ms | now p99 ms |")
     print("|---|---|---|---|---|---|")
-    for name in ("guest session", "refresh", "queue status"):
+    for name in ("guest session", "refresh", "queue status", "OTP verify"):
         b, n = found[f"before {name}"], found[f"now {name}"]
         print(f"| {name} | {b['rps']:.0f} | {n['rps']:.0f} | {n['rps'] / b['rps']:.2f} × | {b['p99']:.1f} | "
               f"{n['p99']:.1f} |")

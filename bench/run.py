@@ -368,13 +368,21 @@ def peer_scenarios(peer: Peer) -> list[Scenario]:
                 "BENCH_PATH": "/api/auth/get-session"})]
 
 
+def otp_scenario(name: str, label: str, seeder: Seeder, server: Gunicorn, seconds: int) -> Scenario:
+    """OTP verify: fresh codes before every run (each is single use)."""
+
+    def codes(rate):
+        count = 3000 if rate is None else int(rate * seconds * 1.5) + 500
+        write_lines(f"{label}-otp", seeder.otp_codes(count))
+
+    return Scenario(name, server.url, "pool.lua", {"USHER_PK": seeder.keys["publishableKey"],
+                                                   "BENCH_FILE": str(OUT / f"{label}-otp.txt"), "BENCH_KIND": "otp",
+                                                   "BENCH_PATH": "/api/v1/auth/otp/verify"}, codes)
+
+
 def usher_scenarios(label: str, seeder: Seeder, server: Gunicorn, seconds: int) -> list[Scenario]:
     pk = seeder.keys["publishableKey"]
     base = {"USHER_PK": pk}
-
-    def otp(rate):
-        count = 3000 if rate is None else int(rate * seconds * 1.5) + 500
-        write_lines(f"{label}-otp", seeder.otp_codes(count))
 
     def exchange(rate):
         count = 3000 if rate is None else int(rate * seconds * 1.5) + 500
@@ -384,9 +392,7 @@ def usher_scenarios(label: str, seeder: Seeder, server: Gunicorn, seconds: int) 
     return [
         Scenario("guest session", server.url + "/api/v1/auth/guest", "guest.lua", base),
         Scenario("refresh", server.url, "pool.lua", refresh_env(seeder, label), refresh_sessions(seeder, label)),
-        Scenario("OTP verify", server.url, "pool.lua", {**base, "BENCH_FILE": str(OUT / f"{label}-otp.txt"),
-                                                        "BENCH_KIND": "otp", "BENCH_PATH": "/api/v1/auth/otp/verify"},
-                 otp),
+        otp_scenario("OTP verify", label, seeder, server, seconds),
         Scenario("external exchange", server.url, "pool.lua", {
             **base, "BENCH_FILE": str(OUT / f"{label}-exchange.txt"), "BENCH_KIND": "exchange",
             "BENCH_PATH": "/api/v1/auth/external/exchange"}, exchange),

@@ -6,10 +6,11 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, insert, select, update
 
 from app.db import utcnow
-from app.models import CapturedMessage, OtpCode
+from app.models import AuthSession, CapturedMessage, Consumer, OtpCode
+from app.otp.service import code_hash
 from tests.helpers import TenantActions, bearer, consumer, publishable, secret
 from tests.live import http
 from tests.test_sessions import race
@@ -301,3 +302,176 @@ def test_single_use_under_twenty_concurrent_verifies_on_gunicorn(live_server, ac
     statuses = sorted(r.status for r in replies)
     assert statuses == [200] + [401] * 19, [r.body for r in replies]
     assert {r.body["error"] for r in replies if r.status == 401} == {"otp_expired"}
+
+
+# -- PostgreSQL's two-round-trip verify, and the races it must lose safely ---------------------
+
+def on_postgresql(app) -> None:
+    if app.extensions["usher"].db.engine.dialect.name != "postgresql":
+        pytest.skip("the two-round-trip verify is PostgreSQL's; SQLite always locks the code row (make test runs "
+                    "this file again on PostgreSQL)")
+
+
+class Statements:
+    """The statements the app's engine runs, and its write transactions, while in the block;
+    `before_consuming` runs once, on another connection, just before the consuming statement."""
+
+    def __init__(self, app, before_consuming=None):
+        self.engine = app.extensions["usher"].db.engine
+        self.before_consuming, self.seen, self.begins = before_consuming, [], []
+
+    def _execute(self, _conn, _cursor, statement, *_args):
+        self.seen.append(statement)
+        if self.before_consuming is not None and statement.startswith("WITH consumed"):
+            change, self.before_consuming = self.before_consuming, None
+            with self.engine.begin() as other:
+                change(other)
+
+    def _begin(self, conn):
+        if conn.get_execution_options().get("usher_write"):
+            self.begins.append(1)
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._execute)
+        event.listen(self.engine, "begin", self._begin)
+        return self
+
+    def __exit__(self, *_exc):
+        event.remove(self.engine, "before_cursor_execute", self._execute)
+        event.remove(self.engine, "begin", self._begin)
+
+    def touching(self, *tables: str) -> list[str]:
+        return [s for s in self.seen if any(f" {table}" in s for table in tables)]
+
+
+def stored(app, org_id: str, email: str) -> tuple[list, list]:
+    """The consumers with this email in the organization, and their sessions."""
+    with app.extensions["usher"].db.engine.connect() as connection:
+        consumers = connection.execute(select(Consumer.id).where(Consumer.organization_id == org_id,
+                                                                 Consumer.email == email)).scalars().all()
+        sessions = connection.execute(select(AuthSession.id).where(AuthSession.consumer_id.in_(consumers))
+                                      ).scalars().all()
+    return consumers, sessions
+
+
+def test_a_verify_is_two_statements_on_postgresql_and_one_locked_transaction_on_sqlite(otp, app):
+    """Nobody listening and no guest: PostgreSQL reads the code (with its consumer) and then
+    consumes it, creates the consumer and starts the session in one statement, both in
+    autocommit; SQLite locks and writes in one transaction. A second sign-in finds the consumer."""
+    otp.tenant.guest()  # the first signature makes the signing keys (writes of their own)
+    otp.settings(otpCooldown=1)
+    for attempt in range(2):
+        otp.cooldown_passes("two@example.com")
+        otp.request(email="two@example.com")
+        code = otp.last_code("two@example.com")
+        with Statements(app) as run:
+            response = otp.verify(email="two@example.com", code=code)
+        assert response.status_code == 200
+        written = run.touching("otp_codes", "consumers", "sessions")
+        if run.engine.dialect.name == "postgresql":
+            assert len(written) == 2 and run.begins == []
+            assert written[0].startswith("SELECT otp_codes.id") and "FOR UPDATE" not in written[0]
+            assert written[1].startswith("WITH consumed") and "INSERT INTO sessions" in written[1]
+            assert ("INSERT INTO consumers" in written[1]) is (attempt == 0)
+        else:
+            assert run.begins == [1], run.seen
+            assert "FOR UPDATE" not in written[0]  # SQLite's write lock is the lock
+            assert any(s.startswith("INSERT INTO sessions") for s in written)
+    consumers, sessions = stored(app, otp.tenant.org_id, "two@example.com")
+    assert len(consumers) == 1 and len(sessions) == 2
+    assert otp.verify(email="two@example.com", code=code).json == OTP_EXPIRED  # single use
+
+
+def test_a_code_consumed_between_read_and_write_writes_nothing_and_answers_expired(otp, app):
+    on_postgresql(app)
+    otp.request(email="raced@example.com")
+    code = otp.last_code("raced@example.com")
+
+    def consume(other):
+        other.execute(update(OtpCode).where(OtpCode.identifier == "raced@example.com").values(consumed_at=utcnow()))
+
+    with Statements(app, consume) as run:
+        response = otp.verify(email="raced@example.com", code=code)
+    assert run.before_consuming is None  # the race happened
+    assert response.status_code == 401 and response.json == OTP_EXPIRED
+    assert stored(app, otp.tenant.org_id, "raced@example.com") == ([], [])
+    assert any("FOR UPDATE" in s for s in run.seen)  # the locked path decided
+
+
+def test_a_code_replaced_between_read_and_write_is_not_consumed_and_the_new_one_works(otp, app):
+    on_postgresql(app)
+    otp.request(email="swapped@example.com")
+    old = otp.last_code("swapped@example.com")
+    new = wrong(old)
+    usher = app.extensions["usher"]
+
+    def replace(other):  # what a new request stores: the new code's hash, tries reset
+        other.execute(update(OtpCode).where(OtpCode.identifier == "swapped@example.com").values(
+            code_hash=code_hash(usher.settings.app_secret, otp.tenant.org_id, "test", "swapped@example.com", new),
+            attempts=0))
+
+    with Statements(app, replace) as run:
+        response = otp.verify(email="swapped@example.com", code=old)
+    assert run.before_consuming is None
+    assert response.status_code == 401 and response.json == OTP_INVALID
+    assert stored(app, otp.tenant.org_id, "swapped@example.com") == ([], [])
+    assert otp.verify(email="swapped@example.com", code=new).status_code == 200
+
+
+def test_a_consumer_created_between_read_and_write_is_the_one_signed_in(otp, app):
+    on_postgresql(app)
+    otp.request(email="twin@example.com")
+    code = otp.last_code("twin@example.com")
+
+    def create(other):
+        other.execute(insert(Consumer).values(id="cons_made_meanwhile", organization_id=otp.tenant.org_id,
+                                              mode="test", email="twin@example.com", created_at=utcnow()))
+
+    with Statements(app, create) as run:
+        response = otp.verify(email="twin@example.com", code=code)
+    assert run.before_consuming is None
+    assert response.status_code == 200 and response.json["session"]["consumerId"] == "cons_made_meanwhile"
+    consumers, sessions = stored(app, otp.tenant.org_id, "twin@example.com")
+    assert consumers == ["cons_made_meanwhile"] and len(sessions) == 1
+    assert otp.verify(email="twin@example.com", code=code).json == OTP_EXPIRED
+
+
+def test_a_wrong_try_counts_only_against_the_code_it_was_compared_with(otp, app):
+    """The two-round-trip path counts a wrong try with a conditional UPDATE: a code that was
+    replaced after the read keeps its five tries."""
+    on_postgresql(app)
+    otp.settings(otpCooldown=1)
+    otp.request(email="counted@example.com")
+    code = otp.last_code("counted@example.com")
+    engine = app.extensions["usher"].db.engine
+    replaced = []
+
+    def replace_before_counting(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE otp_codes SET attempts") and not replaced:
+            replaced.append(1)
+            with engine.begin() as other:
+                other.execute(update(OtpCode).where(OtpCode.identifier == "counted@example.com")
+                              .values(code_hash="f" * 64, attempts=0))
+
+    event.listen(engine, "before_cursor_execute", replace_before_counting)
+    try:
+        assert otp.verify(email="counted@example.com", code=wrong(code)).json == OTP_INVALID
+    finally:
+        event.remove(engine, "before_cursor_execute", replace_before_counting)
+    assert replaced == [1]
+    with engine.connect() as connection:
+        assert connection.execute(select(OtpCode.attempts).where(
+            OtpCode.identifier == "counted@example.com")).scalar_one() == 0
+
+
+def test_a_verify_with_a_listener_writes_its_events_in_the_locked_transaction(otp, app):
+    created = otp.client.post("/api/v1/webhook-endpoints", headers=secret(otp.tenant.sk),
+                              json={"url": "http://127.0.0.1:9/usher", "events": ["session.created"]})
+    assert created.status_code == 201, created.json
+    otp.request(email="heard@example.com")
+    code = otp.last_code("heard@example.com")
+    with Statements(app) as run:
+        response = otp.verify(email="heard@example.com", code=code)
+    assert response.status_code == 200
+    assert run.begins == [1] and not any(s.startswith("WITH consumed") for s in run.seen)
+    assert any(s.startswith("INSERT INTO webhook_events") for s in run.seen)
