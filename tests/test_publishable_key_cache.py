@@ -157,3 +157,91 @@ def test_zero_switches_the_cache_off(app_config):
 def test_the_cache_time_is_bounded_to_one_second(value):
     with pytest.raises(ConfigError, match="PUBLISHABLE_KEY_CACHE_SECONDS"):
         Settings.load({"DATABASE_URL": "sqlite://", "APP_SECRET": "s" * 32, "PUBLISHABLE_KEY_CACHE_SECONDS": value})
+
+
+# -- queue status reads the session in its own query (requires(..., session_check="in_view")) --
+
+def _entered_guest(app, tenant) -> tuple[dict, dict]:
+    queue, guest = tenant.queue(), tenant.guest()
+    headers = consumer(tenant.pk, guest["accessToken"])
+    assert tenant.client.post(f"/api/v1/queues/{queue['id']}/enter", headers=headers).status_code == 200
+    assert tenant.status(queue["id"], guest["accessToken"]).status_code == 200  # the key is cached now
+    return queue, guest
+
+
+def _end_elsewhere(app, session_id: str) -> None:
+    with app.extensions["usher"].db.write() as connection:
+        connection.execute(update(AuthSession).where(AuthSession.id == session_id)
+                           .values(revoked_at=app.extensions["usher"].clock(), revoked_reason="test"))
+
+
+def test_queue_status_with_a_cached_key_is_one_query_that_reads_the_session(cached_app, tenant):
+    queue, guest = _entered_guest(cached_app, tenant)
+    with statements(cached_app) as seen:
+        assert tenant.status(queue["id"], guest["accessToken"]).status_code == 200
+    assert len(seen) == 1 and "FROM queues" in seen[0] and "FROM sessions" in seen[0], seen
+    # Enter (a write) keeps the check before the view: a query of its own, then the view's.
+    with statements(cached_app) as seen:
+        tenant.client.post(f"/api/v1/queues/{queue['id']}/enter", headers=consumer(tenant.pk, guest["accessToken"]))
+    assert seen[0].startswith("SELECT EXISTS") and "FROM sessions" in seen[0], seen
+
+
+@pytest.mark.parametrize("where", ["entered queue", "unknown queue", "malformed id", "another tenant's queue"])
+def test_queue_status_answers_401_for_a_dead_session_before_any_404(cached_app, tenant, where):
+    queue, guest = _entered_guest(cached_app, tenant)
+    other = Actions(cached_app, tenant.client).create_org()
+    queue_id = {"entered queue": queue["id"], "unknown queue": "q_" + "0" * 26, "malformed id": "nope",
+                "another tenant's queue": TenantActions(tenant.client, other["keys"]["test"],
+                                                        other["organizationId"]).queue()["id"]}[where]
+    live = tenant.status(queue_id, guest["accessToken"])
+    assert live.status_code == (200 if where == "entered queue" else 404)
+    _end_elsewhere(cached_app, guest["session"]["sessionId"])
+    refused = tenant.status(queue_id, guest["accessToken"])
+    assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
+    foreign = tenant.client.get(f"/api/v1/queues/{queue_id}/status",  # not the origin's 403 either
+                                headers={**consumer(tenant.pk, guest["accessToken"]), "Origin": "https://evil.example"})
+    assert foreign.status_code == 401
+
+
+def test_a_read_only_view_that_forgets_the_session_still_answers_401(app_config):
+    """The check stays the decorator's: a view that asked to read the session and does not is
+    answered only after the decorator has read it."""
+    from flask.views import MethodView
+
+    from app.api.security import current_context, requires
+
+    app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 1})
+
+    class Forgetful(MethodView):
+        @requires("access", session_check="in_view")
+        def get(self):
+            return {"consumerId": current_context().consumer_id}
+
+    app.add_url_rule("/forgetful", view_func=Forgetful.as_view("forgetful"))
+    try:
+        client = app.test_client()
+        created = Actions(app, client).create_org()
+        tenant = TenantActions(client, created["keys"]["test"], created["organizationId"])
+        guest = tenant.guest()
+        headers = consumer(tenant.pk, guest["accessToken"])
+        assert client.get("/forgetful", headers=headers).status_code == 200  # the key is cached now
+        with statements(app) as seen:
+            assert client.get("/forgetful", headers=headers).json == {"consumerId": guest["session"]["consumerId"]}
+        assert len(seen) == 1 and "FROM sessions" in seen[0]  # read after the view, by the decorator
+        _end_elsewhere(app, guest["session"]["sessionId"])
+        refused = client.get("/forgetful", headers=headers)
+        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
+    finally:
+        app.extensions["usher"].db.dispose()
+
+
+def test_only_a_get_view_may_read_the_session_in_its_query():
+    from app.api.security import requires
+
+    def post():
+        return {}
+
+    with pytest.raises(ValueError, match="only a read-only"):
+        requires("access", session_check="in_view")(post)
+    with pytest.raises(ValueError, match="session_check"):
+        requires("access", session_check="later")

@@ -12,7 +12,7 @@ from functools import wraps
 from flask import current_app, g, request
 
 from app.cors import check_origin
-from app.errors import CATALOGUE
+from app.errors import CATALOGUE, ApiError
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
@@ -49,18 +49,28 @@ def check_scope(ctx: RequestContext, scope: str | None) -> None:
         raise insufficient_scope(scope)
 
 
-def requires(*names: str, scope: str | None = None):
+def requires(*names: str, scope: str | None = None, session_check: str = "before_view"):
     """Decorator: the view needs one of these credentials (`CredentialKind` values), and a
     secret or restricted key needs `scope` (one of `SCOPES`; a secret-key view without one is
     closed to every restricted key, so a forgotten scope fails safe).
 
     With several kinds, a secret or restricted key in `Authorization` selects "secret", else
     the first other.
+
+    A consumer's session liveness is read before the view runs; with
+    `session_check="in_view"`, a read-only (GET) view may read it in its own query instead
+    (`RequestContext.pending_session`, one round trip fewer on a polled route). It stays this
+    decorator's check: after the view, answer or error, the decorator reads whatever the view
+    left unread, so no answer leaves for a dead session, and a view that forgets answers 401
+    all the same, only slower.
     """
     kinds = [CredentialKind(name) for name in names]
     others = [kind for kind in kinds if kind is not CredentialKind.SECRET]
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; the scopes are {SCOPES}")
+    if session_check not in ("before_view", "in_view"):
+        raise ValueError(f"session_check is 'before_view' or 'in_view', not {session_check!r}")
+    in_view = session_check == "in_view"
 
     def choose(credentials: Credentials) -> CredentialKind:
         if len(kinds) > 1 and CredentialKind.SECRET in kinds:
@@ -70,16 +80,25 @@ def requires(*names: str, scope: str | None = None):
         return kinds[0]
 
     def decorator(view):
+        if in_view and view.__name__ != "get":
+            raise ValueError(f"{view.__qualname__}: only a read-only (GET) view may read the session in its query")
+
         @wraps(view)
         def wrapper(*args, **kwargs):
             credentials = request_credentials()
             usher = current_app.extensions["usher"]
             kind = choose(credentials)
-            g.usher_ctx = ctx = usher.callers.resolve(usher.reader, kind, credentials)
-            check_origin(ctx.organization.allowed_origins, kind)  # the browser's origin, before any work
-            if kind is CredentialKind.SECRET:
-                check_scope(ctx, scope)
-            return view(*args, **kwargs)
+            g.usher_ctx = ctx = usher.callers.resolve(usher.reader, kind, credentials, defer_session=in_view)
+            try:
+                check_origin(ctx.organization.allowed_origins, kind)  # the browser's origin, before any work
+                if kind is CredentialKind.SECRET:
+                    check_scope(ctx, scope)
+                response = view(*args, **kwargs)
+            except ApiError:
+                usher.callers.settle(usher.reader, ctx)  # a dead session's 401 comes before any other error
+                raise
+            usher.callers.settle(usher.reader, ctx)  # nothing to do unless the view left the session unread
+            return response
 
         declared = [scope] if scope else list(SCOPES)
         security = [{name: (declared if kind is CredentialKind.SECRET else []) for name in req}

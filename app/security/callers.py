@@ -47,6 +47,30 @@ class OrganizationSnapshot:
 
 
 @dataclass
+class PendingSession:
+    """An access token's session whose liveness is still to be read: a read-only view that asked
+    for it (`requires(..., session_check="in_view")`) reads it in its own query (`LIVE_SESSION`)
+    and reports it with `confirm`; whatever the view does, its decorator reads it before any
+    answer leaves (`CallerResolver.settle`)."""
+
+    session_id: str
+    consumer_id: str
+    organization_id: str
+    checked: bool = False
+
+    def params(self) -> dict:
+        """The bind parameters of `LIVE_SESSION`."""
+        return {"session_id": self.session_id, "consumer_id": self.consumer_id,
+                "organization_id": self.organization_id}
+
+    def confirm(self, live: bool) -> None:
+        """The view's query read the liveness: 401 for a dead session."""
+        self.checked = True
+        if not live:
+            raise unauthenticated()
+
+
+@dataclass
 class RequestContext:
     organization: OrganizationSnapshot
     mode: str
@@ -58,6 +82,8 @@ class RequestContext:
     #: What the key may do (`app.security.scopes`): every scope for a secret key, none for a
     #: publishable key or a consumer, its own list for a restricted key.
     scopes: frozenset[str] = frozenset()
+    #: Set when the view reads the token's session liveness itself (see `PendingSession`).
+    pending_session: PendingSession | None = None
 
     @property
     def organization_id(self) -> str:
@@ -88,7 +114,10 @@ def _live_session(organization_id):
 
 
 _LIVE_SESSION = _live_session(_ORG.id).label("session_live")
-_SESSION_LIVE_QUERY = select(_live_session(bindparam("organization_id")))  # with a cached key row
+#: The liveness rule as a column for a view's own query (binds session_id, consumer_id,
+#: organization_id: `PendingSession.params`).
+LIVE_SESSION = _live_session(bindparam("organization_id")).label("session_live")
+_SESSION_LIVE_QUERY = select(LIVE_SESSION)  # with a cached key row
 _KEY_AND_SESSION_QUERY = _KEY_QUERY.add_columns(_LIVE_SESSION)
 _ORG_AND_SESSION_QUERY = (select(*_ORG_COLUMNS, _LIVE_SESSION)
                           .join_from(Organization.__table__, OrganizationSettings.__table__,
@@ -175,12 +204,13 @@ class CallerResolver:
 
     # -- keys ---------------------------------------------------------------------------------
     def resolve_key(self, reader: Reader, value: str, expected_type: str,
-                    session_claims: dict | None = None) -> RequestContext | None:
+                    session_claims: dict | None = None, defer_session: bool = False) -> RequestContext | None:
         """The caller of a key value, or None for a malformed, unknown, expired or revoked key.
 
         With `session_claims` (a verified access token's), the same single query also tells
-        whether the token's session is live (a cached key: one query for that alone); a dead
-        session resolves to None as well."""
+        whether the token's session is live (a cached key: one query for that alone, or, with
+        `defer_session`, none: the context carries a `PendingSession` for the view's query); a
+        dead session resolves to None as well."""
         parsed = parse_key(value)
         if parsed is None or parsed[0] != expected_type:
             return None
@@ -190,11 +220,16 @@ class CallerResolver:
         cached = self._cached(lookup) if cacheable else None
         if cached is not None:
             _, hit, snapshot = cached
-            if session_claims is not None and not reader().execute(_SESSION_LIVE_QUERY, {
-                    "organization_id": hit.id, "session_id": session_claims["sessionId"],
-                    "consumer_id": session_claims["consumerId"]}).scalar():
-                return None
-            return self._caller_of(hit, snapshot)
+            pending = None if session_claims is None else PendingSession(
+                session_claims["sessionId"], session_claims["consumerId"], hit.id)
+            if pending is not None and not defer_session:
+                if not reader().execute(_SESSION_LIVE_QUERY, pending.params()).scalar():
+                    return None
+                pending = None
+            ctx = self._caller_of(hit, snapshot)
+            if ctx is not None:
+                ctx.pending_session = pending
+            return ctx
         params = {"lookup": lookup}
         if session_claims is not None:
             params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
@@ -229,8 +264,8 @@ class CallerResolver:
                               key_id=row.key_id, scopes=key_scopes(row.type, row.scopes))
 
     def _key(self, reader: Reader, value: str | None, expected_type: str,
-             session_claims: dict | None = None) -> RequestContext:
-        ctx = self.resolve_key(reader, value or "", expected_type, session_claims)
+             session_claims: dict | None = None, defer_session: bool = False) -> RequestContext:
+        ctx = self.resolve_key(reader, value or "", expected_type, session_claims, defer_session)
         if ctx is None:
             raise unauthenticated()
         return ctx
@@ -253,26 +288,39 @@ class CallerResolver:
         return _snapshot(row) if row is not None and row.session_live else None
 
     # -- callers ------------------------------------------------------------------------------
-    def resolve(self, reader: Reader, kind: CredentialKind, credentials: Credentials) -> RequestContext:
-        """The caller for a view that needs `kind` (see `CredentialKind`), else 401/403."""
+    def resolve(self, reader: Reader, kind: CredentialKind, credentials: Credentials,
+                defer_session: bool = False) -> RequestContext:
+        """The caller for a view that needs `kind` (see `CredentialKind`), else 401/403.
+
+        `defer_session` (read-only views only): a consumer's session liveness, when it would take
+        a query of its own, is left to the view's query (`ctx.pending_session`); the caller of
+        `resolve` must then call `settle` before answering."""
         if kind is CredentialKind.SECRET:
             return self._secret_caller(reader, credentials)
         if kind is CredentialKind.PUBLISHABLE:
             return self._key(reader, credentials.publishable_key, "publishable")
         if kind is CredentialKind.ACCESS or (kind is CredentialKind.TOKEN and credentials.publishable_key):
-            return self._consumer_with_key(reader, credentials)
+            return self._consumer_with_key(reader, credentials, defer_session)
         if kind is CredentialKind.TOKEN:
             return self._consumer_by_token(reader, credentials)
         raise ValueError(kind)
 
-    def _consumer_with_key(self, reader: Reader, credentials: Credentials) -> RequestContext:
+    def settle(self, reader: Reader, ctx: RequestContext) -> None:
+        """Read a session liveness the view left unread (none read, or it failed before its
+        query): 401 for a dead session. Nothing when there is nothing pending."""
+        pending = ctx.pending_session
+        if pending is not None and not pending.checked:
+            pending.confirm(bool(reader().execute(_SESSION_LIVE_QUERY, pending.params()).scalar()))
+
+    def _consumer_with_key(self, reader: Reader, credentials: Credentials,
+                           defer_session: bool = False) -> RequestContext:
         """Verify the access token (no database), then resolve the publishable key and the
         token's session liveness in one query."""
         parsed = parse_key(credentials.publishable_key or "")
         if parsed is None or parsed[0] != "publishable":
             raise unauthenticated()
         claims = self.access_claims(credentials.bearer, None, parsed[1])
-        ctx = self._key(reader, credentials.publishable_key, "publishable", claims)
+        ctx = self._key(reader, credentials.publishable_key, "publishable", claims, defer_session)
         if claims["organizationId"] != ctx.organization_id:
             raise unauthenticated()
         return self._as_consumer(ctx, claims)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.errors import ApiError
 from app.models import Queue, QueueEntry
 from app.schemas.common import iso_instant
+from app.security.callers import LIVE_SESSION, PendingSession
 
 
 def is_guest(consumer_id: str) -> bool:
@@ -109,10 +110,22 @@ _STATE_QUERY = (
     .where(_Q.id == bindparam("queue_id")))
 
 
-def consumer_state(connection: Connection, queue_id: str, consumer_id: str, organization_id: str, mode: str) -> dict:
+_STATE_AND_SESSION_QUERY = _STATE_QUERY.add_columns(LIVE_SESSION)
+
+
+def consumer_state(connection: Connection, queue_id: str, consumer_id: str, organization_id: str, mode: str,
+                   session: PendingSession | None = None) -> dict:
     """The consumer's state in a queue of the tenant, in one query (the protected hot path),
-    in wire form: what `QueueConsumerState` writes, key for key."""
-    row = connection.execute(_STATE_QUERY, {"queue_id": queue_id, "consumer_id": consumer_id}).first()
+    in wire form: what `QueueConsumerState` writes, key for key. With `session` (the caller's
+    token's session, still to be read), the same query reads its liveness: 401 for a dead one,
+    before any 404."""
+    params = {"queue_id": queue_id, "consumer_id": consumer_id}
+    if session is None:
+        row = connection.execute(_STATE_QUERY, params).first()
+    else:
+        row = connection.execute(_STATE_AND_SESSION_QUERY, {**params, **session.params()}).first()
+        if row is not None:  # no queue row, no reading: the decorator reads it (`CallerResolver.settle`)
+            session.confirm(row.session_live)
     if row is None or row.organization_id != organization_id or row.mode != mode:
         raise ApiError("not_found", "Queue not found")
     if row.consumer_id is None:

@@ -73,7 +73,7 @@ class EnterQueue(MethodView):
 
 @blp.route("/queues/<string:queue_id>/status")
 class QueueStatus(MethodView):
-    @requires("access")
+    @requires("access", session_check="in_view")  # polled: the session is read in the state query
     @blp.response(200, QueueConsumerState)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
     def get(self, queue_id):
@@ -84,7 +84,8 @@ class QueueStatus(MethodView):
         ctx = current_context()
         queue_id = _queue_id(queue_id)
         reader = current_app.extensions["usher"].reader()
-        state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode)
+        state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode,
+                                      ctx.pending_session)
         return json_response(state)
 
 
