@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import event
+
 from app.services.orgs import create_organization
 
 
@@ -64,3 +67,42 @@ class TenantActions:
 
     def status(self, queue_id: str, access_token: str):
         return self.client.get(f"/api/v1/queues/{queue_id}/status", headers=consumer(self.pk, access_token))
+
+
+def on_postgresql(app) -> None:
+    if app.extensions["usher"].db.engine.dialect.name != "postgresql":
+        pytest.skip("the two-round-trip writes are PostgreSQL's; SQLite always takes the locked path (make test runs "
+                    "this file again on PostgreSQL)")
+
+
+class Statements:
+    """The statements the app's engine runs, and its write transactions, while in the block.
+    With `before`, a race: `before(other)` runs once, in a transaction of its own on another
+    connection, just before the first statement that starts with `at`."""
+
+    def __init__(self, app, before=None, at: str = ""):
+        self.engine = app.extensions["usher"].db.engine
+        self.before, self.at, self.seen, self.begins = before, at, [], []
+
+    def _execute(self, _conn, _cursor, statement, *_args):
+        self.seen.append(statement)
+        if self.before is not None and statement.startswith(self.at):
+            change, self.before = self.before, None
+            with self.engine.begin() as other:
+                change(other)
+
+    def _begin(self, conn):
+        if conn.get_execution_options().get("usher_write"):
+            self.begins.append(1)
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._execute)
+        event.listen(self.engine, "begin", self._begin)
+        return self
+
+    def __exit__(self, *_exc):
+        event.remove(self.engine, "before_cursor_execute", self._execute)
+        event.remove(self.engine, "begin", self._begin)
+
+    def touching(self, *tables: str) -> list[str]:
+        return [s for s in self.seen if any(f" {table}" in s for table in tables)]

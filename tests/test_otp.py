@@ -6,12 +6,20 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import insert, select, update
 
 from app.db import utcnow
 from app.models import AuthSession, CapturedMessage, Consumer, OtpCode
 from app.otp.service import code_hash
-from tests.helpers import TenantActions, bearer, consumer, publishable, secret
+from tests.helpers import (
+    Statements,
+    TenantActions,
+    bearer,
+    consumer,
+    on_postgresql,
+    publishable,
+    secret,
+)
 from tests.live import http
 from tests.test_sessions import race
 
@@ -306,44 +314,6 @@ def test_single_use_under_twenty_concurrent_verifies_on_gunicorn(live_server, ac
 
 # -- PostgreSQL's two-round-trip verify, and the races it must lose safely ---------------------
 
-def on_postgresql(app) -> None:
-    if app.extensions["usher"].db.engine.dialect.name != "postgresql":
-        pytest.skip("the two-round-trip verify is PostgreSQL's; SQLite always locks the code row (make test runs "
-                    "this file again on PostgreSQL)")
-
-
-class Statements:
-    """The statements the app's engine runs, and its write transactions, while in the block;
-    `before_consuming` runs once, on another connection, just before the consuming statement."""
-
-    def __init__(self, app, before_consuming=None):
-        self.engine = app.extensions["usher"].db.engine
-        self.before_consuming, self.seen, self.begins = before_consuming, [], []
-
-    def _execute(self, _conn, _cursor, statement, *_args):
-        self.seen.append(statement)
-        if self.before_consuming is not None and statement.startswith("WITH consumed"):
-            change, self.before_consuming = self.before_consuming, None
-            with self.engine.begin() as other:
-                change(other)
-
-    def _begin(self, conn):
-        if conn.get_execution_options().get("usher_write"):
-            self.begins.append(1)
-
-    def __enter__(self):
-        event.listen(self.engine, "before_cursor_execute", self._execute)
-        event.listen(self.engine, "begin", self._begin)
-        return self
-
-    def __exit__(self, *_exc):
-        event.remove(self.engine, "before_cursor_execute", self._execute)
-        event.remove(self.engine, "begin", self._begin)
-
-    def touching(self, *tables: str) -> list[str]:
-        return [s for s in self.seen if any(f" {table}" in s for table in tables)]
-
-
 def stored(app, org_id: str, email: str) -> tuple[list, list]:
     """The consumers with this email in the organization, and their sessions."""
     with app.extensions["usher"].db.engine.connect() as connection:
@@ -390,9 +360,9 @@ def test_a_code_consumed_between_read_and_write_writes_nothing_and_answers_expir
     def consume(other):
         other.execute(update(OtpCode).where(OtpCode.identifier == "raced@example.com").values(consumed_at=utcnow()))
 
-    with Statements(app, consume) as run:
+    with Statements(app, consume, at="WITH consumed") as run:
         response = otp.verify(email="raced@example.com", code=code)
-    assert run.before_consuming is None  # the race happened
+    assert run.before is None  # the race happened
     assert response.status_code == 401 and response.json == OTP_EXPIRED
     assert stored(app, otp.tenant.org_id, "raced@example.com") == ([], [])
     assert any("FOR UPDATE" in s for s in run.seen)  # the locked path decided
@@ -410,9 +380,9 @@ def test_a_code_replaced_between_read_and_write_is_not_consumed_and_the_new_one_
             code_hash=code_hash(usher.settings.app_secret, otp.tenant.org_id, "test", "swapped@example.com", new),
             attempts=0))
 
-    with Statements(app, replace) as run:
+    with Statements(app, replace, at="WITH consumed") as run:
         response = otp.verify(email="swapped@example.com", code=old)
-    assert run.before_consuming is None
+    assert run.before is None
     assert response.status_code == 401 and response.json == OTP_INVALID
     assert stored(app, otp.tenant.org_id, "swapped@example.com") == ([], [])
     assert otp.verify(email="swapped@example.com", code=new).status_code == 200
@@ -427,9 +397,9 @@ def test_a_consumer_created_between_read_and_write_is_the_one_signed_in(otp, app
         other.execute(insert(Consumer).values(id="cons_made_meanwhile", organization_id=otp.tenant.org_id,
                                               mode="test", email="twin@example.com", created_at=utcnow()))
 
-    with Statements(app, create) as run:
+    with Statements(app, create, at="WITH consumed") as run:
         response = otp.verify(email="twin@example.com", code=code)
-    assert run.before_consuming is None
+    assert run.before is None
     assert response.status_code == 200 and response.json["session"]["consumerId"] == "cons_made_meanwhile"
     consumers, sessions = stored(app, otp.tenant.org_id, "twin@example.com")
     assert consumers == ["cons_made_meanwhile"] and len(sessions) == 1
@@ -444,21 +414,14 @@ def test_a_wrong_try_counts_only_against_the_code_it_was_compared_with(otp, app)
     otp.request(email="counted@example.com")
     code = otp.last_code("counted@example.com")
     engine = app.extensions["usher"].db.engine
-    replaced = []
 
-    def replace_before_counting(_conn, _cursor, statement, *_args):
-        if statement.startswith("UPDATE otp_codes SET attempts") and not replaced:
-            replaced.append(1)
-            with engine.begin() as other:
-                other.execute(update(OtpCode).where(OtpCode.identifier == "counted@example.com")
-                              .values(code_hash="f" * 64, attempts=0))
+    def replace(other):
+        other.execute(update(OtpCode).where(OtpCode.identifier == "counted@example.com")
+                      .values(code_hash="f" * 64, attempts=0))
 
-    event.listen(engine, "before_cursor_execute", replace_before_counting)
-    try:
+    with Statements(app, replace, at="UPDATE otp_codes SET attempts") as run:
         assert otp.verify(email="counted@example.com", code=wrong(code)).json == OTP_INVALID
-    finally:
-        event.remove(engine, "before_cursor_execute", replace_before_counting)
-    assert replaced == [1]
+    assert run.before is None
     with engine.connect() as connection:
         assert connection.execute(select(OtpCode.attempts).where(
             OtpCode.identifier == "counted@example.com")).scalar_one() == 0

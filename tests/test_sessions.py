@@ -8,10 +8,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.models import AuthSession, Consumer
-from tests.helpers import TenantActions, bearer, consumer, publishable, secret
+from app.security.callers import organization_snapshot
+from app.services.sessions import (
+    read_session,
+    refresh_hash,
+    rotate,
+    save_rotation,
+    successor_jtis,
+)
+from tests.helpers import (
+    Statements,
+    TenantActions,
+    bearer,
+    consumer,
+    on_postgresql,
+    publishable,
+    secret,
+)
 from tests.live import http
 
 AUTH_REQUIRED = {"error": "Authentication required"}
@@ -260,3 +276,74 @@ def test_guest_writes_one_consumer_and_one_session(app, tenant):
         sessions = session.scalars(select(AuthSession).where(AuthSession.organization_id == tenant.org_id)).all()
         assert [(s.id, s.consumer_id) for s in sessions] == [(guest["session"]["sessionId"],
                                                             guest["session"]["consumerId"])]
+
+
+# -- PostgreSQL's two-round-trip rotation, and the races it must lose safely ------------------
+
+def _claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def _row(app, session_id: str) -> AuthSession:
+    with app.extensions["usher"].db.sessionmaker() as session:
+        return session.get(AuthSession, session_id)
+
+
+def test_a_refresh_is_two_statements_on_postgresql_and_one_locked_transaction_on_sqlite(app, tenant):
+    guest = tenant.guest()
+    with Statements(app) as run:
+        rotated = tenant.refresh(guest["refreshToken"])
+    assert rotated.status_code == 200
+    touching = [s for s in run.seen if "sessions" in s]
+    if run.engine.dialect.name == "postgresql":
+        assert run.begins == [] and len(touching) == 2
+        assert touching[0].startswith("SELECT") and "FOR UPDATE" not in touching[0]
+        assert touching[1].startswith("UPDATE sessions") and "sessions.refresh_hash =" in touching[1]
+    else:
+        assert run.begins == [1] and touching[0].startswith("SELECT")
+    assert tenant.refresh(guest["refreshToken"]).status_code == 200  # the predecessor, inside the window
+    assert tenant.refresh(rotated.json["refreshToken"]).status_code == 200
+
+
+def test_a_rotation_that_loses_a_race_writes_nothing_and_answers_with_the_winners_pair(app, tenant):
+    """Another request rotates the same token between this one's read and its write: this one's
+    conditional UPDATE matches nothing, and the locked path gives it the winner's generation
+    (the grace window's answer), as if it had come second."""
+    on_postgresql(app)
+    usher = app.extensions["usher"]
+    guest = tenant.guest()
+    session_id, secret_ = guest["session"]["sessionId"], usher.settings.app_secret
+
+    def win(other):
+        row = read_session(other, session_id)
+        organization = organization_snapshot(other, tenant.org_id, "test")
+        rotate(row, usher.auth.tokens.current_kids(), secret_, organization, _claims(guest["refreshToken"])["jti"],
+               usher.clock())
+        save_rotation(other, row)
+
+    with Statements(app, win, at="UPDATE sessions SET") as run:
+        answered = tenant.refresh(guest["refreshToken"])
+    assert run.before is None  # the race happened
+    assert answered.status_code == 200
+    winner_jti = successor_jtis(secret_, _claims(guest["refreshToken"])["jti"])[1]
+    assert _claims(answered.json["refreshToken"])["jti"] == winner_jti
+    stored = _row(app, session_id)
+    assert stored.refresh_hash == refresh_hash(secret_, winner_jti)  # rotated once, by the winner
+    assert any("FOR UPDATE" in s for s in run.seen)
+
+
+def test_a_session_ended_between_read_and_write_is_not_rotated(app, tenant):
+    on_postgresql(app)
+    guest = tenant.guest()
+    session_id = guest["session"]["sessionId"]
+    before = _row(app, session_id).refresh_hash
+
+    def end(other):
+        other.execute(update(AuthSession).where(AuthSession.id == session_id)
+                      .values(revoked_at=app.extensions["usher"].clock(), revoked_reason="test"))
+
+    with Statements(app, end, at="UPDATE sessions SET") as run:
+        refused = tenant.refresh(guest["refreshToken"])
+    assert run.before is None
+    assert refused.status_code == 401 and refused.json["error"] == "refresh_token_invalid"
+    assert _row(app, session_id).refresh_hash == before

@@ -3,11 +3,17 @@
 Each refresh token works once. Holders of the predecessor who race inside the grace window
 (browser tabs) get the current pair again, byte for byte; a rotated token presented later
 revokes the whole session (microblog-api's and OAuth 2.0 Security BCP's reuse detection).
+
+On PostgreSQL the common case, the current token of a live session, is two round trips in
+autocommit: the session row is read and the token's hash compared in constant time in Python,
+then the rotation is written by an UPDATE that matches only if the session is still live and
+that hash is still its current one. Anything else (a predecessor, reuse, a dead or foreign
+session) and a rotation that lost a race take the locked transaction, which decides as before.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
@@ -15,14 +21,16 @@ from app.security.keys import constant_time_equal
 from app.services import audit, events
 from app.services.sessions import (
     lock_session,
+    read_session,
     refresh_hash,
     revoke_one,
     rotate,
     save_rotation,
+    save_rotation_if_current,
     successor_generation,
     successor_jtis,
 )
-from app.tokens.service import REFRESH, TokenError
+from app.tokens.service import REFRESH, Generation, Kids, TokenError
 
 
 class RefreshTokenGrant(BaseGrant):
@@ -41,6 +49,11 @@ class RefreshTokenGrant(BaseGrant):
         grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
         presented = refresh_hash(secret, claims["jti"])
         kids, now = self.server.tokens.current_kids(), self.server.clock()
+        if self.server.db.one_statement_writes:
+            generation = self._rotate_in_two_round_trips(presented, kids, now)
+            if generation is not None:
+                access, refresh = self.server.tokens.sign_pair(generation)
+                return 200, {"accessToken": access, "refreshToken": refresh}
         with self.server.db.write() as connection:
             row = lock_session(connection, claims["sessionId"])
             if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
@@ -65,4 +78,17 @@ class RefreshTokenGrant(BaseGrant):
             raise ApiError("refresh_token_reused")
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
         return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
+
+    def _rotate_in_two_round_trips(self, presented: str, kids: Kids, now: datetime) -> Generation | None:
+        """The PostgreSQL path (see the module's docstring): the new generation, written; or
+        None, having written nothing, when the locked path must decide."""
+        claims = self.claims
+        with self.server.db.autocommit() as connection:
+            row = read_session(connection, claims["sessionId"])
+            if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
+                    or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]
+                    or not constant_time_equal(presented, row.refresh_hash)):
+                return None
+            generation = rotate(row, kids, self.server.app_secret, self.request.ctx.organization, claims["jti"], now)
+            return generation if save_rotation_if_current(connection, row) else None
 

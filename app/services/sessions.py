@@ -58,7 +58,8 @@ def generation_of(row: AuthSession, access_jti: str, refresh_jti: str) -> Genera
 
 SESSIONS = AuthSession.__table__
 _INSERT_SESSION = insert(SESSIONS)
-_SELECT_SESSION_FOR_UPDATE = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id")).with_for_update()
+_SELECT_SESSION = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
+_SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update()
 _ROTATED = ("previous_refresh_hash", "refresh_hash", "rotated_at", "generation_kid", "generation_refresh_kid",
             "generation_iat",
             "generation_access_exp", "generation_refresh_exp", "expires_at")
@@ -97,6 +98,25 @@ def lock_session(connection: Connection, session_id: str) -> AuthSession | None:
 
 def save_rotation(connection: Connection, row: AuthSession) -> None:
     connection.execute(_UPDATE_ROTATED, {"session_id": row.id, **{n: getattr(row, n) for n in _ROTATED}})
+
+
+def read_session(connection: Connection, session_id: str) -> AuthSession | None:
+    """The session row, unlocked (for a write that is conditional on what was read)."""
+    row = connection.execute(_SELECT_SESSION, {"session_id": session_id}).first()
+    return None if row is None else AuthSession(**row._mapping)
+
+
+# (The compared hash binds as `compared_hash`: an UPDATE takes a parameter named after a column as a value to SET.)
+_UPDATE_ROTATED_IF_CURRENT = _UPDATE_ROTATED.where(SESSIONS.c.refresh_hash == bindparam("compared_hash"),
+                                                   SESSIONS.c.revoked_at.is_(None))
+
+
+def save_rotation_if_current(connection: Connection, row: AuthSession) -> bool:
+    """Write a rotation only if the session is still live and its current refresh hash is still
+    the one rotated from (`row.previous_refresh_hash`, set by `rotate`); whether it was written."""
+    result = connection.execute(_UPDATE_ROTATED_IF_CURRENT, {
+        "session_id": row.id, "compared_hash": row.previous_refresh_hash, **{n: getattr(row, n) for n in _ROTATED}})
+    return result.rowcount == 1
 
 
 def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consumer_id: str,
