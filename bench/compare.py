@@ -79,9 +79,11 @@ def main() -> None:
                           "compare-before")
         before.cwd = old
         now = Gunicorn("wsgi:app", env, "compare-now")
-        found = rounds(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens, args.seconds)
-                       + scenarios("now", stack.enter_context(now), seeder, queue_id, tokens, args.seconds),
-                       args.runs, args.seconds)
+        pairs = zip(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens, args.seconds),
+                    scenarios("now", stack.enter_context(now), seeder, queue_id, tokens, args.seconds))
+        # Before and now of one scenario back to back: what a scenario leaves behind (PostgreSQL's
+        # checkpoints and vacuum after a write load) falls on both alike.
+        found = rounds([scenario for pair in pairs for scenario in pair], args.runs, args.seconds)
     seeder.close()
     print(f"{args.backend}, {args.before_workers or args.workers} sync workers before, {args.workers} now, "
           f"{args.runs} rounds of {args.seconds} s; before = {args.rev}")
