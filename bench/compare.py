@@ -80,7 +80,7 @@ def main() -> None:
         before.cwd = old
         now = Gunicorn("wsgi:app", env, "compare-now")
         pairs = zip(scenarios("before", stack.enter_context(before), seeder, queue_id, tokens, args.seconds),
-                    scenarios("now", stack.enter_context(now), seeder, queue_id, tokens, args.seconds))
+                    scenarios("now", stack.enter_context(now), seeder, queue_id, tokens, args.seconds), strict=True)
         # Before and now of one scenario back to back: what a scenario leaves behind (PostgreSQL's
         # checkpoints and vacuum after a write load) falls on both alike.
         found = rounds([scenario for pair in pairs for scenario in pair], args.runs, args.seconds)

@@ -14,9 +14,11 @@ session) and a rotation that lost a race take the locked transaction, which deci
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
+from app.models import AuthSession
 from app.security.keys import constant_time_equal
 from app.services import audit, events
 from app.services.sessions import (
@@ -56,8 +58,7 @@ class RefreshTokenGrant(BaseGrant):
                 return 200, {"accessToken": access, "refreshToken": refresh}
         with self.server.db.write() as connection:
             row = lock_session(connection, claims["sessionId"])
-            if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
-                    or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]):
+            if not _live_session_of(row, claims):
                 raise ApiError("refresh_token_invalid")
             if constant_time_equal(presented, row.refresh_hash):
                 generation = rotate(row, kids, secret, self.request.ctx.organization, claims["jti"], now)
@@ -85,10 +86,13 @@ class RefreshTokenGrant(BaseGrant):
         claims = self.claims
         with self.server.db.autocommit() as connection:
             row = read_session(connection, claims["sessionId"])
-            if (row is None or row.revoked_at is not None or row.organization_id != claims["organizationId"]
-                    or row.mode != claims["mode"] or row.consumer_id != claims["consumerId"]
-                    or not constant_time_equal(presented, row.refresh_hash)):
+            if not _live_session_of(row, claims) or not constant_time_equal(presented, row.refresh_hash):
                 return None
             generation = rotate(row, kids, self.server.app_secret, self.request.ctx.organization, claims["jti"], now)
             return generation if save_rotation_if_current(connection, row) else None
 
+
+def _live_session_of(row: AuthSession | None, claims: dict) -> TypeGuard[AuthSession]:
+    """Whether the row is the token's session, and live."""
+    return (row is not None and row.revoked_at is None and row.organization_id == claims["organizationId"]
+            and row.mode == claims["mode"] and row.consumer_id == claims["consumerId"])
