@@ -438,3 +438,20 @@ def test_a_verify_with_a_listener_writes_its_events_in_the_locked_transaction(ot
     assert response.status_code == 200
     assert run.begins == [1] and not any(s.startswith("WITH consumed") for s in run.seen)
     assert any(s.startswith("INSERT INTO webhook_events") for s in run.seen)
+
+
+def test_a_wrong_code_costs_the_same_statements_whatever_the_identifiers_history(otp, app):
+    """Live code, spent code or none: one read and one conditional UPDATE (plus BEGIN/COMMIT on
+    the locked path), so the time of a wrong guess does not tell whether someone asked for a code."""
+    otp.request(email="live@example.com")
+    otp.request(email="spent@example.com")
+    spent = otp.last_code("spent@example.com")
+    for _ in range(5):
+        otp.verify(email="spent@example.com", code=wrong(spent))
+    shapes = {}
+    for email in ("live@example.com", "spent@example.com", "nobody@example.com"):
+        with Statements(app) as run:
+            assert otp.verify(email=email, code="000000").json == OTP_INVALID
+        shapes[email] = ([s.split(" ")[0] for s in run.touching("otp_codes")], len(run.begins))
+    assert shapes["live@example.com"] == shapes["spent@example.com"] == shapes["nobody@example.com"]
+    assert shapes["nobody@example.com"][0] == ["SELECT", "UPDATE"]

@@ -235,6 +235,34 @@ def test_a_read_only_view_that_forgets_the_session_still_answers_401(app_config)
         app.extensions["usher"].db.dispose()
 
 
+def test_a_failing_read_only_view_answers_401_for_a_dead_session(app_config):
+    """Any error of the view (here an unexpected one, a 500) gives way to a dead session's 401."""
+    from flask.views import MethodView
+
+    from app.api.security import requires
+
+    app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 1})
+
+    class Broken(MethodView):
+        @requires("access", session_check="in_view")
+        def get(self):
+            raise RuntimeError("the view failed")
+
+    app.add_url_rule("/broken", view_func=Broken.as_view("broken"))
+    try:
+        client = app.test_client()
+        created = Actions(app, client).create_org()
+        tenant = TenantActions(client, created["keys"]["test"], created["organizationId"])
+        guest = tenant.guest()
+        headers = consumer(tenant.pk, guest["accessToken"])
+        assert client.get("/broken", headers=headers).status_code == 500  # live: the view's own error
+        _end_elsewhere(app, guest["session"]["sessionId"])
+        refused = client.get("/broken", headers=headers)
+        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
+    finally:
+        app.extensions["usher"].db.dispose()
+
+
 def test_only_a_get_view_may_read_the_session_in_its_query():
     from app.api.security import requires
 

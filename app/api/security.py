@@ -49,6 +49,17 @@ def check_scope(ctx: RequestContext, scope: str | None) -> None:
         raise insufficient_scope(scope)
 
 
+def _settle_after_error(usher, ctx: RequestContext) -> None:
+    """After the view (or a check) failed: the 401 of a dead session replaces its error; if the
+    session cannot be read either (the database is down), the first error stands."""
+    try:
+        usher.callers.settle(usher.reader, ctx)
+    except ApiError:
+        raise
+    except Exception:  # noqa: BLE001 - the caller re-raises the view's own error
+        return
+
+
 def requires(*names: str, scope: str | None = None, session_check: str = "before_view"):
     """Decorator: the view needs one of these credentials (`CredentialKind` values), and a
     secret or restricted key needs `scope` (one of `SCOPES`; a secret-key view without one is
@@ -94,8 +105,8 @@ def requires(*names: str, scope: str | None = None, session_check: str = "before
                 if kind is CredentialKind.SECRET:
                     check_scope(ctx, scope)
                 response = view(*args, **kwargs)
-            except ApiError:
-                usher.callers.settle(usher.reader, ctx)  # a dead session's 401 comes before any other error
+            except Exception:
+                _settle_after_error(usher, ctx)  # a dead session's 401 comes before any other error
                 raise
             usher.callers.settle(usher.reader, ctx)  # nothing to do unless the view left the session unread
             return response

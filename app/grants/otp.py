@@ -17,7 +17,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeGuard
 
-from sqlalchemy import Row, bindparam, exists, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError
@@ -26,6 +35,7 @@ from app.grants.identified import CONSUMERS, find_or_create_consumer, sign_in
 from app.models import OtpCode, new_id
 from app.otp.identifiers import identifier_from
 from app.otp.service import MAX_ATTEMPTS_PER_CODE, code_hash
+from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal
 from app.services import events
 from app.services.sessions import SESSIONS, new_session_row
@@ -57,8 +67,8 @@ class OtpGrant(BaseGrant):
                                                      "identifier": identifier.value}).first()
             now = self.server.clock()
             outcome = _outcome(presented, code, now)
-            if outcome == "otp_invalid" and _alive(code):
-                connection.execute(_WRONG_TRY, {"code_id": code.id})
+            if outcome == "otp_invalid":
+                _count_wrong_try(connection, code, identifier.value, ctx)
             elif outcome is None:
                 assert code is not None  # the right code has a row
                 connection.execute(_CONSUME, {"code_id": code.id, "now": now})
@@ -81,10 +91,8 @@ class OtpGrant(BaseGrant):
                 "organization_id": ctx.organization_id, "mode": ctx.mode, "identifier": identifier.value}).first()
             now = self.server.clock()
             outcome = _outcome(presented, code, now)
-            if outcome == "otp_invalid" and _alive(code):
-                # Counted only against the code just compared, if it is still live.
-                connection.execute(_WRONG_TRY_IF_SAME, {"code_id": code.id, "compared_hash": code.code_hash,
-                                                        "attempt_limit": MAX_ATTEMPTS_PER_CODE})
+            if outcome == "otp_invalid":
+                _count_wrong_try(connection, code, identifier.value, ctx)
             if outcome:
                 raise ApiError(outcome)
             assert code is not None  # the right code has a row
@@ -103,6 +111,15 @@ class OtpGrant(BaseGrant):
             return None
         access, refresh = self.server.tokens.sign_pair(generation)
         return session_body(row, access, refresh)
+
+
+def _count_wrong_try(connection: Connection, code: Row | None, identifier: str, ctx: RequestContext) -> None:
+    """Count a wrong try against the code just compared, if it is still that code and still live.
+    One conditional UPDATE whether there is a live code, a dead one or none, so that a wrong
+    code costs the same statements whatever the identifier's history (no timing tells)."""
+    connection.execute(_WRONG_TRY, {"code_organization_id": ctx.organization_id, "code_mode": ctx.mode,
+                                    "code_identifier": identifier, "attempt_limit": MAX_ATTEMPTS_PER_CODE,
+                                    "compared_hash": code.code_hash if code is not None else _NO_CODE})
 
 
 def _alive(code: Row | None) -> TypeGuard[Row]:
@@ -127,19 +144,22 @@ _NO_CODE = "0" * 64  # compared against when the identifier has no code, so both
 _BY_IDENTIFIER = (_CODES.c.organization_id == bindparam("organization_id"), _CODES.c.mode == bindparam("mode"),
                   _CODES.c.identifier == bindparam("identifier"))
 _SELECT_CODE = select(_CODES).where(*_BY_IDENTIFIER).with_for_update()
-_WRONG_TRY = update(_CODES).where(_CODES.c.id == bindparam("code_id")).values(attempts=_CODES.c.attempts + 1)
 _CONSUME = update(_CODES).where(_CODES.c.id == bindparam("code_id")).values(consumed_at=bindparam("now"))
 
 # The two-round-trip path. "Still the code compared and still live", the condition of both writes:
 # (Bind names are no column's name: an UPDATE would take such a parameter as a value to SET.)
-_STILL_LIVE = (_CODES.c.id == bindparam("code_id"), _CODES.c.code_hash == bindparam("compared_hash"),
-               _CODES.c.consumed_at.is_(None), _CODES.c.attempts < bindparam("attempt_limit"))
+_STILL_LIVE = (_CODES.c.code_hash == bindparam("compared_hash"), _CODES.c.consumed_at.is_(None),
+               _CODES.c.attempts < bindparam("attempt_limit"))
+_WRONG_TRY = (update(_CODES).where(_CODES.c.organization_id == bindparam("code_organization_id"),
+                                   _CODES.c.mode == bindparam("code_mode"),
+                                   _CODES.c.identifier == bindparam("code_identifier"), *_STILL_LIVE)
+              .values(attempts=_CODES.c.attempts + 1))
 _READ_CODE = {kind: select(_CODES, select(CONSUMERS.c.id).where(
     CONSUMERS.c.organization_id == _CODES.c.organization_id, CONSUMERS.c.mode == _CODES.c.mode,
     CONSUMERS.c[kind] == _CODES.c.identifier).scalar_subquery().label("consumer_id")).where(*_BY_IDENTIFIER)
     for kind in ("email", "phone")}
-_WRONG_TRY_IF_SAME = _WRONG_TRY.where(*_STILL_LIVE)
-_CONSUMED = (update(_CODES).where(*_STILL_LIVE, _CODES.c.expires_at > bindparam("now"))
+_CONSUMED = (update(_CODES).where(_CODES.c.id == bindparam("code_id"), *_STILL_LIVE,
+                                  _CODES.c.expires_at > bindparam("now"))
              .values(consumed_at=bindparam("now")).returning(_CODES.c.id).cte("consumed"))
 
 

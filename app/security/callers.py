@@ -60,7 +60,7 @@ class PendingSession:
 
     def params(self) -> dict:
         """The bind parameters of `LIVE_SESSION`."""
-        return {"session_id": self.session_id, "consumer_id": self.consumer_id,
+        return {"live_session_id": self.session_id, "live_consumer_id": self.consumer_id,
                 "organization_id": self.organization_id}
 
     def confirm(self, live: bool) -> None:
@@ -108,14 +108,15 @@ _KEY_BY_ID_QUERY = _KEY_ROW.where(_KEY.id == bindparam("key_id"))
 
 def _live_session(organization_id):
     """The one liveness rule of a token's session: not revoked, and its consumer and organization."""
-    return select(literal(1)).where(_SESSION.id == bindparam("session_id"), _SESSION.revoked_at.is_(None),
-                                    _SESSION.consumer_id == bindparam("consumer_id"),
+    # (`live_…` binds: a view's query that adds this column may bind its own `consumer_id`.)
+    return select(literal(1)).where(_SESSION.id == bindparam("live_session_id"), _SESSION.revoked_at.is_(None),
+                                    _SESSION.consumer_id == bindparam("live_consumer_id"),
                                     _SESSION.organization_id == organization_id).exists()
 
 
 _LIVE_SESSION = _live_session(_ORG.id).label("session_live")
-#: The liveness rule as a column for a view's own query (binds session_id, consumer_id,
-#: organization_id: `PendingSession.params`).
+#: The liveness rule as a column for a view's own query (binds live_session_id,
+#: live_consumer_id, organization_id: `PendingSession.params`).
 LIVE_SESSION = _live_session(bindparam("organization_id")).label("session_live")
 _SESSION_LIVE_QUERY = select(LIVE_SESSION)  # with a cached key row
 _KEY_AND_SESSION_QUERY = _KEY_QUERY.add_columns(_LIVE_SESSION)
@@ -232,7 +233,7 @@ class CallerResolver:
             return ctx
         params = {"lookup": lookup}
         if session_claims is not None:
-            params.update(session_id=session_claims["sessionId"], consumer_id=session_claims["consumerId"])
+            params.update(live_session_id=session_claims["sessionId"], live_consumer_id=session_claims["consumerId"])
         row = reader().execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
         if row is None or not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode:
             return None
@@ -283,8 +284,8 @@ class CallerResolver:
     def session_is_live(self, reader: Reader, organization_id: str, claims: dict) -> OrganizationSnapshot | None:
         """The organization, if the token's session is live in it (one query); else None."""
         row = reader().execute(_ORG_AND_SESSION_QUERY, {"organization_id": organization_id, "mode": claims["mode"],
-                                                      "session_id": claims["sessionId"],
-                                                      "consumer_id": claims["consumerId"]}).first()
+                                                      "live_session_id": claims["sessionId"],
+                                                      "live_consumer_id": claims["consumerId"]}).first()
         return _snapshot(row) if row is not None and row.session_live else None
 
     # -- callers ------------------------------------------------------------------------------
