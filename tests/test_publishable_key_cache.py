@@ -59,6 +59,13 @@ def _revoke_elsewhere(app, key_id: str) -> None:
         connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=app.extensions["usher"].clock()))
 
 
+def _end_elsewhere(app, session_id: str) -> None:
+    """A session ended by another process (a commit this app's ORM never sees)."""
+    with app.extensions["usher"].db.write() as connection:
+        connection.execute(update(AuthSession).where(AuthSession.id == session_id)
+                           .values(revoked_at=app.extensions["usher"].clock(), revoked_reason="test"))
+
+
 def test_a_cached_key_costs_no_key_query(cached_app, tenant):
     tenant.guest()  # reads and caches the key
     with statements(cached_app) as seen:
@@ -127,9 +134,7 @@ def test_session_liveness_is_read_on_every_request(cached_app, tenant):
     headers = consumer(tenant.pk, guest["accessToken"])
     assert tenant.client.post(f"/api/v1/queues/{queue['id']}/enter", headers=headers).status_code == 200
     assert tenant.status(queue["id"], guest["accessToken"]).status_code == 200  # key now cached
-    with cached_app.extensions["usher"].db.write() as connection:
-        connection.execute(update(AuthSession).where(AuthSession.id == guest["session"]["sessionId"])
-                           .values(revoked_at=cached_app.extensions["usher"].clock(), revoked_reason="test"))
+    _end_elsewhere(cached_app, guest["session"]["sessionId"])
     refused = tenant.status(queue["id"], guest["accessToken"])
     assert refused.status_code == 401
 
@@ -169,12 +174,6 @@ def _entered_guest(app, tenant) -> tuple[dict, dict]:
     return queue, guest
 
 
-def _end_elsewhere(app, session_id: str) -> None:
-    with app.extensions["usher"].db.write() as connection:
-        connection.execute(update(AuthSession).where(AuthSession.id == session_id)
-                           .values(revoked_at=app.extensions["usher"].clock(), revoked_reason="test"))
-
-
 def test_queue_status_with_a_cached_key_is_one_query_that_reads_the_session(cached_app, tenant):
     queue, guest = _entered_guest(cached_app, tenant)
     with statements(cached_app) as seen:
@@ -203,64 +202,56 @@ def test_queue_status_answers_401_for_a_dead_session_before_any_404(cached_app, 
     assert foreign.status_code == 401
 
 
-def test_a_read_only_view_that_forgets_the_session_still_answers_401(app_config):
-    """The check stays the decorator's: a view that asked to read the session and does not is
-    answered only after the decorator has read it."""
-    from flask.views import MethodView
-
-    from app.api.security import current_context, requires
-
-    app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 1})
-
-    class Forgetful(MethodView):
-        @requires("access", session_check="in_view")
-        def get(self):
-            return {"consumerId": current_context().consumer_id}
-
-    app.add_url_rule("/forgetful", view_func=Forgetful.as_view("forgetful"))
-    try:
-        client = app.test_client()
-        created = Actions(app, client).create_org()
-        tenant = TenantActions(client, created["keys"]["test"], created["organizationId"])
-        guest = tenant.guest()
-        headers = consumer(tenant.pk, guest["accessToken"])
-        assert client.get("/forgetful", headers=headers).status_code == 200  # the key is cached now
-        with statements(app) as seen:
-            assert client.get("/forgetful", headers=headers).json == {"consumerId": guest["session"]["consumerId"]}
-        assert len(seen) == 1 and "FROM sessions" in seen[0]  # read after the view, by the decorator
-        _end_elsewhere(app, guest["session"]["sessionId"])
-        refused = client.get("/forgetful", headers=headers)
-        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
-    finally:
-        app.extensions["usher"].db.dispose()
-
-
-def test_a_failing_read_only_view_answers_401_for_a_dead_session(app_config):
-    """Any error of the view (here an unexpected one, a 500) gives way to a dead session's 401."""
+@contextmanager
+def reading_view(app_config, get):
+    """An app with one extra GET view at /view, `get` decorated with
+    `requires("access", session_check="in_view")`; yields (app, client, guest, its headers)."""
     from flask.views import MethodView
 
     from app.api.security import requires
 
     app = create_app({**app_config, "PUBLISHABLE_KEY_CACHE_SECONDS": 1})
-
-    class Broken(MethodView):
-        @requires("access", session_check="in_view")
-        def get(self):
-            raise RuntimeError("the view failed")
-
-    app.add_url_rule("/broken", view_func=Broken.as_view("broken"))
+    view = type("View", (MethodView,), {"get": requires("access", session_check="in_view")(get)})
+    app.add_url_rule("/view", view_func=view.as_view("view"))
     try:
         client = app.test_client()
         created = Actions(app, client).create_org()
         tenant = TenantActions(client, created["keys"]["test"], created["organizationId"])
         guest = tenant.guest()
-        headers = consumer(tenant.pk, guest["accessToken"])
-        assert client.get("/broken", headers=headers).status_code == 500  # live: the view's own error
-        _end_elsewhere(app, guest["session"]["sessionId"])
-        refused = client.get("/broken", headers=headers)
-        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
+        yield app, client, guest, consumer(tenant.pk, guest["accessToken"])
     finally:
         app.extensions["usher"].db.dispose()
+
+
+def test_a_read_only_view_that_forgets_the_session_still_answers_401(app_config):
+    """The check stays the decorator's: a view that asked to read the session and does not is
+    answered only after the decorator has read it."""
+    from app.api.security import current_context
+
+    def get(self):
+        return {"consumerId": current_context().consumer_id}
+
+    with reading_view(app_config, get) as (app, client, guest, headers):
+        assert client.get("/view", headers=headers).status_code == 200  # the key is cached now
+        with statements(app) as seen:
+            assert client.get("/view", headers=headers).json == {"consumerId": guest["session"]["consumerId"]}
+        assert len(seen) == 1 and "FROM sessions" in seen[0]  # read after the view, by the decorator
+        _end_elsewhere(app, guest["session"]["sessionId"])
+        refused = client.get("/view", headers=headers)
+        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
+
+
+def test_a_failing_read_only_view_answers_401_for_a_dead_session(app_config):
+    """Any error of the view (here an unexpected one, a 500) gives way to a dead session's 401."""
+
+    def get(self):
+        raise RuntimeError("the view failed")
+
+    with reading_view(app_config, get) as (app, client, guest, headers):
+        assert client.get("/view", headers=headers).status_code == 500  # live: the view's own error
+        _end_elsewhere(app, guest["session"]["sessionId"])
+        refused = client.get("/view", headers=headers)
+        assert refused.status_code == 401 and refused.json["error"] == "Authentication required"
 
 
 def test_only_a_get_view_may_read_the_session_in_its_query():

@@ -9,7 +9,7 @@ rows) one Core transaction writes the rows and their events together."""
 from __future__ import annotations
 
 from app.grants.base import BaseGrant
-from app.grants.identified import insert_consumer
+from app.grants.identified import SIGN_IN_EVENTS, insert_consumer
 from app.models import new_id
 from app.services import events
 from app.services.sessions import (
@@ -18,8 +18,6 @@ from app.services.sessions import (
     new_session_row,
 )
 from app.services.views import session_body, session_created
-
-EVENTS = ("consumer.created", "session.created")
 
 
 class GuestGrant(BaseGrant):
@@ -36,7 +34,7 @@ class GuestGrant(BaseGrant):
         written = False
         if db.one_statement_writes:
             with db.autocommit() as connection:
-                if not events.listens_to_any(connection, ctx.organization_id, ctx.mode, *EVENTS):
+                if not events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
                     insert_guest_and_session(connection, row)
                     written = True
         if not written:

@@ -18,6 +18,8 @@ from app.services.upgrade import merge_guest
 from app.services.views import session_body, session_created
 
 CONSUMERS = Consumer.__table__
+#: The events a first sign-in may record; a grant writes in one statement only when none is listened to.
+SIGN_IN_EVENTS = ("consumer.created", "session.created")
 _FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bindparam("organization_id"),
                                               CONSUMERS.c.mode == bindparam("mode"),
                                               CONSUMERS.c[column] == bindparam("value"))

@@ -31,7 +31,12 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
-from app.grants.identified import CONSUMERS, find_or_create_consumer, sign_in
+from app.grants.identified import (
+    CONSUMERS,
+    SIGN_IN_EVENTS,
+    find_or_create_consumer,
+    sign_in,
+)
 from app.models import OtpCode, new_id
 from app.otp.identifiers import identifier_from
 from app.otp.service import MAX_ATTEMPTS_PER_CODE, code_hash
@@ -40,8 +45,6 @@ from app.security.keys import constant_time_equal
 from app.services import events
 from app.services.sessions import SESSIONS, new_session_row
 from app.services.views import session_body
-
-EVENTS = ("consumer.created", "session.created")
 
 
 class OtpGrant(BaseGrant):
@@ -85,7 +88,7 @@ class OtpGrant(BaseGrant):
         wrong or dead code, or None when the locked path must decide."""
         ctx, identifier, db = self.request.ctx, self.identifier, self.server.db
         with db.autocommit() as connection:
-            if events.listens_to_any(connection, ctx.organization_id, ctx.mode, *EVENTS):
+            if events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
                 return None
             code = connection.execute(_READ_CODE[identifier.kind], {
                 "organization_id": ctx.organization_id, "mode": ctx.mode, "identifier": identifier.value}).first()

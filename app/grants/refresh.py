@@ -47,15 +47,21 @@ class RefreshTokenGrant(BaseGrant):
             raise ApiError("refresh_token_expired" if exc.expired else "refresh_token_invalid") from None
 
     def create_token_response(self) -> tuple[int, dict]:
-        claims, secret = self.claims, self.server.app_secret
-        grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
-        presented = refresh_hash(secret, claims["jti"])
+        presented = refresh_hash(self.server.app_secret, self.claims["jti"])
         kids, now = self.server.tokens.current_kids(), self.server.clock()
+        generation = None
         if self.server.db.one_statement_writes:
             generation = self._rotate_in_two_round_trips(presented, kids, now)
-            if generation is not None:
-                access, refresh = self.server.tokens.sign_pair(generation)
-                return 200, {"accessToken": access, "refreshToken": refresh}
+        if generation is None:
+            generation = self._rotate_locked(presented, kids, now)
+        access, refresh = self.server.tokens.sign_pair(generation)  # outside the write
+        return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
+
+    def _rotate_locked(self, presented: str, kids: Kids, now: datetime) -> Generation:
+        """The session row locked: rotate, or the current generation inside the grace window, or
+        reuse (the session revoked, `refresh_token_reused`)."""
+        claims, secret = self.claims, self.server.app_secret
+        grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
         with self.server.db.write() as connection:
             row = lock_session(connection, claims["sessionId"])
             if not _live_session_of(row, claims):
@@ -77,8 +83,7 @@ class RefreshTokenGrant(BaseGrant):
                 generation = None
         if generation is None:
             raise ApiError("refresh_token_reused")
-        access, refresh = self.server.tokens.sign_pair(generation)  # outside the write lock
-        return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
+        return generation
 
     def _rotate_in_two_round_trips(self, presented: str, kids: Kids, now: datetime) -> Generation | None:
         """The PostgreSQL path (see the module's docstring): the new generation, written; or
