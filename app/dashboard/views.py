@@ -38,7 +38,6 @@ from app.api.helpers import (
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
-from app.models.webhook import EVENT_TYPES
 from app.ratelimit import client_key
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs
@@ -513,7 +512,8 @@ def _webhooks_page(status: int = 200, **errors):
     result = (page(db_session(), endpoints_query(ctx()), WebhookEndpoint.id, args["limit"], args.get("starting_after"))
               if args is not None else {"data": [], "has_more": False})
     return render_template("dashboard/webhooks.html", result=result, page_errors=page_errors,
-                           reveal=_take_reveal("webhook"), event_types=EVENT_TYPES,
+                           reveal=_take_reveal("webhook"),
+                           event_types=current_app.extensions["usher_registry"].event_types,
                            form=g.get("webhook_form", {}), create_errors=errors.get("create", {}),
                            rotate_errors=errors.get("rotate", {})), 400 if page_errors else status
 
