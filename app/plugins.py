@@ -10,6 +10,10 @@ point of the group `usher.grants`, `usher.senders` or `usher.bot_checks`; the en
 is the plugin's name. Installing it opens nothing: a grant is served only when `ENABLED_GRANTS`
 names it, a sender only when `OTP_EMAIL_SENDER` / `OTP_SMS_SENDER` does.
 
+**Identifiers** are normalized as OTP normalizes them, so one shopper is one consumer whatever
+method they sign in with: `normalize_email` (400 `invalid_email`), `normalize_phone` (E.164,
+400 `invalid_phone`).
+
 **In a request** (the functions below read the current app and caller, so a view calls them
 without arguments it cannot know): the caller (`current_context`), the clock (`now`), limits
 (`limit`), keyed hashes and single-use codes (`keyed_hash`, `SingleUseCodes`), consumers and the
@@ -38,6 +42,7 @@ from app.grants.base import BaseGrant, TokenRequest
 from app.grants.identified import find_or_create_consumer as _find_or_create
 from app.grants.identified import sign_in as _sign_in
 from app.openapi import OPTIONAL_GUEST_TOKEN, Blueprint, ErrorSchema
+from app.otp.identifiers import normalize_email, normalize_phone
 from app.ratelimit import client_key
 from app.registry import (
     API_VERSION,
@@ -60,7 +65,7 @@ __all__ = [
     "ErrorSchema", "Grant", "GrantPlugin", "GrantView", "Instant", "Message", "PurgeContext", "RequestContext",
     "Schema", "Sender", "SenderContext", "SenderPlugin", "SessionTokens", "SingleUseCodes", "TokenRequest",
     "UTCDateTime", "client_key", "constant_time_equal", "current_context", "doc", "find_or_create_consumer",
-    "keyed_hash", "limit", "new_secret", "now", "origin_allowed_for", "record_audit", "record_event", "requires",
+    "keyed_hash", "limit", "new_secret", "normalize_email", "normalize_phone", "now", "origin_allowed_for", "record_audit", "record_event", "requires",
     "send_message", "sign_in", "write",
 ]
 
