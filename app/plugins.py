@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
+from app.config import ConfigError
 from app.cors import origin_allowed
 from app.db import UTCDateTime
 from app.delivery.base import DeliveryError, Message, Sender
@@ -61,12 +62,48 @@ from app.security.keys import keyed_hash as _keyed_hash
 from app.services import audit, events
 
 __all__ = [
-    "API_VERSION", "OPTIONAL_GUEST_TOKEN", "ApiError", "BotCheck", "BotCheckPlugin", "DeliveryError", "ErrorCode",
-    "ErrorSchema", "Grant", "GrantPlugin", "GrantView", "Instant", "Message", "PurgeContext", "RequestContext",
-    "Schema", "Sender", "SenderContext", "SenderPlugin", "SessionTokens", "SingleUseCodes", "TokenRequest",
-    "UTCDateTime", "client_key", "constant_time_equal", "current_context", "doc", "find_or_create_consumer",
-    "keyed_hash", "limit", "new_secret", "normalize_email", "normalize_phone", "now", "origin_allowed_for", "record_audit", "record_event", "requires",
-    "send_message", "sign_in", "write",
+    "API_VERSION",
+    "OPTIONAL_GUEST_TOKEN",
+    "ApiError",
+    "BotCheck",
+    "BotCheckPlugin",
+    "ConfigError",
+    "DeliveryError",
+    "ErrorCode",
+    "ErrorSchema",
+    "Grant",
+    "GrantPlugin",
+    "GrantView",
+    "Instant",
+    "Message",
+    "PurgeContext",
+    "RequestContext",
+    "Schema",
+    "Sender",
+    "SenderContext",
+    "SenderPlugin",
+    "SessionTokens",
+    "SingleUseCodes",
+    "TokenRequest",
+    "UTCDateTime",
+    "client_key",
+    "constant_time_equal",
+    "current_context",
+    "doc",
+    "find_or_create_consumer",
+    "keyed_hash",
+    "limit",
+    "new_secret",
+    "normalize_email",
+    "normalize_phone",
+    "now",
+    "origin_allowed_for",
+    "record_audit",
+    "record_event",
+    "requires",
+    "send_message",
+    "sign_in",
+    "write",
 ]
 
 #: A login method's grant: set `GRANT_TYPE`, `SESSION_TYPE`, `UPGRADES_GUEST`; implement

@@ -148,8 +148,9 @@ _KINDS: dict[str, type[Any]] = {"usher.grants": GrantPlugin, "usher.senders": Se
 
 
 def _origin(entry_point: importlib.metadata.EntryPoint) -> str:
+    """The installed distribution that declared it ("usher-magic-link 1.0.0")."""
     dist = getattr(entry_point, "dist", None)
-    return f"{dist.name} {dist.version}" if dist is not None else BUILTIN
+    return f"{dist.name} {dist.version}" if dist is not None else f"entry point {entry_point.value}"
 
 
 class Registry:
@@ -269,8 +270,9 @@ def load_registry() -> Registry:
     """Every built-in, then every installed plugin, through `Registry.register`."""
     registry = Registry()
     for group in GROUPS:
-        for entry_point in (*BUILTINS[group], *installed_entry_points(group)):
-            origin = _origin(entry_point)
+        declared = [(entry_point, BUILTIN) for entry_point in BUILTINS[group]]
+        declared += [(entry_point, _origin(entry_point)) for entry_point in installed_entry_points(group)]
+        for entry_point, origin in declared:
             try:
                 plugin = entry_point.load()
             except Exception as exc:  # a broken plugin: say which, at start

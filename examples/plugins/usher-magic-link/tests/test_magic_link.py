@@ -79,7 +79,7 @@ def test_a_link_is_emailed_to_the_outbox_and_signs_in_once(app, client, tenant):
 
     # The same email signs in as the same consumer.
     request_link(client, pk, "ann@example.com")
-    second = [m for m in outbox(client, sk) if m["to"] == "ann@example.com"][0]
+    second = next(m for m in outbox(client, sk) if m["to"] == "ann@example.com")
     other = verify(client, pk, LINK.search(second["body"]).group(1))
     assert other.json["session"]["consumerId"] == session["consumerId"]
 
