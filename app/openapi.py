@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import marshmallow as ma
 from apispec import BasePlugin
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint as FlaskBlueprint
 from flask import send_from_directory
 from flask_smorest import Api as SmorestApi
@@ -285,6 +286,11 @@ def document_registered(api: Api, registry: Registry) -> None:
     schemas["WebhookEndpointIn"]["properties"]["events"]["items"]["enum"] = list(registry.event_types)
     schemas["Error"]["properties"]["error"]["enum"] = [
         *CATALOGUE, *(code for plugin in registry.enabled for code in plugin.errors)]
+    converter = next(plugin for plugin in api.spec.plugins if isinstance(plugin, MarshmallowPlugin)).converter
+    assert converter is not None
+    plugins = schemas["Settings"]["properties"]["plugins"]
+    plugins.update(type="object", additionalProperties=False, properties={
+        name: converter.field2property(field) for name, field in registry.settings_fields.items()})
 
 
 def docs_config(version: str, swagger_ui: bool = True) -> dict:

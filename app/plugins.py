@@ -53,6 +53,7 @@ from app.registry import (
     PurgeContext,
     SenderContext,
     SenderPlugin,
+    stored_plugin_settings,
 )
 from app.schemas.auth import SessionTokens
 from app.schemas.common import Instant, Schema
@@ -102,6 +103,7 @@ __all__ = [
     "record_event",
     "requires",
     "send_message",
+    "setting",
     "sign_in",
     "write",
 ]
@@ -133,6 +135,16 @@ def keyed_hash(purpose: str, *parts: str) -> str:
 def new_secret(prefix: str = "", nbytes: int = 32) -> str:
     """A random URL-safe secret (256 bits by default) with a recognizable prefix."""
     return prefix + secrets.token_urlsafe(nbytes)
+
+
+def setting(name: str):
+    """The caller's mode's value of a settings field your grant declares (`GrantPlugin.settings`):
+    the value set with `PATCH /settings` (`plugins`) or the dashboard, else the field's default."""
+    ctx, registry = current_context(), current_app.extensions["usher_registry"]
+    if name not in registry.settings_fields:
+        raise KeyError(f"no enabled grant declares the setting {name!r}")
+    stored = stored_plugin_settings(_usher().db, ctx.organization_id, ctx.mode)
+    return registry.settings_values(stored)[name]
 
 
 def limit(name: str, rate: str, key: str, *, fail_closed: bool = True) -> None:

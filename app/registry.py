@@ -19,9 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from marshmallow import RAISE, ValidationError, missing
+from marshmallow import Schema as MarshmallowSchema
+from sqlalchemy import select
+
 from app.config import ConfigError, Settings
 from app.delivery.base import Sender
 from app.errors import ErrorCode
+from app.models import OrganizationSettings
 from app.models.webhook import EVENT_TYPES
 
 if TYPE_CHECKING:
@@ -84,6 +89,10 @@ class GrantPlugin:
     migrations: str | Path | None = None
     #: Deletes its dead rows in `flask purge`; returns counts by what was deleted.
     purge: Callable[[PurgeContext], Mapping[str, int]] | None = None
+    #: Settings fields of its own, per mode: API name (camelCase, unique) -> marshmallow field with
+    #: a `load_default` and a `description`; validated by `PATCH /settings` (`plugins`), shown in
+    #: the dashboard's Settings page while the grant is enabled, read with `app.plugins.setting`.
+    settings: Mapping[str, Any] = field(default_factory=dict)
     api_version: str = API_VERSION
 
     @property
@@ -198,6 +207,11 @@ class Registry:
         clash = set(plugin.errors) & set(CATALOGUE)
         if clash:
             raise ConfigError(f"grant {plugin.name!r} of {origin} redeclares Usher's error codes {sorted(clash)}")
+        for other in self.grants.values():
+            clash = set(plugin.settings) & set(other.settings)
+            if clash:
+                raise ConfigError(f"grant {plugin.name!r} of {origin} declares settings of {other.name!r}: "
+                                  f"{sorted(clash)}")
         for view in plugin.views:
             if not getattr(view, "rule", "").startswith("/"):
                 raise ConfigError(f"grant {plugin.name!r} of {origin}: view {view.__name__} needs a `rule`")
@@ -245,6 +259,25 @@ class Registry:
         extra = [event for plugin in self.enabled for event in plugin.event_types if event not in EVENT_TYPES]
         return (*EVENT_TYPES, *dict.fromkeys(extra))
 
+    @property
+    def settings_fields(self) -> dict[str, Any]:
+        """The settings fields of the enabled grants, by API name."""
+        return {name: setting for plugin in self.enabled for name, setting in plugin.settings.items()}
+
+    def settings_values(self, stored: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every enabled field's value: the stored one, else its declared default."""
+        stored = stored or {}
+        return {name: stored.get(name, None if setting.load_default is missing else setting.load_default)
+                for name, setting in self.settings_fields.items()}
+
+    def load_settings(self, value: Any) -> dict[str, Any]:
+        """Validate submitted plugin settings (any subset of the enabled fields); a
+        ValidationError names each bad or unknown field."""
+        if not isinstance(value, Mapping):
+            raise ValidationError("Must be an object of plugin settings.")
+        schema = MarshmallowSchema.from_dict(dict(self.settings_fields), name="PluginSettings")()
+        return schema.load({key: item for key, item in value.items()}, partial=True, unknown=RAISE)
+
     def error(self, code: str) -> ErrorCode | None:
         for plugin in self.grants.values():
             if code in plugin.errors:
@@ -280,6 +313,14 @@ def load_registry() -> Registry:
                                   f"({entry_point.value}) cannot be loaded: {exc}") from exc
             registry.register(group, entry_point.name, plugin, origin)
     return registry
+
+
+def stored_plugin_settings(db: Database, organization_id: str, mode: str) -> dict[str, Any]:
+    """The plugin settings stored for one organization and mode (one read; not on the hot path)."""
+    with db.reader() as connection:
+        stored = connection.execute(select(OrganizationSettings.plugin_settings).where(
+            OrganizationSettings.organization_id == organization_id, OrganizationSettings.mode == mode)).scalar()
+    return dict(stored or {})
 
 
 def registry_of(app) -> Registry:

@@ -26,13 +26,23 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from marshmallow import fields, validate
 from sqlalchemy import create_engine, inspect, text
 
 from app import create_app, plugins
 from app.config import ConfigError
-from app.registry import BUILTIN, BUILTINS, GROUPS, BotCheck, BotCheckPlugin, GrantPlugin, Registry
+from app.registry import (
+    BUILTIN,
+    BUILTINS,
+    GROUPS,
+    BotCheck,
+    BotCheckPlugin,
+    GrantPlugin,
+    Registry,
+)
 from tests.conftest import APP_SECRET
 from tests.helpers import publishable, secret
+from tests.test_dashboard import Dashboard, as_form
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plugins" / "usher-magic-link"
@@ -153,7 +163,7 @@ def test_the_example_plugins_own_tests_pass_on_this_database(site, isolated_data
     env = {"USHER_MAGIC_LINK_DATABASE_URL": isolated_database()} if database_url.startswith("postgresql") else {}
     result = run(site, "-m", "pytest", str(EXAMPLE / "tests"), "-q", "-p", "no:cacheprovider", timeout=300, **env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout and "skipped" not in result.stdout, result.stdout
+    assert "8 passed" in result.stdout and "skipped" not in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -252,7 +262,9 @@ class LoyaltyView(plugins.GrantView):
         """Link a loyalty card"""
 
 
-LOYALTY = GrantPlugin(grant=LoyaltyGrant, views=(LoyaltyView,), event_types=("loyalty.linked",))
+LOYALTY = GrantPlugin(grant=LoyaltyGrant, views=(LoyaltyView,), event_types=("loyalty.linked",), settings={
+    "loyaltyPointsPerVisit": fields.Integer(load_default=10, validate=validate.Range(1, 1000),
+                                            metadata={"description": "Points a visit earns (1–1000)"})})
 
 
 @pytest.fixture
@@ -285,5 +297,30 @@ def test_event_and_session_types_follow_the_enabled_grants(app_config, org, loya
         "items"]["enum"]
     assert client.post("/api/v1/auth/loyalty", headers=publishable(org["keys"]["test"]["publishableKey"])
                        ).status_code == 204
+    for made_app in (plain, served):
+        made_app.extensions["usher"].db.dispose()
+
+
+def test_a_plugins_settings_field_is_validated_and_shown_in_the_dashboard(app_config, org, loyalty_installed):
+    sk = org["keys"]["test"]["secretKey"]
+    plain = create_app(app_config)
+    assert "plugins" not in plain.test_client().get("/api/v1/settings", headers=secret(sk)).json  # not enabled
+    served = create_app({**app_config, "ENABLED_GRANTS": "guest,refresh_token,loyalty"})
+    client, dash = served.test_client(), Dashboard(served.test_client())
+    documented = client.get("/openapi.json").json["components"]["schemas"]["Settings"]["properties"]["plugins"]
+    assert documented["properties"]["loyaltyPointsPerVisit"]["minimum"] == 1
+    form = client.get("/api/v1/settings", headers=secret(sk)).json
+    assert form["plugins"] == {"loyaltyPointsPerVisit": 10}  # the declared default
+    dash.sign_in(sk)
+    page = dash.get("/dashboard/settings").text
+    assert 'name="plugins.loyaltyPointsPerVisit"' in page and 'value="10"' in page and "Points a visit earns" in page
+    own_fields = as_form({key: value for key, value in form.items() if key != "plugins"})
+    refused = dash.post("/dashboard/settings", {**own_fields, "plugins.loyaltyPointsPerVisit": "0"})
+    assert refused.status_code == 400 and 'id="plugins.loyaltyPointsPerVisit-error"' in refused.text
+    saved = dash.post("/dashboard/settings", {**own_fields, "plugins.loyaltyPointsPerVisit": "25"})
+    assert saved.status_code == 303
+    assert client.get("/api/v1/settings", headers=secret(sk)).json == {**form, "plugins": {"loyaltyPointsPerVisit": 25}}
+    live = org["keys"]["live"]["secretKey"]
+    assert client.get("/api/v1/settings", headers=secret(live)).json["plugins"] == {"loyaltyPointsPerVisit": 10}
     for made_app in (plain, served):
         made_app.extensions["usher"].db.dispose()

@@ -162,3 +162,20 @@ def test_concurrent_uses_of_one_token_sign_in_once(app, tenant):
     with ThreadPoolExecutor(4) as pool:
         statuses = sorted(pool.map(lambda _: verify(app.test_client(), pk, token).status_code, range(4)))
     assert statuses == [200, 401, 401, 401]
+
+
+def test_its_setting_is_validated_stored_per_mode_and_used(app, client, tenant):
+    pk, sk = tenant
+    auth = {"Authorization": f"Bearer {sk}"}
+    assert client.get("/api/v1/settings", headers=auth).json["plugins"] == {"magicLinkRequestsPerHour": 5}
+    for bad in ({"magicLinkRequestsPerHour": 0}, {"magicLinkRequestsPerHour": "many"}, {"otherPlugin": 1}):
+        refused = client.patch("/api/v1/settings", json={"plugins": bad}, headers=auth)
+        assert refused.status_code == 400 and refused.json["error"] == "validation_error"
+        assert list(refused.json["details"]["plugins"]) == list(bad)
+    changed = client.patch("/api/v1/settings", json={"plugins": {"magicLinkRequestsPerHour": 1}}, headers=auth)
+    assert changed.status_code == 200 and changed.json["plugins"] == {"magicLinkRequestsPerHour": 1}
+    assert client.get("/api/v1/settings", headers=auth).json["plugins"] == {"magicLinkRequestsPerHour": 1}
+    assert request_link(client, pk, "budget@example.com").status_code == 202
+    spent = request_link(client, pk, "budget@example.com")
+    assert spent.status_code == 429 and spent.json["error"] == "rate_limited"
+    assert len([m for m in outbox(client, sk) if m["to"] == "budget@example.com"]) == 1

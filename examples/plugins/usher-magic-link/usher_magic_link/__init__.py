@@ -95,7 +95,7 @@ class MagicLinkRequest(plugins.GrantView):
             raise plugins.ApiError("validation_error", details={
                 "redirectUrl": ["Must be an http(s) URL without a fragment, on an origin in allowedOrigins."]})
         plugins.limit("magic_link_request_ip", "20 per hour", plugins.client_key())
-        plugins.limit("magic_link_request_email", "5 per hour", email)
+        plugins.limit("magic_link_request_email", f"{plugins.setting('magicLinkRequestsPerHour')} per hour", email)
         with plugins.write() as connection:
             token, expires_at = TOKENS.issue(connection, email=email)
         name = plugins.current_context().organization.name
@@ -141,4 +141,7 @@ plugin = plugins.GrantPlugin(
     },
     migrations=Path(__file__).resolve().parent / "migrations",
     purge=purge,
+    settings={"magicLinkRequestsPerHour": fields.Integer(
+        load_default=5, validate=validate.Range(1, 100),
+        metadata={"description": "Sign-in links per email address per hour (1–100)", "example": 5})},
 )
