@@ -26,7 +26,7 @@ run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations wsgi.py gunicorn.conf.py
+	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations examples wsgi.py gunicorn.conf.py
 	$(BIN)/mypy
 
 # The pinned locks, generated from requirements.in / requirements-dev.in with pip-tools (kept in a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, cast
 
 from flask import Flask
@@ -49,8 +50,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.jobs import register_jobs
     from app.oauth import build_oauth_server
     from app.observability import register_observability
-    from app.openapi import Api, docs_config, swagger_assets_blueprint
+    from app.openapi import (
+        Api,
+        docs_config,
+        document_registered,
+        swagger_assets_blueprint,
+    )
     from app.ratelimit import RateLimits, build_storage
+    from app.registry import SenderContext, load_registry
     from app.security.callers import CallerResolver
     from app.services.events import Events, register_events
     from app.state import Usher
@@ -79,19 +86,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     callers.forget_on_change(db.sessionmaker)
     limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)
-    auth_blp, grants = build_auth_blueprint(settings)
-    for grant in grants:
-        auth.register_grant(grant)
-    usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits,
-                  senders=build_senders(db, settings, clock))
+    registry = load_registry()  # built-ins and installed plugins, through one door
+    app.extensions["usher_registry"] = registry
+    grants = registry.enable_grants(settings.enabled_grants)
+    for plugin in grants:
+        auth.register_grant(plugin.grant)
+    auth_blp = build_auth_blueprint(grants)
+    senders = build_senders(registry, SenderContext(settings=settings, db=db, clock=clock,
+                                                    config={**os.environ, **(config or {})}))
+    usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders)
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
     jobs = register_jobs(app)
     register_events(app, Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock))
 
     api = Api(app)
-    for blueprint in (consumer_blp, auth_blp, admin_blp, wellknown_blp, oauth_blp, health_blp):
-        api.register_blueprint(blueprint)
+    with app.app_context():  # plugin error codes are looked up through the app (their examples)
+        for blueprint in (consumer_blp, auth_blp, admin_blp, wellknown_blp, oauth_blp, health_blp):
+            api.register_blueprint(blueprint)
+    document_registered(api, registry)
     app.extensions["oauth"] = build_oauth_server(app)
     if settings.docs_enabled:
         app.register_blueprint(swagger_assets_blueprint())

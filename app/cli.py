@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -28,20 +29,33 @@ db_cli = AppGroup("db", help="Database schema.")
 org_cli = AppGroup("org", help="Organizations.")
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, plugin_locations: list[str] | None = None) -> Config:
+    """Usher's migrations, plus the Alembic branch of every installed grant plugin (its
+    `GrantPlugin.migrations` folder; by default read from the installed packages)."""
+    if plugin_locations is None:
+        from app.registry import load_registry
+
+        plugin_locations = load_registry().migration_locations
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    if plugin_locations:  # otherwise Alembic's default, `versions/` of the script location
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_locations", os.pathsep.join([str(MIGRATIONS / "versions"),
+                                                                     *plugin_locations]))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
 def upgrade_database(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    """Every branch to its head: Usher's and the installed plugins'."""
+    command.upgrade(alembic_config(url), "heads")
 
 
 def next_revision_id(config: Config) -> str:
     """Revisions are numbered 0001, 0002, …: the head's number plus one."""
-    head = ScriptDirectory.from_config(config).get_current_head() or "0"
+    script = ScriptDirectory.from_config(config)
+    mine = [rev for rev in script.get_revisions("heads") if not rev.branch_labels]  # not a plugin's branch
+    head = mine[0].revision if mine else "0"
     digits = re.match(r"\d+", head)  # ids may carry a name after the number (0007_signing_key_stages)
     return f"{int(digits.group() if digits else 0) + 1:04d}"
 

@@ -90,7 +90,8 @@ class Settings:
     otp_email_from: str = "Usher <no-reply@localhost>"
     sms_webhook_url: str | None = None
     sms_webhook_timeout: float = 5.0
-    #: Grant types served; empty means all. A disabled grant's route does not exist.
+    #: Grant types served; empty means every built-in (a plugin's grant is served only when named).
+    #: A grant not served has no route. Sender names are checked against the registry at start.
     enabled_grants: tuple[str, ...] = field(default_factory=tuple)
     sqlite_busy_timeout_ms: int = 10000
     log_level: str = "INFO"
@@ -116,10 +117,6 @@ class Settings:
                 parse_limit(getattr(self, name))
             except ValueError:
                 raise ConfigError(f"{name.upper()} is not a rate limit such as '60 per minute'") from None
-        if self.otp_email_sender not in ("console", "smtp"):
-            raise ConfigError("OTP_EMAIL_SENDER must be 'console' or 'smtp'")
-        if self.otp_sms_sender not in ("console", "webhook"):
-            raise ConfigError("OTP_SMS_SENDER must be 'console' or 'webhook'")
         if self.otp_sms_sender == "webhook" and not self.sms_webhook_url:
             raise ConfigError("OTP_SMS_SENDER=webhook needs SMS_WEBHOOK_URL")
         if self.trusted_proxy_count < 0:
@@ -135,9 +132,6 @@ class Settings:
             raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
-
-    def grant_enabled(self, grant_type: str) -> bool:
-        return not self.enabled_grants or grant_type in self.enabled_grants
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, has_app_context, jsonify
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
@@ -112,12 +112,23 @@ _BY_STATUS = {400: "validation_error", 401: AUTHENTICATION_REQUIRED, 403: "forbi
               415: "unsupported_media_type", 429: "rate_limited", 503: "service_unavailable"}
 
 
+def lookup(code: str) -> ErrorCode | None:
+    """A code of the catalogue, or of an installed grant plugin of the current app (`GrantPlugin.errors`)."""
+    entry = CATALOGUE.get(code)
+    if entry is None and has_app_context():
+        registry = current_app.extensions.get("usher_registry")
+        entry = registry.error(code) if registry is not None else None
+    return entry
+
+
 class ApiError(Exception):
     """An error the API answers on purpose, with a catalogued code."""
 
     def __init__(self, error: str, message: str | None = None, *, details: dict | None = None,
                  headers: dict | None = None, status: int | None = None):
-        entry = CATALOGUE[error]
+        entry = lookup(error)
+        if entry is None:
+            raise KeyError(error)  # an uncatalogued code is a bug of the caller
         super().__init__(error)
         self.error = error
         self.status = status or entry.status

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import marshmallow as ma
 from apispec import BasePlugin
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint as FlaskBlueprint
 from flask import send_from_directory
 from flask_smorest import Api as SmorestApi
@@ -20,7 +22,10 @@ from webargs import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from app import inputs
-from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
+from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError, lookup
+
+if TYPE_CHECKING:
+    from app.registry import Registry
 
 # The guest upgrade (OTP verify, external exchange): the publishable key, optionally with a
 # guest's access token. Put above `requires("publishable")` so that it replaces its requirement.
@@ -163,7 +168,7 @@ def _error_content(codes: list[str], schema_ref: str = _ERROR_REF) -> dict:
     examples = {}
     for code in codes:
         value = {"error": code}
-        entry = CATALOGUE.get(code)
+        entry = lookup(code)
         if schema_ref == _ERROR_REF and entry is not None and entry.message:
             value["message"] = entry.message
         examples[_example_name(code)] = {"summary": entry.description if entry else code, "value": value}
@@ -218,12 +223,13 @@ class ContractPlugin(BasePlugin):
         ref = content.get("schema", {}).get("$ref", _ERROR_REF) if isinstance(content.get("schema"), dict) \
             else _ERROR_REF
         named = [code for code in _CODE_IN_TEXT.findall(response.get("description", ""))
-                 if code in CATALOGUE or ref != _ERROR_REF]
+                 if lookup(code) is not None or ref != _ERROR_REF]
         if ref != _ERROR_REF:  # the RFC 6749 shape of /oauth/*: only the codes it names
             if named:
                 response["content"] = _error_content(named, ref)
             return
-        codes = [code for code in named if CATALOGUE[code].status == status] or list(_STATUS_CODES.get(status, []))
+        codes = ([code for code in named if getattr(lookup(code), "status", None) == status]
+                 or list(_STATUS_CODES.get(status, [])))
         security = operation.get("security") or []
         if status == 401 and any(security) and AUTHENTICATION_REQUIRED not in codes:
             codes.append(AUTHENTICATION_REQUIRED)
@@ -234,7 +240,7 @@ class ContractPlugin(BasePlugin):
             codes.append("origin_not_allowed")
         if status == 400 and has_body:
             codes += [code for code in ("validation_error", "invalid_json") if code not in codes]
-        codes = list(dict.fromkeys(code for code in codes if code in CATALOGUE))
+        codes = list(dict.fromkeys(code for code in codes if lookup(code) is not None))
         if codes:
             response["content"] = _error_content(codes)
 
@@ -269,6 +275,22 @@ class Api(SmorestApi):
 
     def _register_pagination_header(self):
         """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
+
+
+def document_registered(api: Api, registry: Registry) -> None:
+    """Write into the document what the registry decides per app, so no enum is a hand list:
+    `session.type` (the enabled grants' session types), the webhook event types (Usher's and
+    the enabled grants'), and the enabled grants' own error codes."""
+    schemas = api.spec.components.schemas
+    schemas["SessionInfo"]["properties"]["type"]["enum"] = registry.session_types
+    schemas["WebhookEndpointIn"]["properties"]["events"]["items"]["enum"] = list(registry.event_types)
+    schemas["Error"]["properties"]["error"]["enum"] = [
+        *CATALOGUE, *(code for plugin in registry.enabled for code in plugin.errors)]
+    converter = next(plugin for plugin in api.spec.plugins if isinstance(plugin, MarshmallowPlugin)).converter
+    assert converter is not None
+    plugins = schemas["Settings"]["properties"]["plugins"]
+    plugins.update(type="object", additionalProperties=False, properties={
+        name: converter.field2property(field) for name, field in registry.settings_fields.items()})
 
 
 def docs_config(version: str, swagger_ui: bool = True) -> dict:

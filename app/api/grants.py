@@ -1,6 +1,7 @@
-"""Routes of the login methods. A method's view subclasses `GrantView`, naming its grant and
-its path; `build_auth_blueprint` routes the enabled ones for one app, so a disabled grant has
-no route and no place in the OpenAPI document.
+"""Routes of the login methods. A method's token view subclasses `GrantView`, naming its grant
+and its path; its `GrantPlugin` (app.registry) lists its views; `build_auth_blueprint` routes
+the enabled ones for one app, so a disabled grant has no route and no place in the OpenAPI
+document.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from flask.views import MethodView
 
 from app.api.helpers import json_response
 from app.api.security import current_context, request_credentials
-from app.config import ConfigError, Settings
 from app.grants.base import BaseGrant, TokenRequest
 from app.openapi import Blueprint
 from app.ratelimit import client_ip
+from app.registry import GrantPlugin
 
 
 class GrantView(MethodView):
@@ -34,29 +35,12 @@ class GrantView(MethodView):
         return json_response(body, status)
 
 
-def grant_views() -> list[type[GrantView]]:
-    """Every declared login method (their modules are imported with their blueprint)."""
-    found, pending = [], list(GrantView.__subclasses__())
-    while pending:
-        view = pending.pop(0)
-        pending.extend(view.__subclasses__())
-        if "grant" in vars(view):
-            found.append(view)
-    return found
-
-
-def build_auth_blueprint(settings: Settings) -> tuple[Blueprint, list[type[BaseGrant]]]:
-    """The per-app blueprint of enabled login methods, and their grants (for the registry)."""
-    views = grant_views()
-    unknown = set(settings.enabled_grants) - {view.grant.GRANT_TYPE for view in views}
-    if unknown:
-        raise ConfigError(f"ENABLED_GRANTS names unknown grant types {sorted(unknown)}; known: "
-                          + ", ".join(sorted(view.grant.GRANT_TYPE for view in views)))
+def build_auth_blueprint(grants: list[GrantPlugin]) -> Blueprint:
+    """The per-app blueprint of the enabled login methods (`Registry.enable_grants`): a grant
+    not enabled has no route and no place in the OpenAPI document, installed or not."""
     blp = Blueprint("auth", __name__, url_prefix="/api/v1",
                     description="Sign-in: each login method trades proof for a session and tokens.")
-    enabled = []
-    for view in views:
-        if settings.grant_enabled(view.grant.GRANT_TYPE):
-            blp.route(view.rule)(view)
-            enabled.append(view.grant)
-    return blp, enabled
+    for plugin in grants:
+        for view in plugin.views:
+            blp.route(view.rule)(view)  # type: ignore[attr-defined]  # checked by Registry.register
+    return blp

@@ -38,8 +38,8 @@ from app.api.helpers import (
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
-from app.models.webhook import EVENT_TYPES
 from app.ratelimit import client_key
+from app.registry import stored_plugin_settings
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs
 from app.schemas.common import PageArgs
@@ -375,7 +375,14 @@ class SettingField:
 
 SETTINGS_FIELDS = [SettingField(field.data_key or name, name, field.metadata.get("description", ""),
                                 isinstance(field, fields.List))
-                   for name, field in SettingsSchema().fields.items()]
+                   for name, field in SettingsSchema().fields.items() if name != "plugin_settings"]
+PLUGIN_PREFIX = "plugins."  # a plugin's field in the form: `plugins.<its API name>`
+
+
+def _plugin_fields() -> list[SettingField]:
+    """The settings fields of the app's enabled grant plugins (the registry), after Usher's own."""
+    return [SettingField(PLUGIN_PREFIX + name, name, field.metadata.get("description", ""), False)
+            for name, field in current_app.extensions["usher_registry"].settings_fields.items()]
 SETTINGS_LABELS = {"accessTokenTtl": "Access token lifetime", "refreshTokenTtl": "Refresh token lifetime",
                    "otpTtl": "Code lifetime", "otpLength": "Code length", "otpCooldown": "Code cooldown",
                    "otpRequestsPerHour": "Codes per identifier per hour",
@@ -399,21 +406,31 @@ def settings():
     """Every setting of the key's mode, validated by `SettingsSchema` as `PATCH /settings` is."""
     current = ctx().organization  # the settings of the key's mode, read with the key
     values = {f.key: getattr(current, f.name) for f in SETTINGS_FIELDS}
+    plugin_fields = _plugin_fields()
+    if plugin_fields:
+        stored = stored_plugin_settings(_usher().db, ctx().organization_id, ctx().mode)
+        plugin_values = current_app.extensions["usher_registry"].settings_values(stored)
+        values.update({f.key: plugin_values[f.name] for f in plugin_fields})
     errors: dict = {}
     if request.method == "POST":
         submitted = {f.key: ([line.strip() for line in request.form.get(f.key, "").splitlines() if line.strip()]
                              if f.is_list else request.form.get(f.key, "")) for f in SETTINGS_FIELDS}
+        if plugin_fields:
+            submitted["plugins"] = {f.name: request.form.get(f.key, "") for f in plugin_fields}
         try:
             data = SettingsSchema().load(submitted)
         except ValidationError as error:
-            errors = {key: _flat(messages) for key, messages in _messages(error).items()}
-            values = submitted
+            errors = {key: _flat(messages) for key, messages in _messages(error).items() if key != "plugins"}
+            errors.update({PLUGIN_PREFIX + name: _flat(messages)
+                           for name, messages in _messages(error).get("plugins", {}).items()})
+            values = {**{k: v for k, v in submitted.items() if k != "plugins"},
+                      **{f.key: submitted["plugins"][f.name] for f in plugin_fields}}
         else:
             with transaction() as db:
                 update_settings(db, ctx(), data, now())
             flash("Settings saved.", "info")
             return redirect(url_for("dashboard.settings"), 303)
-    return render_template("dashboard/settings.html", fields=SETTINGS_FIELDS, labels=SETTINGS_LABELS,
+    return render_template("dashboard/settings.html", fields=SETTINGS_FIELDS + plugin_fields, labels=SETTINGS_LABELS,
                            values=values, errors=errors), 400 if errors else 200
 
 
@@ -513,7 +530,8 @@ def _webhooks_page(status: int = 200, **errors):
     result = (page(db_session(), endpoints_query(ctx()), WebhookEndpoint.id, args["limit"], args.get("starting_after"))
               if args is not None else {"data": [], "has_more": False})
     return render_template("dashboard/webhooks.html", result=result, page_errors=page_errors,
-                           reveal=_take_reveal("webhook"), event_types=EVENT_TYPES,
+                           reveal=_take_reveal("webhook"),
+                           event_types=current_app.extensions["usher_registry"].event_types,
                            form=g.get("webhook_form", {}), create_errors=errors.get("create", {}),
                            rotate_errors=errors.get("rotate", {})), 400 if page_errors else status
 

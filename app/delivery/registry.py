@@ -1,20 +1,17 @@
-"""Build the senders of one app from its config (in create_app)."""
+"""Usher's own senders, and the senders of one app chosen by name from the registry (in create_app)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from app.config import Settings
-from app.db import Database
 from app.delivery.base import Sender
 from app.delivery.capture import CaptureSender
 from app.delivery.console import ConsoleSender
 from app.delivery.smtp import SmtpSender
 from app.delivery.webhook import WebhookSender
 from app.errors import ApiError
+from app.registry import Registry, SenderContext, SenderPlugin
 from app.security.crypto import Sealer
 
 log = logging.getLogger("usher.delivery")
@@ -39,18 +36,29 @@ class Senders:
         return sender
 
 
-def build_senders(db: Database, settings: Settings, clock: Callable[[], datetime]) -> Senders:
-    """The senders the settings name (validated in `Settings`), plus test mode's capture."""
-    email: Sender
-    sms: Sender
-    if settings.otp_email_sender == "smtp":
-        email = SmtpSender(settings.smtp_host, settings.smtp_port, settings.otp_email_from, settings.smtp_username,
-                           settings.smtp_password, settings.smtp_starttls)
-    else:
-        email = ConsoleSender()
-    if settings.otp_sms_sender == "webhook":
-        sms = WebhookSender(settings.sms_webhook_url or "", settings.sms_webhook_timeout)
-    else:
-        sms = ConsoleSender()
-    capture = CaptureSender(db, Sealer(settings.app_secret, "usher outbox v1"), clock)
+def _smtp(ctx: SenderContext) -> Sender:
+    s = ctx.settings
+    return SmtpSender(s.smtp_host, s.smtp_port, s.otp_email_from, s.smtp_username, s.smtp_password, s.smtp_starttls)
+
+
+def _capture(ctx: SenderContext) -> CaptureSender:
+    return CaptureSender(ctx.db, Sealer(ctx.settings.app_secret, "usher outbox v1"), ctx.clock)
+
+
+# Usher's own senders, registered as `usher.senders` entry points (see `app.registry.BUILTINS`).
+CONSOLE = SenderPlugin("console", ("email", "sms"), lambda ctx: ConsoleSender())
+SMTP = SenderPlugin("smtp", ("email",), _smtp)
+WEBHOOK = SenderPlugin("webhook", ("sms",), lambda ctx: WebhookSender(ctx.settings.sms_webhook_url or "",
+                                                                      ctx.settings.sms_webhook_timeout))
+CAPTURE = SenderPlugin("capture", (), _capture)
+
+
+def build_senders(registry: Registry, ctx: SenderContext) -> Senders:
+    """The senders the settings name (unknown names stop the app, listing the installed ones),
+    plus test mode's capture."""
+    settings = ctx.settings
+    email = registry.sender("OTP_EMAIL_SENDER", settings.otp_email_sender, "email").build(ctx)
+    sms = registry.sender("OTP_SMS_SENDER", settings.otp_sms_sender, "sms").build(ctx)
+    capture = registry.senders["capture"].build(ctx)
+    assert isinstance(capture, CaptureSender)  # the test outbox reads what it sealed
     return Senders(email=email, sms=sms, capture=capture)

@@ -11,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.registry import purge_plugins
 from app.services.purge import Purge
 
 log = logging.getLogger("usher.jobs")
@@ -54,7 +55,10 @@ def worker_command(threads: int | None, sweep_every: float):
 def purge_command(batch_size: int):
     """Delete what nobody can use any more; print one JSON object of counts. Safe from cron while serving."""
     usher = current_app.extensions["usher"]
-    counts = Purge(usher.db, usher.clock(), usher.settings.guest_retention_days, batch_size).run()
+    now = usher.clock()
+    counts: dict[str, int] = Purge(usher.db, now, usher.settings.guest_retention_days, batch_size).run()
+    # Installed grants' tables (enabled or not: their rows outlive a switch-off), by their hooks.
+    counts.update(purge_plugins(current_app.extensions["usher_registry"], usher.db, now, batch_size))
     click.echo(json.dumps(counts))
 
 

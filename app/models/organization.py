@@ -39,6 +39,9 @@ class OrganizationSettings(Base):
     #: SMS cost controls (`app.otp.sms`): countries SMS may go to (empty: all), and SMS per hour.
     sms_allowed_countries: Mapped[list[str]] = mapped_column(JSON, default=list)
     sms_per_hour: Mapped[int] = mapped_column(default=1000, server_default="1000")
+    #: Values of the settings fields grant plugins declare (`GrantPlugin.settings`), by API name;
+    #: a field not set here has its declared default. Read by `app.plugins.setting`.
+    plugin_settings: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class ApiKey(Base):

@@ -3,7 +3,8 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
-from marshmallow import ValidationError, fields, validate, validates, validates_schema
+from flask import current_app
+from marshmallow import ValidationError, fields, missing, validate, validates, validates_schema
 
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
@@ -128,6 +129,29 @@ class SettingsSchema(Schema):
     sms_per_hour = fields.Integer(data_key="smsPerHour", validate=validate.Range(1, 1_000_000), metadata={
         "description": "SMS this mode may send per hour (all phones together); past it OTP by SMS answers 429 "
                        "`rate_limited`. Default 1000.", "example": 1000})
+
+    plugin_settings = fields.Method("_plugin_values", "_load_plugin_values", data_key="plugins", metadata={
+        "description": "The settings of the enabled login-method plugins, by name (their fields are listed "
+                       "in this document); send any subset. Absent when no enabled plugin declares any.",
+        "example": {}})
+
+    def _plugin_values(self, obj):
+        """Absent when no enabled grant declares settings."""
+        # Imported here: the API layer imports this module.
+        from app.api.security import current_context
+        from app.registry import stored_plugin_settings
+
+        registry = current_app.extensions["usher_registry"]
+        if not registry.settings_fields:
+            return missing
+        stored = getattr(obj, "plugin_settings", None)
+        if stored is None:  # the caller's snapshot (`GET`): its mode's row
+            ctx = current_context()
+            stored = stored_plugin_settings(current_app.extensions["usher"].db, ctx.organization_id, ctx.mode)
+        return registry.settings_values(stored)
+
+    def _load_plugin_values(self, value) -> dict:
+        return current_app.extensions["usher_registry"].load_settings(value)
 
     @validates("sms_allowed_countries")
     def _countries(self, value, **_kwargs):

@@ -11,8 +11,8 @@ JWT_EXAMPLE = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9..."
 
 
 class SessionInfo(Schema):
-    type = fields.String(required=True, metadata={"enum": ["guest", "otp", "external"],
-                                                  "description": "The method that created the session."})
+    type = fields.String(required=True, metadata={  # its enum: the enabled grants' (app.openapi.document_registered)
+        "description": "The method that created the session."})
     consumer_id = fields.String(data_key="consumerId", required=True,
                                 metadata={"example": "guest_01HXYZ123456789ABCDEFGHJK"})
     guest_id = fields.String(data_key="guestId",

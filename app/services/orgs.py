@@ -123,6 +123,8 @@ def update_settings(session: Session, ctx, data: dict, now: datetime) -> Organiz
                                with_for_update=True)  # the audit's "old" is the value replaced
     before = schema.dump(settings)
     for name, value in data.items():
+        if name == "plugin_settings":  # any subset of the plugins' fields: merged
+            value = {**(settings.plugin_settings or {}), **value}
         setattr(settings, name, value)
     changed = audit.changes(before, schema.dump(settings))
     if changed:

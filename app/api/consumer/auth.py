@@ -12,6 +12,7 @@ from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession
 from app.openapi import ErrorSchema
 from app.ratelimit import client_key
+from app.registry import GrantPlugin
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
 from app.services import audit
 from app.services.sessions import revoke_sessions
@@ -54,6 +55,11 @@ class Refresh(GrantView):
         window revokes the whole session.
         """
         return self.token_response(data)
+
+
+# Registered as `usher.grants` entry points (app.registry.BUILTINS), as a plugin's grants are.
+GUEST = GrantPlugin(grant=GuestGrant, views=(Guest,))
+REFRESH = GrantPlugin(grant=RefreshTokenGrant, views=(Refresh,))
 
 
 @blp.route("/auth/logout")

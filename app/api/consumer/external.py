@@ -9,6 +9,7 @@ from app.api.security import current_context, requires
 from app.grants.external import ExternalExchangeGrant, create_exchange_code
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.ratelimit import client_key
+from app.registry import GrantPlugin
 from app.schemas.auth import SessionTokens
 from app.schemas.external import AuthorizeIn, AuthorizeOut, ExchangeIn
 
@@ -51,3 +52,7 @@ class ExternalExchange(GrantView):
         usher.limits.hit("exchange_ip", usher.settings.exchange_rate_limit, ctx.organization_id, ctx.mode,
                          client_key())
         return self.token_response(data)
+
+
+# A `usher.grants` entry point (app.registry); `authorize` is a secret-key route of its own, always there.
+EXTERNAL = GrantPlugin(grant=ExternalExchangeGrant, views=(ExternalExchange,))

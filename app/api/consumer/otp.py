@@ -13,6 +13,7 @@ from app.otp import sms
 from app.otp.identifiers import identifier_from
 from app.otp.service import FAILURES_PER_IDENTIFIER, DeliveryFailed, request_code
 from app.ratelimit import client_key
+from app.registry import GrantPlugin
 from app.schemas.auth import OtpRequestIn, OtpRequestOut, OtpVerifyIn, SessionTokens
 
 
@@ -88,3 +89,6 @@ class OtpVerify(GrantView):
             if error.error == "otp_invalid":  # known or unknown identifier alike
                 limits.spend("otp_failures", FAILURES_PER_IDENTIFIER, *tenant, identifier.value)
             raise
+
+
+OTP = GrantPlugin(grant=OtpGrant, views=(OtpVerify,))  # `usher.grants` entry point (app.registry)
