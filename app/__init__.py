@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.wellknown import blp as wellknown_blp
+    from app.botdefense import build_bot_defense
     from app.cli import register_cli
     from app.clock import Clock
     from app.config import Settings
@@ -83,7 +84,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for grant in grants:
         auth.register_grant(grant)
     usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits,
-                  senders=build_senders(db, settings, clock))
+                  senders=build_senders(db, settings, clock),
+                  bot_defense=build_bot_defense(settings.app_secret, limits, settings.turnstile_verify_url,
+                                                settings.hcaptcha_verify_url))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
     jobs = register_jobs(app)
