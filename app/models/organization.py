@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String
@@ -47,8 +46,7 @@ class OrganizationSettings(Base):
     #: "turnstile", "hcaptcha"), which routes, a captcha's site key and its secret (sealed under
     #: APP_SECRET, never returned), and ALTCHA's complexity ("auto" or a fixed maxnumber).
     bot_defense: Mapped[str] = mapped_column(String(10), default="off", server_default="off")
-    bot_defense_routes: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(BOT_DEFENSE_ROUTES),
-                                                          server_default=json.dumps(BOT_DEFENSE_ROUTES))
+    bot_defense_routes: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(BOT_DEFENSE_ROUTES))
     bot_defense_site_key: Mapped[str | None] = mapped_column(String(200))
     bot_defense_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     altcha_complexity: Mapped[str] = mapped_column(String(10), default="auto", server_default="auto")

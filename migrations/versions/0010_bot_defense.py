@@ -26,6 +26,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("bot_defense_secret", sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column("altcha_complexity", sa.String(length=10), nullable=False,
                                       server_default="auto"))
+    # Existing rows got every route; new rows get theirs from the model (a JSON default is not
+    # comparable on PostgreSQL, so the column keeps none, like allowed_origins).
+    with op.batch_alter_table("organization_settings", schema=None) as batch_op:
+        batch_op.alter_column("bot_defense_routes", server_default=None)
 
 
 def downgrade() -> None:
