@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.wellknown import blp as wellknown_blp
+    from app.botdefense import BotCheckContext, build_bot_defense
     from app.cli import register_cli
     from app.clock import Clock
     from app.config import Settings
@@ -94,7 +95,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth_blp = build_auth_blueprint(grants)
     senders = build_senders(registry, SenderContext(settings=settings, db=db, clock=clock,
                                                     config={**os.environ, **(config or {})}))
-    usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders)
+    usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders,
+                  bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
     jobs = register_jobs(app)

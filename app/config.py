@@ -106,6 +106,9 @@ class Settings:
     webhook_listeners_cache_seconds: float = 1.0
     webhook_ca_file: str | None = None
     guest_retention_days: int = 30
+    # Bot defense (issue 25): where Turnstile and hCaptcha tokens are checked.
+    turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
@@ -130,6 +133,9 @@ class Settings:
             raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
         if not 0 <= self.publishable_key_cache_seconds <= 1:
             raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
+        for name in ("turnstile_verify_url", "hcaptcha_verify_url"):
+            if not getattr(self, name).startswith(("https://", "http://")):
+                raise ConfigError(f"{name.upper()} must be an http(s) URL")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 

@@ -34,7 +34,7 @@ from app.security.credentials import CredentialKind
 MAX_ORIGINS = 50
 DEFAULT_ALLOWED_ORIGINS = {"test": ["http://localhost:*", "http://127.0.0.1:*"], "live": []}
 DEFAULT_PORTS = {"http": 80, "https": 443}
-ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Publishable-Key", "X-Request-Id"]
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Publishable-Key", "X-Request-Id", "X-Usher-Challenge"]
 EXPOSE_HEADERS = ["X-Request-Id", "Retry-After"]
 # Every consumer route (the admin routes that share a path answer a secret key without CORS).
 CONSUMER_PATHS = r"/api/v1/(auth/.+|experiences/[^/]+|queues/[^/]+(/(enter|status|leave))?)"

@@ -78,6 +78,11 @@ CATALOGUE: dict[str, ErrorCode] = {
     "origin_not_allowed": ErrorCode(
         403, "This origin may not call the API with this key.",
         "The browser's `Origin` is not in the mode's `allowedOrigins`; nothing was done."),
+    "challenge_required": ErrorCode(
+        403, "Solve the challenge and send it again.",
+        "The mode's bot defense protects this route and `X-Usher-Challenge` is missing, wrong, expired, "
+        "used or another mode's; nothing was done. `details.provider` names the check "
+        "(`GET /api/v1/auth/challenge` gives a new challenge)."),
     "identification_required": ErrorCode(
         403, "Sign in to enter this queue.",
         "The queue admits identified consumers only; a guest must sign in first."),

@@ -280,9 +280,11 @@ class Api(SmorestApi):
 def document_registered(api: Api, registry: Registry) -> None:
     """Write into the document what the registry decides per app, so no enum is a hand list:
     `session.type` (the enabled grants' session types), the webhook event types (Usher's and
-    the enabled grants'), and the enabled grants' own error codes."""
+    the enabled grants'), the enabled grants' own error codes, and the installed bot checks."""
     schemas = api.spec.components.schemas
     schemas["SessionInfo"]["properties"]["type"]["enum"] = registry.session_types
+    schemas["Settings"]["properties"]["botDefense"]["enum"] = ["off", *registry.bot_checks]
+    schemas["ChallengeOut"]["properties"]["provider"]["enum"] = ["off", *registry.bot_checks]
     schemas["WebhookEndpointIn"]["properties"]["events"]["items"]["enum"] = list(registry.event_types)
     schemas["Error"]["properties"]["error"]["enum"] = [
         *CATALOGUE, *(code for plugin in registry.enabled for code in plugin.errors)]

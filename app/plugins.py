@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
+from app.botdefense import Attempt, BotCheck, BotCheckContext, BotCheckPlugin, refused, unavailable
 from app.config import ConfigError
 from app.cors import origin_allowed
 from app.db import UTCDateTime
@@ -47,8 +48,6 @@ from app.otp.identifiers import normalize_email, normalize_phone
 from app.ratelimit import client_key
 from app.registry import (
     API_VERSION,
-    BotCheck,
-    BotCheckPlugin,
     GrantPlugin,
     PurgeContext,
     SenderContext,
@@ -66,7 +65,9 @@ __all__ = [
     "API_VERSION",
     "OPTIONAL_GUEST_TOKEN",
     "ApiError",
+    "Attempt",
     "BotCheck",
+    "BotCheckContext",
     "BotCheckPlugin",
     "ConfigError",
     "DeliveryError",
@@ -101,10 +102,12 @@ __all__ = [
     "origin_allowed_for",
     "record_audit",
     "record_event",
+    "refused",
     "requires",
     "send_message",
     "setting",
     "sign_in",
+    "unavailable",
     "write",
 ]
 

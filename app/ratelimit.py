@@ -154,6 +154,33 @@ class RateLimits:
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed=False)
 
+    def count(self, name: str, rate: str, organization_id: str, mode: str, key: str = "all") -> None:
+        """Count one event in a window whose budget is never meant to be reached (`rate` reads
+        it back); fails open, as counting must never stop a request."""
+        try:
+            self.strategy.hit(self._item(rate), name, organization_id, mode, key)
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
+            self._storage_down(name, exc, fail_closed=False)
+
+    def rate(self, name: str, rate: str, organization_id: str, mode: str, key: str = "all") -> float:
+        """How many events `count` saw in the sliding window (0 when the storage is down)."""
+        item = self._item(rate)
+        try:
+            return item.amount - self.strategy.get_window_stats(item, name, organization_id, mode, key).remaining
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
+            self._storage_down(name, exc, fail_closed=False)
+            return 0
+
+    def first_use(self, name: str, organization_id: str, mode: str, key: str, seconds: int) -> bool:
+        """True for the first caller to present `key` within `seconds` on any worker or host
+        sharing this storage; False for every later one. Fails closed (503): a storage that
+        cannot say whether a value was used must not let it be used twice."""
+        try:
+            return self.storage.incr(f"{PREFIX}/{name}/{organization_id}/{mode}/{key}", seconds) == 1
+        except Exception as exc:  # noqa: BLE001 - any limit-storage failure
+            self._storage_down(name, exc, fail_closed=True)
+            return False
+
     def ping(self) -> bool:
         try:
             return bool(self.storage.check())

@@ -1,7 +1,7 @@
 """The registry of login methods, senders and bot checks, built per app in `create_app`.
 
 Everything comes in through one door: entry points of the groups `usher.grants`,
-`usher.senders` and `usher.bot_checks`. Usher's own grants and senders are entry points too
+`usher.senders` and `usher.bot_checks`. Usher's own grants, senders and bot checks are entry points too
 (`BUILTINS`, in the same `importlib.metadata.EntryPoint` form, because Usher runs from its
 folder rather than as an installed distribution), loaded by the same loop as an installed
 package's, so a built-in is no more privileged than a plugin. What may be *served* is decided
@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import RAISE, ValidationError, missing
 from marshmallow import Schema as MarshmallowSchema
 from sqlalchemy import select
 
+from app.botdefense import BotCheckPlugin
 from app.config import ConfigError, Settings
 from app.delivery.base import Sender
 from app.errors import ErrorCode
@@ -60,7 +61,11 @@ BUILTINS: dict[str, tuple[importlib.metadata.EntryPoint, ...]] = {
         _builtin("usher.senders", "webhook", "app.delivery.registry:WEBHOOK"),
         _builtin("usher.senders", "capture", "app.delivery.registry:CAPTURE"),
     ),
-    "usher.bot_checks": (),
+    "usher.bot_checks": (
+        _builtin("usher.bot_checks", "altcha", "app.botdefense:ALTCHA"),
+        _builtin("usher.bot_checks", "turnstile", "app.botdefense:TURNSTILE"),
+        _builtin("usher.bot_checks", "hcaptcha", "app.botdefense:HCAPTCHA"),
+    ),
 }
 
 
@@ -128,27 +133,6 @@ class SenderPlugin:
     #: The channels it can carry (`email`, `sms`); empty: not selectable (test mode's capture).
     channels: tuple[str, ...]
     build: Callable[[SenderContext], Sender]
-    api_version: str = API_VERSION
-
-
-@runtime_checkable
-class BotCheck(Protocol):
-    """A challenge a browser solves before a costly request (ALTCHA, Turnstile, hCaptcha …)."""
-
-    name: str
-
-    def verify(self, token: str, *, client_ip: str, organization_id: str, mode: str) -> bool:
-        """Whether `token` (the widget's answer) is valid for this request; never raises for a
-        bad token (False), raises `DeliveryError`-like errors only when the check cannot run."""
-        ...
-
-
-@dataclass(frozen=True)
-class BotCheckPlugin:
-    """A bot check, chosen by name in the `botDefense` setting."""
-
-    name: str
-    build: Callable[[SenderContext], BotCheck]
     api_version: str = API_VERSION
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.botdefense import BotDefense
 from app.clock import Clock
 from app.config import Settings
 from app.db import Database
@@ -34,6 +35,7 @@ class Usher:
     auth: AuthServer
     limits: RateLimits
     senders: Senders
+    bot_defense: BotDefense
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

@@ -658,7 +658,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--scale", default="10000,1000000", help="stored consumers; empty to skip")
-    parser.add_argument("--only", default="sqlite,postgres,drop", help="parts to run")
+    parser.add_argument("--only", default="sqlite,postgres,drop,botdefense", help="parts to run")
     parser.add_argument("--no-peer", action="store_true", help="skip Better Auth")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -705,6 +705,14 @@ def main() -> None:
     (OUT / "results.json").write_text(json.dumps({"backends": backends, "drop": drop, "scale": scale, "meta": meta},
                                                  indent=2))
     (ROOT / "bench" / "RESULTS.md").write_text(report(backends, drop, scale, meta))
+    if "botdefense" in args.only:  # its own section of RESULTS.md (bench/botdefense.py)
+        from bench.botdefense import run as bot_defense
+
+        path = OUT / "botdefense.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        upgrade_database(f"sqlite:///{path}")
+        bot_defense(f"sqlite:///{path}", "memory://", args.runs, args.seconds, 5, 800_000)
     print((ROOT / "bench" / "RESULTS.md").read_text())
 
 

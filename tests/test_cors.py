@@ -10,7 +10,7 @@ from app.models import CapturedMessage, Consumer
 from tests.helpers import TenantActions, consumer, publishable, secret
 
 SHOP = "https://shop.example.com"
-ALLOW_HEADERS = {"authorization", "content-type", "x-publishable-key", "x-request-id"}
+ALLOW_HEADERS = {"authorization", "content-type", "x-publishable-key", "x-request-id", "x-usher-challenge"}
 
 
 def _cors(response) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app
-from app.models import DashboardSession, WebhookDelivery, WebhookEndpoint
+from app.models import DashboardSession, OrganizationSettings, WebhookDelivery, WebhookEndpoint
 from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
@@ -299,6 +299,31 @@ def test_settings_are_validated_with_the_api_messages_and_saved(dash, client, or
     assert saved.status_code == 303
     assert client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json == {
         **form, "accessTokenTtl": 900, "otpLength": 8}
+
+
+def test_bot_defense_settings_keep_the_captcha_secret_hidden(dash, client, org, app):
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    page = dash.get("/dashboard/settings").text
+    assert 'name="botDefense"' in page and 'name="altchaComplexity"' in page
+    assert re.search(r'<input id="botDefenseSecret" name="botDefenseSecret" type="password"[^>]*value=""', page)
+    form = as_form({key: value for key, value in client.get(
+        "/api/v1/settings", headers=secret(keys["secretKey"])).json.items() if value is not None})
+    refused = dash.post("/dashboard/settings", {**form, "botDefense": "turnstile"})
+    assert refused.status_code == 400
+    assert "turnstile needs botDefenseSiteKey and botDefenseSecret." in refused.text
+    saved = dash.post("/dashboard/settings", {**form, "botDefense": "turnstile", "botDefenseSiteKey": "site-1",
+                                              "botDefenseSecret": "dash-SECRET-1"})
+    assert saved.status_code == 303
+    after = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
+    assert after["botDefense"] == "turnstile" and after["botDefenseSecretSet"] is True
+    assert "dash-SECRET-1" not in dash.get("/dashboard/settings").text
+    with app.extensions["usher"].db.sessionmaker() as session:
+        sealed = session.get_one(OrganizationSettings, (org["organizationId"], "test")).bot_defense_secret
+    # Saving the page again with the secret field left empty keeps the stored secret.
+    assert dash.post("/dashboard/settings", {**as_form(after), "botDefenseSecret": ""}).status_code == 303
+    with app.extensions["usher"].db.sessionmaker() as session:
+        assert session.get_one(OrganizationSettings, (org["organizationId"], "test")).bot_defense_secret == sealed
 
 
 def test_consumers_search_and_ending_sessions(dash, client, tenant, org):

@@ -31,12 +31,12 @@ from sqlalchemy import create_engine, inspect, text
 
 from app import create_app, plugins
 from app.config import ConfigError
+from app.errors import ApiError
+from app.plugins import BotCheck, BotCheckPlugin
 from app.registry import (
     BUILTIN,
     BUILTINS,
     GROUPS,
-    BotCheck,
-    BotCheckPlugin,
     GrantPlugin,
     Registry,
 )
@@ -218,33 +218,44 @@ def test_the_builtins_are_entry_points_through_the_same_registry(app):
                for group, declared in BUILTINS.items() for entry_point in declared)
     assert set(registry.grants) == {"guest", "refresh_token", "otp", "external"}
     assert set(registry.senders) == {"console", "smtp", "webhook", "capture"}
-    assert registry.bot_checks == {}
+    assert set(registry.bot_checks) == {"altcha", "turnstile", "hcaptcha"}
+    assert set(app.extensions["usher"].bot_defense.checks) == {"altcha", "turnstile", "hcaptcha"}
     assert set(registry.origins.values()) == {BUILTIN}
     with pytest.raises(ConfigError, match=r"'otp' is installed twice: by usher \(built-in\) and evil 1\.0"):
         registry.register("usher.grants", "otp", registry.grants["otp"], "evil 1.0")
 
 
-class _Altcha:
-    name = "altcha"
+class _Word:
+    """A bot check of a plugin's: the proof is a word."""
 
-    def verify(self, token: str, *, client_ip: str, organization_id: str, mode: str) -> bool:
-        return token == "solved"
+    name = "word"
+
+    def challenge(self, attempt: plugins.Attempt) -> dict:
+        return {"provider": self.name, "hint": "say the word"}
+
+    def verify(self, attempt: plugins.Attempt, proof: str) -> None:
+        if proof != "solved":
+            raise plugins.refused(self.name)
 
 
 def test_a_bot_check_registers_through_the_same_door():
     registry = Registry()
-    registry.register("usher.bot_checks", "altcha", BotCheckPlugin(name="altcha", build=lambda ctx: _Altcha()),
-                      "usher-altcha 1.0")
-    check = registry.bot_check("altcha").build(None)  # type: ignore[arg-type]
+    registry.register("usher.bot_checks", "word", BotCheckPlugin(name="word", build=lambda ctx: _Word()),
+                      "usher-word 1.0")
+    check = registry.bot_check("word").build(None)  # type: ignore[arg-type]
     assert isinstance(check, BotCheck)
-    assert check.verify("solved", client_ip="192.0.2.1", organization_id="org_1", mode="test")
-    with pytest.raises(ConfigError, match="bot check 'hcaptcha' is not installed; installed: altcha"):
+    attempt = plugins.Attempt("org_1", "test", None, "192.0.2.1", datetime.now(UTC))
+    check.verify(attempt, "solved")
+    with pytest.raises(ApiError) as refusal:
+        check.verify(attempt, "guessed")
+    assert refusal.value.error == "challenge_required" and refusal.value.details == {"provider": "word"}
+    with pytest.raises(ConfigError, match="bot check 'hcaptcha' is not installed; installed: word"):
         registry.bot_check("hcaptcha")
     with pytest.raises(ConfigError, match=r"needs plugin API 2\.0; this Usher offers 1"):
         registry.register("usher.bot_checks", "turnstile",
-                          BotCheckPlugin(name="turnstile", build=lambda ctx: _Altcha(), api_version="2.0"))
+                          BotCheckPlugin(name="turnstile", build=lambda ctx: _Word(), api_version="2.0"))
     with pytest.raises(ConfigError, match="is not a SenderPlugin"):
-        registry.register("usher.senders", "altcha", BotCheckPlugin(name="altcha", build=lambda ctx: _Altcha()))
+        registry.register("usher.senders", "word", BotCheckPlugin(name="word", build=lambda ctx: _Word()))
 
 
 class LoyaltyGrant(plugins.Grant):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import APP_SECRET
-from tests.helpers import publishable
+from tests.helpers import TenantActions, publishable, secret
 from tests.live import LiveServer, RedisServer, http
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.services,
@@ -76,18 +76,22 @@ def _answered(access_log: Path, path: str, count: int) -> list[list[str]]:
     return lines
 
 
-def test_an_identifiers_limit_holds_across_four_workers(redis_and_gunicorn, tmp_path):
-    _, server, pk = redis_and_gunicorn
-    access_log = tmp_path / "access.log"
-    # gunicorn answers once its first worker is up; the others boot after it. Wait until four
-    # requests held at once are answered by four workers.
+def _four_workers_up(server, access_log: Path) -> None:
+    """gunicorn answers once its first worker is up; the others boot after it. Wait until four
+    requests held at once are answered by four workers."""
     deadline, rounds = time.monotonic() + 60, 0
     while True:
         assert _held_requests(4, "GET", server.url + "/healthz", {}) == [200] * 4
         rounds += 1
         if len({pid for pid, _, _ in _answered(access_log, "/healthz", 4 * rounds)[-4:]}) == 4:
-            break
+            return
         assert time.monotonic() < deadline, "four workers never answered at once"
+
+
+def test_an_identifiers_limit_holds_across_four_workers(redis_and_gunicorn, tmp_path):
+    _, server, pk = redis_and_gunicorn
+    access_log = tmp_path / "access.log"
+    _four_workers_up(server, access_log)
 
     url = server.url + "/api/v1/auth/otp/request"
     statuses = _held_requests(12, "POST", url, publishable(pk), {"email": "shared@example.com"})
@@ -158,3 +162,26 @@ def test_one_redis_round_trip_per_limit_check(app_config, tmp_path, monkeypatch)
     finally:
         app.extensions["usher"].db.dispose()
         server.stop()
+
+
+def test_an_altcha_solution_works_once_across_four_workers(redis_and_gunicorn, tmp_path, app, actions):
+    """Bot defense's replay check lives in the shared limit storage: one solution, sent at once
+    to every worker, makes one guest."""
+    from tests.test_bot_defense import solve
+
+    _, server, _ = redis_and_gunicorn
+    org = actions.create_org()
+    tenant = TenantActions(app.test_client(), org["keys"]["test"], org["organizationId"])
+    assert tenant.client.patch("/api/v1/settings", json={"botDefense": "altcha", "altchaComplexity": 1000},
+                               headers=secret(tenant.sk)).status_code == 200
+    time.sleep(1.1)  # gunicorn's workers may hold the key's row for PUBLISHABLE_KEY_CACHE_SECONDS (1 s)
+    access_log = tmp_path / "access.log"
+    _four_workers_up(server, access_log)
+    proof = solve(tenant)  # issued by this process: the key is APP_SECRET's, the same on every worker
+    statuses = _held_requests(12, "POST", server.url + "/api/v1/auth/guest",
+                              {**publishable(tenant.pk), "X-Usher-Challenge": proof})
+    assert sorted(statuses) == [201] + [403] * 11
+    answered = _answered(access_log, "/api/v1/auth/guest", 12)
+    assert len({pid for pid, _, _ in answered}) > 1, answered  # refused by workers other than the winner's
+    assert http("POST", server.url + "/api/v1/auth/guest",
+                {**publishable(tenant.pk), "X-Usher-Challenge": proof}).status == 403

@@ -371,11 +371,16 @@ class SettingField:
     name: str  # the attribute
     hint: str
     is_list: bool  # a list field is a textarea, one entry a line
+    write_only: bool = False  # a secret: never shown, left empty to keep the stored one
+    numeric: bool = False
+    nullable: bool = False  # an empty input means "none"
 
 
 SETTINGS_FIELDS = [SettingField(field.data_key or name, name, field.metadata.get("description", ""),
-                                isinstance(field, fields.List))
-                   for name, field in SettingsSchema().fields.items() if name != "plugin_settings"]
+                                isinstance(field, fields.List), field.load_only, isinstance(field, fields.Integer),
+                                field.allow_none)
+                   for name, field in SettingsSchema().fields.items()
+                   if not field.dump_only and name != "plugin_settings"]
 PLUGIN_PREFIX = "plugins."  # a plugin's field in the form: `plugins.<its API name>`
 
 
@@ -390,7 +395,19 @@ SETTINGS_LABELS = {"accessTokenTtl": "Access token lifetime", "refreshTokenTtl":
                    "otpVerifiesPerIpPerHour": "Verify attempts per address per hour",
                    "allowedOrigins": "Allowed browser origins",
                    "smsAllowedCountries": "Countries SMS codes may go to (this mode)",
-                   "smsPerHour": "SMS codes per hour (this mode)"}
+                   "smsPerHour": "SMS codes per hour (this mode)",
+                   "botDefense": "Bot defense", "botDefenseRoutes": "Routes that need a solved challenge",
+                   "botDefenseSiteKey": "Captcha site key", "botDefenseSecret": "Captcha secret key",
+                   "altchaComplexity": "ALTCHA complexity"}
+
+
+def _submitted_setting(field: SettingField):
+    """A form field as the API would receive it: lists one entry a line, an empty nullable
+    field as none, an empty secret left out (the stored one is kept)."""
+    if field.is_list:
+        return [line.strip() for line in request.form.get(field.key, "").splitlines() if line.strip()]
+    value = request.form.get(field.key, "")
+    return None if field.nullable and not value.strip() else value
 
 
 def _flat(messages) -> list[str]:
@@ -405,7 +422,7 @@ def _flat(messages) -> list[str]:
 def settings():
     """Every setting of the key's mode, validated by `SettingsSchema` as `PATCH /settings` is."""
     current = ctx().organization  # the settings of the key's mode, read with the key
-    values = {f.key: getattr(current, f.name) for f in SETTINGS_FIELDS}
+    values = {f.key: "" if f.write_only else getattr(current, f.name) for f in SETTINGS_FIELDS}
     plugin_fields = _plugin_fields()
     if plugin_fields:
         stored = stored_plugin_settings(_usher().db, ctx().organization_id, ctx().mode)
@@ -413,25 +430,30 @@ def settings():
         values.update({f.key: plugin_values[f.name] for f in plugin_fields})
     errors: dict = {}
     if request.method == "POST":
-        submitted = {f.key: ([line.strip() for line in request.form.get(f.key, "").splitlines() if line.strip()]
-                             if f.is_list else request.form.get(f.key, "")) for f in SETTINGS_FIELDS}
+        submitted = {f.key: _submitted_setting(f) for f in SETTINGS_FIELDS
+                     if not (f.write_only and not request.form.get(f.key))}
         if plugin_fields:
             submitted["plugins"] = {f.name: request.form.get(f.key, "") for f in plugin_fields}
         try:
             data = SettingsSchema().load(submitted)
+            with transaction() as db:
+                update_settings(db, ctx(), data, now(), _usher().settings.app_secret)
         except ValidationError as error:
             errors = {key: _flat(messages) for key, messages in _messages(error).items() if key != "plugins"}
             errors.update({PLUGIN_PREFIX + name: _flat(messages)
                            for name, messages in _messages(error).get("plugins", {}).items()})
-            values = {**{k: v for k, v in submitted.items() if k != "plugins"},
-                      **{f.key: submitted["plugins"][f.name] for f in plugin_fields}}
+        except ApiError as error:  # a rule across fields (a captcha needs its keys)
+            if error.error != "validation_error":
+                raise
+            errors = {key: _flat(messages) for key, messages in (error.details or {}).items()}
         else:
-            with transaction() as db:
-                update_settings(db, ctx(), data, now())
             flash("Settings saved.", "info")
             return redirect(url_for("dashboard.settings"), 303)
+        values = {**{f.key: "" if f.write_only else submitted.get(f.key, "") for f in SETTINGS_FIELDS},
+                  **{f.key: submitted["plugins"][f.name] for f in plugin_fields}}
     return render_template("dashboard/settings.html", fields=SETTINGS_FIELDS + plugin_fields, labels=SETTINGS_LABELS,
-                           values=values, errors=errors), 400 if errors else 200
+                           values=values, errors=errors, secret_set=current.bot_defense_secret is not None), \
+        400 if errors else 200
 
 
 # -- Consumers --------------------------------------------------------------------------------

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
+
+#: The routes a mode's bot defense can protect (all of them by default).
+BOT_DEFENSE_ROUTES = ("guest", "otp_request", "queue_enter")
 
 
 class Organization(Base):
@@ -42,6 +45,14 @@ class OrganizationSettings(Base):
     #: Values of the settings fields grant plugins declare (`GrantPlugin.settings`), by API name;
     #: a field not set here has its declared default. Read by `app.plugins.setting`.
     plugin_settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: Bot defense (`app.botdefense`): the check protected routes ask for ("off", "altcha",
+    #: "turnstile", "hcaptcha", or a plugin's), which routes, a captcha's site key and its secret
+    #: (sealed under APP_SECRET, never returned), and ALTCHA's complexity ("auto" or a fixed maxnumber).
+    bot_defense: Mapped[str] = mapped_column(String(40), default="off", server_default="off")
+    bot_defense_routes: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(BOT_DEFENSE_ROUTES))
+    bot_defense_site_key: Mapped[str | None] = mapped_column(String(200))
+    bot_defense_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    altcha_complexity: Mapped[str] = mapped_column(String(10), default="auto", server_default="auto")
 
 
 class ApiKey(Base):

@@ -8,6 +8,7 @@ from marshmallow import ValidationError, fields, missing, validate, validates, v
 
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
+from app.models.organization import BOT_DEFENSE_ROUTES
 from app.otp.sms import unknown_countries
 from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
 from app.security.keys import PREFIXES
@@ -80,7 +81,75 @@ class ExperienceOut(Schema):
 ExperiencePage = page_schema(ExperienceOut, "ExperiencePage")
 
 
-class SettingsSchema(Schema):
+class AltchaComplexity(fields.Field):
+    """`"auto"` or a fixed `maxnumber` (stored as text: "auto" or the digits)."""
+
+    #: marshmallow's own class attribute
+    default_error_messages = {"invalid": '"auto" or a whole number from 1000 to 10000000.'}  # noqa: RUF012
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value if value in (None, "auto") else int(value)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+            raise self.make_error("invalid")
+        number = int(value)
+        if not 1_000 <= number <= 10_000_000:
+            raise self.make_error("invalid")
+        return str(number)
+
+
+class BotDefenseSettings(Schema):
+    """A mode's bot defense (`app.botdefense`): the provider, its routes and its keys."""
+
+    bot_defense = fields.String(data_key="botDefense", validate=validate.Length(1, 40), metadata={
+        "description": "The challenge protected routes ask for: `off` (default), `altcha` (a proof of work "
+                       "served and checked by Usher, no third party), `turnstile` or `hcaptcha` (the widget's "
+                       "token checked at the provider; needs `botDefenseSiteKey` and `botDefenseSecret`), or "
+                       "an installed plugin's bot check.",
+        "enum": ["off", "altcha", "turnstile", "hcaptcha"], "example": "altcha"})
+    bot_defense_routes = fields.List(
+        fields.String(validate=validate.OneOf(BOT_DEFENSE_ROUTES)), data_key="botDefenseRoutes",
+        validate=validate.Length(max=len(BOT_DEFENSE_ROUTES)), metadata={
+            "description": "The routes that need a solved challenge in `X-Usher-Challenge`: `guest` "
+                           "(`POST /auth/guest`), `otp_request` (`POST /auth/otp/request`), `queue_enter` "
+                           "(`POST /queues/{id}/enter`). Default: all three.",
+            "example": list(BOT_DEFENSE_ROUTES)})
+    bot_defense_site_key = fields.String(
+        data_key="botDefenseSiteKey", allow_none=True, validate=validate.Length(1, 200), metadata={
+            "description": "Turnstile's or hCaptcha's site key (public: `GET /auth/challenge` hands it to pages).",
+            "example": "0x4AAAAAAAB"})
+    bot_defense_secret = fields.String(
+        data_key="botDefenseSecret", load_only=True, validate=validate.Length(1, 500), metadata={
+            "description": "Turnstile's or hCaptcha's secret key. Write-only: sealed at rest, never returned, "
+                           "audited without its value (see `botDefenseSecretSet`).",
+            "example": "0x4AAAAAAAB-secret"})
+    bot_defense_secret_set = fields.Function(
+        lambda settings: settings.bot_defense_secret is not None, data_key="botDefenseSecretSet", dump_only=True,
+        metadata={"description": "Whether a `botDefenseSecret` is stored.", "example": False})
+    altcha_complexity = AltchaComplexity(data_key="altchaComplexity", metadata={
+        "description": 'ALTCHA\'s `maxnumber`: `"auto"` (default: 50,000, doubled with each doubling of this '
+                       "mode's protected requests in the last minute above 600, at most 5,000,000) or a fixed "
+                       "whole number from 1,000 to 10,000,000.",
+        "oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": 1000, "maximum": 10_000_000}],
+        "example": "auto"})
+
+    @validates("bot_defense")
+    def _known_check(self, value, **_kwargs):
+        """`off` or a bot check of the app's registry (built-in or plugin)."""
+        known = ["off", *current_app.extensions["usher_registry"].bot_checks]
+        if value not in known:
+            raise ValidationError(f"Must be one of: {', '.join(known)}.")
+
+    @validates("bot_defense_routes")
+    def _routes(self, value, **_kwargs):
+        if len(set(value)) != len(value):
+            raise ValidationError("Each route once.")
+
+
+class GeneralSettings(Schema):
     access_token_ttl = fields.Integer(data_key="accessTokenTtl", validate=validate.Range(1, DAY),
                                       metadata={"description": "Seconds (1 s – 1 day)", "example": 3600})
     refresh_token_ttl = fields.Integer(data_key="refreshTokenTtl", validate=validate.Range(60, 365 * DAY),
@@ -160,6 +229,10 @@ class SettingsSchema(Schema):
             raise ValidationError(f"Not ISO 3166 alpha-2 country codes (upper case): {', '.join(unknown)}.")
         if len(set(value)) != len(value):
             raise ValidationError("Each country once.")
+
+
+class SettingsSchema(BotDefenseSettings, GeneralSettings):
+    """Every setting of a mode: `GET`/`PATCH /settings` and the dashboard's Settings page."""
 
 
 class KeyOut(Schema):

@@ -104,3 +104,21 @@ class OutboxMessage(Schema):
 
 class OutboxList(Schema):
     data = fields.List(fields.Nested(OutboxMessage), required=True)
+
+
+class AltchaChallenge(Schema):
+    algorithm = fields.String(required=True, metadata={"enum": ["SHA-256"]})
+    challenge = fields.String(required=True, metadata={"description": "Hex SHA-256 of `salt` and the secret number."})
+    maxnumber = fields.Integer(required=True, metadata={"description": "The secret number is at most this.",
+                                                        "example": 50000})
+    salt = fields.String(required=True, metadata={"description": "Carries its own expiry (5 minutes).",
+                                                  "example": "4a1c0f9e2b7d8a3c5e6f7a8b?expires=1733566800&"})
+    signature = fields.String(required=True, metadata={"description": "HMAC of `challenge`, for this mode only."})
+
+
+class ChallengeOut(Schema):
+    provider = fields.String(required=True, metadata={"enum": ["off", "altcha", "turnstile", "hcaptcha"]})
+    site_key = fields.String(data_key="siteKey", metadata={"description": "Turnstile and hCaptcha: the widget's "
+                                                                          "site key."})
+    challenge = fields.Nested(AltchaChallenge, metadata={"description": "ALTCHA: the challenge to solve (the "
+                                                                        "format ALTCHA's widget and libraries read)."})

@@ -44,6 +44,11 @@ class OrganizationSnapshot:
     allowed_origins: list[str]
     sms_allowed_countries: list[str]
     sms_per_hour: int
+    bot_defense: str
+    bot_defense_routes: list[str]
+    bot_defense_site_key: str | None
+    bot_defense_secret: bytes | None  # sealed
+    altcha_complexity: str
 
 
 @dataclass

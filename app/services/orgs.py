@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.botdefense import seal_secret
 from app.cors import DEFAULT_ALLOWED_ORIGINS
 from app.db import utcnow
 from app.errors import ApiError
@@ -114,19 +115,33 @@ def revoke_key_for(session: Session, ctx, key: ApiKey, now: datetime) -> None:
                  {"type": key.type, "last4": key.last4}, now)
 
 
-def update_settings(session: Session, ctx, data: dict, now: datetime) -> OrganizationSettings:
+CAPTCHA_PROVIDERS = ("turnstile", "hcaptcha")
+
+
+def update_settings(session: Session, ctx, data: dict, now: datetime, app_secret: str) -> OrganizationSettings:
     """Apply validated settings (`SettingsSchema`) to the caller's mode only (a test key never
     changes live settings), audited with each field's exact old and new value (the row is
-    locked). Returns the mode's settings."""
+    locked). A captcha secret is sealed, and its change audited without the value. Returns the
+    mode's settings."""
     schema = SettingsSchema()
     settings = session.get_one(OrganizationSettings, (ctx.organization_id, ctx.mode),
                                with_for_update=True)  # the audit's "old" is the value replaced
     before = schema.dump(settings)
+    data = dict(data)
+    secret = data.pop("bot_defense_secret", None)
     for name, value in data.items():
         if name == "plugin_settings":  # any subset of the plugins' fields: merged
             value = {**(settings.plugin_settings or {}), **value}
         setattr(settings, name, value)
+    if settings.bot_defense in CAPTCHA_PROVIDERS and not (settings.bot_defense_site_key and
+                                                          (secret or settings.bot_defense_secret)):
+        raise ApiError("validation_error", details={"botDefense": [
+            f"{settings.bot_defense} needs botDefenseSiteKey and botDefenseSecret."]})
     changed = audit.changes(before, schema.dump(settings))
+    if secret is not None:
+        changed["botDefenseSecret"] = {"old": "(sealed)" if settings.bot_defense_secret else None, "new": "(sealed)"}
+        settings.bot_defense_secret = seal_secret(app_secret, ctx.organization_id, ctx.mode, secret)
+        changed.pop("botDefenseSecretSet", None)
     if changed:
         audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "settings.updated",
                      ("settings", ctx.organization_id), {"changes": changed}, now)

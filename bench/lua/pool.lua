@@ -1,7 +1,7 @@
 -- Each request takes a fresh item from this thread's share of a file (a refresh token, an
 -- "email code" pair, an exchange code); a refresh answer puts its successor at the back.
 -- Access tokens (status) are reused round-robin. Environment: BENCH_FILE, BENCH_KIND
--- (refresh | otp | exchange | status | cookie), BENCH_PATH, BENCH_THREADS, USHER_PK.
+-- (refresh | otp | exchange | status | cookie | challenge), BENCH_PATH, BENCH_THREADS, USHER_PK.
 package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
 local common = require("common")
 setup = common.number_thread
@@ -41,6 +41,8 @@ function request()
     return wrk.format("POST", path, headers, '{"email":"' .. email .. '","code":"' .. code .. '"}')
   elseif kind == "exchange" then
     return wrk.format("POST", path, headers, '{"exchangeCode":"' .. item .. '"}')
+  elseif kind == "challenge" then  -- a solved bot-defense challenge (bench/botdefense.py)
+    return wrk.format("POST", path, {["X-Publishable-Key"] = pk, ["X-Usher-Challenge"] = item})
   end
   if kind == "cookie" then  -- the peer's session cookie (Better Auth get-session)
     return wrk.format("GET", path, {["Cookie"] = item})

@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from app.api.admin import blp
-from app.api.helpers import now, transaction
+from app.api.helpers import app_secret, now, transaction
 from app.api.security import current_context, requires
 from app.schemas.admin import SettingsSchema
 from app.services.orgs import update_settings
@@ -27,8 +27,8 @@ class Settings(MethodView):
         """Change the settings of the key's mode
 
         Send any subset of the fields; the answer is the whole settings object. A test key never
-        changes live settings.
+        changes live settings. `botDefenseSecret` is write-only: sealed at rest, never returned.
         """
         with transaction() as session:
-            after = update_settings(session, current_context(), data, now())
+            after = update_settings(session, current_context(), data, now(), app_secret())
         return after

@@ -4,6 +4,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
+from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.grants import GrantView
 from app.api.helpers import now, transaction
 from app.api.security import current_context, requires
@@ -23,7 +24,9 @@ class Guest(GrantView):
     rule = "/auth/guest"
 
     @requires("publishable")
+    @blp.doc(parameters=[CHALLENGE_HEADER])
     @blp.response(201, SessionTokens)
+    @blp.alt_response(403, schema=ErrorSchema, description=CHALLENGE_REFUSED)
     @blp.alt_response(429, schema=ErrorSchema, description="Too many guest sessions from this client address")
     def post(self):
         """Start a guest session
@@ -35,6 +38,7 @@ class Guest(GrantView):
         # Fails open: guests cost the merchant nothing, and a limit storage outage must not stop a drop.
         usher.limits.hit("guest_per_ip", usher.settings.guest_rate_limit, ctx.organization_id, ctx.mode, client_key(),
                          fail_closed=False)
+        guard("guest")
         return self.token_response()
 
 

@@ -4,6 +4,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
+from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
 from app.errors import ApiError
@@ -21,9 +22,11 @@ from app.schemas.auth import OtpRequestIn, OtpRequestOut, OtpVerifyIn, SessionTo
 class OtpRequest(MethodView):
     @requires("publishable")
     @blp.arguments(OtpRequestIn(), example={"email": "ann@example.com"})
+    @blp.doc(parameters=[CHALLENGE_HEADER])
     @blp.response(202, OtpRequestOut)
     @blp.alt_response(400, schema=ErrorSchema, description="`invalid_email`, `invalid_phone`, "
                                                            "`phone_country_not_allowed` or `validation_error`")
+    @blp.alt_response(403, schema=ErrorSchema, description=CHALLENGE_REFUSED)
     @blp.alt_response(429, schema=ErrorSchema, description="Resend cooldown, hourly budget or the mode's SMS per "
                                                            "hour spent (`Retry-After`)")
     @blp.alt_response(503, schema=ErrorSchema, description="The sender or the limit storage is down, or live mode "
@@ -45,6 +48,7 @@ class OtpRequest(MethodView):
         tenant, limits = (ctx.organization_id, ctx.mode), usher.limits
         cooldown = f"1 per {settings.otp_cooldown} second"
         limits.hit("otp_request_ip", f"{settings.otp_requests_per_ip_per_hour} per hour", *tenant, client_key())
+        guard("otp_request")
         limits.hit("otp_request_cooldown", cooldown, *tenant, identifier.value)
         limits.hit("otp_request_identifier", f"{settings.otp_requests_per_hour} per hour", *tenant, identifier.value)
         if identifier.channel == "sms":

@@ -4,6 +4,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.consumer import blp
+from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.helpers import (
     ID_SHAPE,
     db_session,
@@ -53,9 +54,11 @@ class QueueById(MethodView):
 @blp.route("/queues/<string:queue_id>/enter")
 class EnterQueue(MethodView):
     @requires("access")
+    @blp.doc(parameters=[CHALLENGE_HEADER])
     @blp.response(200, QueueConsumerState)
     @blp.alt_response(403, schema=ErrorSchema, description="`identification_required`: the queue's admission is "
-                                                           "`identified` and the caller is a guest")
+                                                           "`identified` and the caller is a guest; "
+                                                           + CHALLENGE_REFUSED)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
     @blp.alt_response(409, schema=ErrorSchema, description="The queue is pending, closed or full")
     def post(self, queue_id):
@@ -65,6 +68,7 @@ class EnterQueue(MethodView):
         served. A queue whose `admission` is `identified` refuses guests.
         """
         ctx = current_context()
+        guard("queue_enter")
         queue_id = _queue_id(queue_id)
         with current_app.extensions["usher"].db.write() as connection:
             state = queues.enter(connection, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode, now())
