@@ -105,6 +105,9 @@ class Settings:
     webhook_listeners_cache_seconds: float = 1.0
     webhook_ca_file: str | None = None
     guest_retention_days: int = 30
+    #: May test-mode webhook endpoints use `http` and loopback/private addresses? `auto`: only
+    #: when the database is a SQLite file (a developer's machine); `allow`; `deny`.
+    webhook_private_targets: str = "auto"
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
@@ -133,8 +136,17 @@ class Settings:
             raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
         if not 0 <= self.publishable_key_cache_seconds <= 1:
             raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
+        if self.webhook_private_targets not in ("auto", "allow", "deny"):
+            raise ConfigError("WEBHOOK_PRIVATE_TARGETS must be 'auto', 'allow' or 'deny'")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
+
+    @property
+    def private_webhook_targets_allowed(self) -> bool:
+        """`WEBHOOK_PRIVATE_TARGETS` decided: `auto` allows them on a SQLite file only."""
+        if self.webhook_private_targets == "auto":
+            return self.database_url.startswith("sqlite:///") and ":memory:" not in self.database_url
+        return self.webhook_private_targets == "allow"
 
     def grant_enabled(self, grant_type: str) -> bool:
         return not self.enabled_grants or grant_type in self.enabled_grants
