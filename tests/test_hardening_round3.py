@@ -119,21 +119,21 @@ def test_webhook_endpoints_are_capped_per_organization_and_mode(app, client, org
 # --- 3: test-mode endpoints at the worker host's loopback -----------------------------------------
 
 def test_private_webhook_targets_follow_webhook_private_targets(make_app, actions, database_url):
-    """`auto` allows http and private addresses in test mode on a SQLite file only (refused on
-    PostgreSQL); `deny` refuses them anywhere, `allow` allows them anywhere (link-local never)."""
+    """`auto` allows http and loopback in test mode on a SQLite file only (refused on PostgreSQL);
+    `deny` refuses them anywhere, `allow` allows them anywhere (a LAN or link-local address never)."""
     on_sqlite = database_url.startswith("sqlite")
     org = actions.create_org()
     sk = org["keys"]["test"]["secretKey"]
     expected = {"auto": on_sqlite, "deny": False, "allow": True}
     for setting, allowed in expected.items():
         client = make_app(WEBHOOK_PRIVATE_TARGETS=setting).test_client()
-        for url in (f"{HOOK}/{setting}", f"http://10.1.2.3/{setting}", f"https://127.0.0.1/{setting}"):
+        for url in (f"{HOOK}/{setting}", f"http://localhost:9/{setting}", f"https://127.0.0.1/{setting}"):
             response = _hook(client, sk, url)
             assert response.status_code == (201 if allowed else 400), (setting, url, response.json)
             if not allowed:
                 assert response.json["error"] == "validation_error" and "url" in response.json["details"]
-        metadata = _hook(client, sk, "http://169.254.169.254/latest")
-        assert metadata.status_code == 400, setting
+        for url in ("http://169.254.169.254/latest", "http://10.1.2.3/", "https://[2002:7f00:1::]/"):
+            assert _hook(client, sk, url).status_code == 400, (setting, url)
     with pytest.raises(ValueError, match="WEBHOOK_PRIVATE_TARGETS"):
         make_app(WEBHOOK_PRIVATE_TARGETS="sometimes")
 

@@ -5,8 +5,9 @@ SSRF rules: a live endpoint is `https` and every address its host resolves to is
 written: an IPv4 address inside a mapped, 6to4, Teredo or NAT64 IPv6 address is judged as
 itself, and site-local `fec0::/10` is refused, whatever Python's `ipaddress` thinks of them in
 its version). A test endpoint follows the same rules unless the operator allows private
-targets (`WEBHOOK_PRIVATE_TARGETS`, a developer's machine): then it may also use `http`,
-loopback and private addresses (never link-local: cloud metadata lives there). The same check runs
+targets (`WEBHOOK_PRIVATE_TARGETS`, a developer's machine): then it may also use `http` and
+loopback (the developer's own machine), never the rest (no LAN, never link-local: cloud metadata
+lives there). The same check runs
 when the endpoint is created and again at each delivery, and the delivery connects to the very
 address that was checked (no second lookup a rebinding DNS server could answer differently).
 """
@@ -65,17 +66,20 @@ def _allowed(address: str, private_ok: bool) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in _SITE_LOCAL:
             return False
-        ip = _carried_ipv4(ip) or ip
+        carried = _carried_ipv4(ip)
+        if carried is not None:  # never this host, even in test mode: judged as a remote IPv4
+            return carried.is_global and not (carried.is_reserved or carried.is_loopback or carried.is_private
+                                              or carried.is_link_local or carried.is_multicast)
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return False
-    if private_ok and (ip.is_loopback or ip.is_private):
-        return True
+    if ip.is_loopback:
+        return private_ok
     return ip.is_global and not ip.is_reserved and not ip.is_loopback and not ip.is_private
 
 
 def resolve(url: str, mode: str, private_ok: bool = False) -> Target:
     """Check a URL against the SSRF rules and return the address to connect to. `private_ok`
-    (test mode, when the operator allows it) also admits `http`, loopback and private addresses.
+    (test mode, when the operator allows it) also admits `http` and loopback.
 
     Raises UrlRefused when the scheme is not allowed in this mode, the host does not resolve,
     or any address it resolves to is not allowed."""
@@ -103,7 +107,7 @@ def resolve(url: str, mode: str, private_ok: bool = False) -> Target:
     if not addresses:
         raise UrlRefused("The host does not resolve.")
     if not all(_allowed(address, private_ok) for address in addresses):
-        raise UrlRefused("The host resolves to a link-local, multicast or reserved address." if private_ok else
+        raise UrlRefused("The host resolves to a private, link-local or reserved address." if private_ok else
                          "The host resolves to a loopback, private, link-local or reserved address.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port, path, addresses[0])
