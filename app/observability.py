@@ -1,9 +1,10 @@
 """Request ids and the access log: one line per request, never a credential.
 
 The line carries method, path (never the query string), status, duration, request id and
-organization; control characters of the client's text (`%0a` in a path) are escaped, so one
-request is always one line (`printable`). `X-Request-Id` is taken from the caller when it is a sane token, else made here;
-it is echoed on every response and added as `requestId` to every JSON error body.
+organization; control characters of the client's text (`%0a` in a path) are escaped, so
+one request is always one line (`printable`). `X-Request-Id` is taken from the caller when it
+is a sane token, else made here; it is echoed on every response and added as `requestId` to
+every JSON error body.
 """
 
 from __future__ import annotations

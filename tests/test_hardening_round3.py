@@ -11,11 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, delete, select, update
 
 from app import create_app
-from app.models import ApiKey, AuditEvent, WebhookEndpoint
-from tests.conftest import APP_SECRET
+from app.models import ApiKey, AuditChain, AuditEvent, WebhookEndpoint
 from tests.helpers import publishable, secret
 from tests.test_dashboard import Dashboard
 from tests.test_signing_keys import cli as signing_key_cli
@@ -67,7 +66,8 @@ def test_key_revocation_follows_the_create_rule_and_the_last_secret_key_stays(ap
     rk = client.post("/api/v1/keys", headers=secret(sk), json={"type": "restricted", "scopes": ["keys:write"]}).json
     wider = client.post("/api/v1/keys", headers=secret(sk),
                         json={"type": "restricted", "scopes": ["keys:write", "audit:read"]}).json
-    listed = {k["type"] + ("/" + ",".join(k["scopes"]) if k["type"] == "restricted" else ""): k for k in _keys(client, sk)}
+    listed = {k["type"] + ("/" + ",".join(k["scopes"]) if k["type"] == "restricted" else ""): k
+              for k in _keys(client, sk)}
     secret_id, publishable_id = listed["secret"]["id"], listed["publishable"]["id"]
     for target in (secret_id, wider["id"]):
         refused = client.delete(f"/api/v1/keys/{target}", headers=secret(rk["key"]))
@@ -243,7 +243,8 @@ def test_audit_verify_catches_truncation_swaps_and_recomputation(app_config, iso
         client = app.test_client()
         for mode in ("test", "live"):
             for _ in range(2):
-                client.post("/api/v1/keys", json={"type": "publishable"}, headers=secret(org["keys"][mode]["secretKey"]))
+                client.post("/api/v1/keys", json={"type": "publishable"},
+                            headers=secret(org["keys"][mode]["secretKey"]))
 
         def verify(*args):
             result = runner.invoke(args=["audit", "verify", *args])
@@ -261,31 +262,31 @@ def test_audit_verify_catches_truncation_swaps_and_recomputation(app_config, iso
         assert code == 0 and json.loads(output)["checkpoints"] == len(lines), output
 
         engine = create_engine(isolated_database_url)
-        where = "organization_id = :org"
+        events, chains = AuditEvent.__table__, AuditChain.__table__
+        org_id = org["organizationId"]
         try:
             # Swap the organization's test and live chains (events and heads).
             def swap():
                 with engine.begin() as db:
-                    for table in ("audit_events", "audit_chains"):
+                    for table in (events, chains):
                         for old, new in (("test", "swap"), ("live", "test"), ("swap", "live")):
-                            db.execute(text(f"UPDATE {table} SET mode = :new WHERE {where} AND mode = :old"),
-                                       {"org": org["organizationId"], "old": old, "new": new})
+                            db.execute(update(table).where(table.c.organization_id == org_id, table.c.mode == old)
+                                       .values(mode=new))
 
             swap()
             code, output = verify()
-            assert code == 1 and org["organizationId"] in output
+            assert code == 1 and org_id in output
             swap()
             assert verify()[0] == 0
 
             # Truncation: the newest test event deleted and the head rewound.
+            test_events = (events.c.organization_id == org_id) & (events.c.mode == "test")
             with engine.begin() as db:
-                newest = db.execute(text(f"SELECT seq, prev_hash FROM audit_events WHERE {where} AND mode = 'test' "
-                                         "ORDER BY seq DESC LIMIT 1"), {"org": org["organizationId"]}).one()
-                db.execute(text(f"DELETE FROM audit_events WHERE {where} AND mode = 'test' AND seq = :seq"),
-                           {"org": org["organizationId"], "seq": newest.seq})
-                db.execute(text(f"UPDATE audit_chains SET seq = :seq, last_hash = :hash WHERE {where} "
-                                "AND mode = 'test'"), {"org": org["organizationId"], "seq": newest.seq - 1,
-                                                       "hash": newest.prev_hash})
+                newest = db.execute(select(events.c.seq, events.c.prev_hash).where(test_events)
+                                    .order_by(events.c.seq.desc()).limit(1)).one()
+                db.execute(delete(events).where(test_events, events.c.seq == newest.seq))
+                db.execute(update(chains).where(chains.c.organization_id == org_id, chains.c.mode == "test")
+                           .values(seq=newest.seq - 1, last_hash=newest.prev_hash))
             assert verify()[0] == 0  # undetectable from inside the database
             code, output = verify("--checkpoints", str(saved))
             assert code == 1 and "shorter" in output, output
@@ -293,16 +294,15 @@ def test_audit_verify_catches_truncation_swaps_and_recomputation(app_config, iso
             # Recomputation: a live event's details rewritten and the whole chain rehashed.
             with app.extensions["usher"].db.sessionmaker() as session:
                 rows = list(session.scalars(select(AuditEvent).where(
-                    AuditEvent.organization_id == org["organizationId"], AuditEvent.mode == "live")
-                    .order_by(AuditEvent.seq)))
+                    AuditEvent.organization_id == org_id, AuditEvent.mode == "live").order_by(AuditEvent.seq)))
                 rows[0].details = {**rows[0].details, "last4": "0000"}
                 prev = None
                 for row in rows:
                     row.prev_hash = prev
                     row.hash = prev = audit.event_hash(row.organization_id, row.mode, row.seq, row.prev_hash,
                                                        audit.event_body(row))
-                session.execute(text(f"UPDATE audit_chains SET last_hash = :hash WHERE {where} AND mode = 'live'"),
-                                {"org": org["organizationId"], "hash": prev})
+                session.execute(update(chains).where(chains.c.organization_id == org_id, chains.c.mode == "live")
+                                .values(last_hash=prev))
                 session.commit()
             assert verify()[0] == 0  # consistent again: undetectable from inside the database
             code, output = verify("--checkpoints", str(saved))

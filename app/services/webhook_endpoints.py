@@ -59,7 +59,7 @@ def create_endpoint_for(usher: Usher, events: Events, ctx: RequestContext, data:
         session.get_one(OrganizationSettings, (ctx.organization_id, ctx.mode), with_for_update=True)
         count = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(
             WebhookEndpoint.organization_id == ctx.organization_id, WebhookEndpoint.mode == ctx.mode))
-        if count >= MAX_ENDPOINTS:
+        if (count or 0) >= MAX_ENDPOINTS:
             raise ApiError("validation_error", details={"_body": [
                 f"At most {MAX_ENDPOINTS} webhook endpoints per organization and mode: delete one first."]})
         endpoint, secret = create_endpoint(session, usher.settings.app_secret, ctx.organization_id, ctx.mode,
