@@ -431,3 +431,54 @@ def test_the_project_is_apache_2_licensed_and_says_so(client):
     info = client.get("/openapi.json").json["info"]
     assert info["license"] == {"name": "Apache-2.0", "identifier": "Apache-2.0"}
     assert "rules:" not in (ROOT / "redocly.yaml").read_text()  # no rule switched off
+
+
+def test_the_upgrade_rehashes_existing_audit_chains_and_keeps_a_break_where_it_was(app_config, isolated_database):
+    """Chains written under the previous rule (before the organization, mode and seq were
+    hashed) verify after the upgrade; a chain broken before stays broken at the same event; the
+    downgrade restores the previous hashes."""
+    import hashlib
+
+    from alembic import command
+
+    from app.cli import alembic_config
+    from app.services import audit
+
+    url = isolated_database("0009_dashboard_sessions")
+    events, chains = AuditEvent.__table__, AuditChain.__table__
+
+    def old_rule_chain(org: str, mode: str, count: int) -> list[dict]:
+        rows, prev = [], None
+        for seq in range(1, count + 1):
+            row = {"id": f"evt_{org}_{mode}_{seq}", "organization_id": org, "mode": mode, "seq": seq,
+                   "type": "key.created", "actor_type": "cli", "actor_id": None, "target_type": "key",
+                   "target_id": f"key_{seq}", "details": {"type": "secret", "last4": f"{seq:04d}"},
+                   "created_at": f"2026-01-01T00:00:0{seq}.000000Z", "prev_hash": prev}
+            body = {"id": row["id"], "type": row["type"], "actor": {"type": "cli", "id": None},
+                    "target": {"type": "key", "id": row["target_id"]}, "details": row["details"],
+                    "createdAt": row["created_at"], "prevHash": prev}
+            row["hash"] = prev = hashlib.sha256(((prev or "") + audit.canonical(body)).encode()).hexdigest()
+            rows.append(row)
+        return rows
+
+    engine = create_engine(url)
+    try:
+        good, broken = old_rule_chain("org_good", "test", 3), old_rule_chain("org_bad", "live", 3)
+        broken[1]["details"] = {"type": "secret", "last4": "9999"}  # edited after the fact
+        with engine.begin() as db:
+            db.execute(events.insert(), good + broken)
+            db.execute(chains.insert(), [{"organization_id": rows[0]["organization_id"], "mode": rows[0]["mode"],
+                                          "seq": 3, "last_hash": rows[-1]["hash"]} for rows in (good, broken)])
+        command.upgrade(alembic_config(url), "head")
+        with engine.connect() as db:
+            results = {org: broken_at for org, _mode, _count, broken_at in audit.verify_chains(db)}
+            stored = db.execute(select(events.c.id, events.c.hash)).all()
+        assert results["org_good"] is None
+        assert results["org_bad"] is not None and results["org_bad"].event_id == "evt_org_bad_live_2"
+        assert {h for _, h in stored} != {r["hash"] for r in good + broken}  # rehashed
+        command.downgrade(alembic_config(url), "0009_dashboard_sessions")
+        with engine.connect() as db:
+            assert dict(db.execute(select(events.c.id, events.c.hash)).all()) == {
+                r["id"]: r["hash"] for r in good + broken}
+    finally:
+        engine.dispose()
