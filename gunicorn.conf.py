@@ -11,6 +11,10 @@ more workers can hide its round trips: raise WEB_CONCURRENCY and measure.
 import multiprocessing
 import os
 
+from gunicorn.glogging import Logger
+
+from app.observability import printable
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 _memory_limits = os.environ.get("RATELIMIT_STORAGE_URI", "memory://").startswith("memory://")
 if "WEB_CONCURRENCY" in os.environ or not _memory_limits:
@@ -34,3 +38,17 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # Never put query strings (they could carry a credential) into gunicorn's access log.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+
+
+class EscapingLogger(Logger):
+    """gunicorn's access log with the client's method and (decoded) path escaped as Usher's own
+    `usher.access` line is: one request, one line."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("m", "U"):
+            atoms[name] = printable(str(atoms.get(name) or "-"))
+        return atoms
+
+
+logger_class = EscapingLogger

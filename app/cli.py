@@ -18,9 +18,11 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from app.errors import ApiError
 from app.models import Organization
+from app.models.base import MODES
 from app.services import audit
-from app.services.orgs import create_organization
+from app.services.orgs import create_key_by_cli, create_organization
 from app.tokens.keyring import REFRESH_KEYS, SigningKeyError
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -108,7 +110,8 @@ def db_revision(message: str, autogenerate: bool, rev_id: str | None):
 def org_create(name: str, as_json: bool):
     """Create an organization and its four keys (secret values are shown only now)."""
     with current_app.extensions["usher"].db.transaction() as session:
-        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, name)
+        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, name,
+                                     actor=audit.CLI)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -118,6 +121,34 @@ def org_create(name: str, as_json: bool):
             click.echo(f"  {mode}: secret      {keys['secretKey']}")
 
 
+org_keys_cli = AppGroup("keys", help="API keys of an existing organization.")
+org_cli.add_command(org_keys_cli)
+
+
+@org_keys_cli.command("create")
+@click.option("--org", "organization_id", required=True, help="The organization's id (org_…).")
+@click.option("--mode", type=click.Choice(MODES), required=True)
+@click.option("--type", "key_type", type=click.Choice(["secret", "publishable"]), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def org_keys_create(organization_id: str, mode: str, key_type: str, as_json: bool):
+    """Issue a key for an existing organization (audited, actor `cli`); its value is shown only now.
+
+    The way back for a mode whose secret keys were all revoked or expired."""
+    usher = current_app.extensions["usher"]
+    try:
+        with usher.db.transaction() as session:
+            key, value = create_key_by_cli(session, usher.settings.app_secret, organization_id, mode, key_type)
+            made = {"id": key.id, "organizationId": organization_id, "mode": mode, "type": key_type,
+                    "last4": key.last4, "createdAt": _iso(key.created_at), "key": value}
+    except ApiError as exc:
+        raise click.ClickException(f"no organization {organization_id}" if exc.error == "not_found"
+                                   else str(exc.message)) from None
+    if as_json:
+        click.echo(json.dumps(made))
+    else:
+        click.echo(f"{mode} {key_type} key {made['id']} (shown once): {value}")
+
+
 @org_cli.command("ensure-dev")
 def org_ensure_dev():
     """Create the development organization once, printing its test keys that one time."""
@@ -125,7 +156,8 @@ def org_ensure_dev():
         if session.scalar(select(Organization.id).limit(1)) is not None:
             click.echo("an organization exists already; its keys were printed when it was created", err=True)
             return
-        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, "Development")
+        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, "Development",
+                                     actor=audit.CLI)
     keys = result["keys"]["test"]
     click.echo(f"development organization {result['organizationId']} (test mode keys, shown once):")
     click.echo(f"  X-Publishable-Key: {keys['publishableKey']}")
@@ -201,17 +233,48 @@ audit_cli = AppGroup("audit", help="The audit log.")
 
 
 @audit_cli.command("verify")
-def audit_verify():
-    """Recompute every audit hash chain; exit 1 naming the first event that does not match."""
+@click.option("--checkpoints", "checkpoints_file", type=click.File("r"),
+              help="Also check the chains against the JSON lines `audit checkpoint` printed earlier.")
+def audit_verify(checkpoints_file):
+    """Recompute every audit hash chain; exit 1 naming the first event that does not match.
+
+    With --checkpoints, also exit 1 when a chain is shorter than, or differs from, a checkpoint
+    (truncation or recomputation, which the database alone cannot show)."""
     usher = current_app.extensions["usher"]
-    chains = events = 0
+    chains = events = checked = 0
     with usher.db.reader() as connection:
         for _org, _mode, count, broken in audit.verify_chains(connection):
             if broken is not None:
                 click.echo(f"audit chain broken: {broken}", err=True)
                 raise SystemExit(1)
             chains, events = chains + 1, events + count
-    click.echo(json.dumps({"chains": chains, "events": events, "ok": True}))
+        for number, line in enumerate(checkpoints_file or (), start=1):
+            if not line.strip():
+                continue
+            try:
+                checkpoint = json.loads(line)
+            except ValueError:
+                checkpoint = None
+            problem = (audit.verify_checkpoint(connection, usher.settings.app_secret, checkpoint)
+                       if isinstance(checkpoint, dict) else "not a JSON object")
+            if problem is not None:
+                click.echo(f"audit checkpoint line {number}: {problem}", err=True)
+                raise SystemExit(1)
+            checked += 1
+    click.echo(json.dumps({"chains": chains, "events": events, "ok": True,
+                           **({"checkpoints": checked} if checkpoints_file else {})}))
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint():
+    """Print the head of every chain, signed with a key derived from APP_SECRET (JSON lines).
+
+    Keep the output outside the database (append it to a file elsewhere, regularly); `audit
+    verify --checkpoints FILE` then shows a chain cut short or recomputed since."""
+    usher = current_app.extensions["usher"]
+    with usher.db.reader() as connection:
+        for checkpoint in audit.checkpoints(connection, usher.settings.app_secret, usher.clock()):
+            click.echo(json.dumps(checkpoint))
 
 
 def register_cli(app) -> None:

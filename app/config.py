@@ -106,6 +106,9 @@ class Settings:
     webhook_listeners_cache_seconds: float = 1.0
     webhook_ca_file: str | None = None
     guest_retention_days: int = 30
+    #: May test-mode webhook endpoints use `http` and loopback/private addresses? `auto`: only
+    #: when the database is a SQLite file (a developer's machine); `allow`; `deny`.
+    webhook_private_targets: str = "auto"
     # Bot defense (issue 25): where Turnstile and hCaptcha tokens are checked.
     turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
     hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
@@ -136,8 +139,17 @@ class Settings:
         for name in ("turnstile_verify_url", "hcaptcha_verify_url"):
             if not getattr(self, name).startswith(("https://", "http://")):
                 raise ConfigError(f"{name.upper()} must be an http(s) URL")
+        if self.webhook_private_targets not in ("auto", "allow", "deny"):
+            raise ConfigError("WEBHOOK_PRIVATE_TARGETS must be 'auto', 'allow' or 'deny'")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
+
+    @property
+    def private_webhook_targets_allowed(self) -> bool:
+        """`WEBHOOK_PRIVATE_TARGETS` decided: `auto` allows them on a SQLite file only."""
+        if self.webhook_private_targets == "auto":
+            return self.database_url.startswith("sqlite:///") and ":memory:" not in self.database_url
+        return self.webhook_private_targets == "allow"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -4,6 +4,8 @@
   recurses, and 5,000 levels are a `RecursionError`), numbers of at most `MAX_NUMBER_CHARS`
   characters (Python refuses to convert integers past 4,300 digits with a `ValueError`), and no
   `NaN`/`Infinity`.
+- A string (value or key) holding an unpaired UTF-16 surrogate (`"\\ud800"`) is refused: it
+  cannot be encoded as UTF-8, so no database, log or response could take it.
 - A chunked body (no `Content-Length`) over `MAX_CONTENT_LENGTH` is 413, as a declared one is:
   Werkzeug's limited stream stops reading at the limit without saying so.
 - Patterns match the whole value (`re.fullmatch`): `$` also matches before a trailing newline.
@@ -46,15 +48,30 @@ def _parse_constant(text: str):
     raise _refused(f"{text} is not a JSON number.")
 
 
-def _depth(value) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check(value, surrogates: bool) -> None:
+    """Nesting depth of parsed JSON and, when the text escapes surrogates at all, unpaired ones
+    in any string: one walk, without recursion."""
+    stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        if surrogates and isinstance(item, str) and _lone_surrogate(item):
+            raise _refused("Strings must not hold an unpaired UTF-16 surrogate.")
         if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+            if level > MAX_JSON_DEPTH:
+                raise _refused(f"JSON is nested at most {MAX_JSON_DEPTH} levels deep.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
 
 
 def loads(text: str | bytes):
@@ -63,8 +80,9 @@ def loads(text: str | bytes):
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except RecursionError:
         raise _refused(f"JSON is nested at most {MAX_JSON_DEPTH} levels deep.") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise _refused(f"JSON is nested at most {MAX_JSON_DEPTH} levels deep.")
+    # A paired surrogate decodes to one character; only the unpaired ones stay (and only `\\u` escapes
+    # can make one: the text itself is valid UTF-8).
+    _check(value, surrogates=_SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode()) is not None)
     return value
 
 

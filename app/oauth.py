@@ -28,9 +28,11 @@ from authlib.oauth2.rfc6749.grants import TokenEndpointMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
+from flask import request as flask_request
 from marshmallow import ValidationError
 from werkzeug.datastructures import Authorization
 
+from app.cors import origin_allowed
 from app.errors import ApiError
 from app.grants.base import TokenRequest
 from app.grants.external import ExternalExchangeGrant
@@ -235,6 +237,12 @@ class _SharedGrant(OAuthGrant, TokenEndpointMixin):
         client = self.authenticate_token_endpoint_client()
         if not isinstance(client, PublicClient):
             raise InvalidClientError(description="client_id must be a publishable key.")
+        origin = flask_request.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, client.ctx.organization.allowed_origins or []):
+            # As the JSON grant routes (`check_origin`): a simple form POST needs no preflight,
+            # so the refusal must come before any work (nothing rotated, nothing consumed).
+            raise InvalidClientError(status_code=401,
+                                     description="This origin is not in the mode's allowedOrigins.")
         self.request.client = client
         try:
             data = self.SCHEMA().load(self.form_data(self.request.form))

@@ -1,8 +1,10 @@
 """Request ids and the access log: one line per request, never a credential.
 
 The line carries method, path (never the query string), status, duration, request id and
-organization. `X-Request-Id` is taken from the caller when it is a sane token, else made here;
-it is echoed on every response and added as `requestId` to every JSON error body.
+organization; control characters of the client's text (`%0a` in a path) are escaped, so
+one request is always one line (`printable`). `X-Request-Id` is taken from the caller when it
+is a sane token, else made here; it is echoed on every response and added as `requestId` to
+every JSON error body.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from flask import Flask, g, request
 
 log = logging.getLogger("usher.access")
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def printable(text: str) -> str:
+    """Client-supplied text for a log line: control characters (and line separators) escaped as
+    `\\n`, `\\x1b`, `\\u2028`, a backslash doubled, so no input can start a line of its own."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                                          else f"\\u{ord(m.group()):04x}"), text)
 
 
 def register_observability(app: Flask) -> None:
@@ -41,6 +52,6 @@ def register_observability(app: Flask) -> None:
         started = g.get("request_started")
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
         ctx = g.get("usher_ctx")
-        log.info("%s %s %s %.1fms request_id=%s org=%s", request.method, request.path, response.status_code,
-                 duration_ms, request_id, ctx.organization_id if ctx else "-")
+        log.info("%s %s %s %.1fms request_id=%s org=%s", printable(request.method), printable(request.path),
+                 response.status_code, duration_ms, request_id, ctx.organization_id if ctx else "-")
         return response

@@ -308,6 +308,7 @@ def docs_config(version: str, swagger_ui: bool = True) -> dict:
                                       "displayRequestDuration": True},
         "API_SPEC_OPTIONS": {
             "info": {
+                "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},  # LICENSE at the root
                 "description": (
                     "Usher: sessions for shoppers, as a guest, by one-time code or by external "
                     "identity.\n\nEvery error is `{\"error\", \"message\"?, \"details\"?}`; the "

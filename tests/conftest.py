@@ -99,6 +99,8 @@ def app_config(database_url) -> dict:
         "RATELIMIT_STORAGE_URI": "memory://",
         "ISSUER": "http://usher.test",
         "GUEST_RATE_LIMIT": "100000 per minute",  # the limit itself is tested on an app of its own
+        # Test endpoints at loopback receivers in both passes (`auto` would refuse them on PostgreSQL).
+        "WEBHOOK_PRIVATE_TARGETS": "allow",
     }
 
 
@@ -157,7 +159,8 @@ def tenant(client, org) -> TenantActions:
 def live_server(database_url, tmp_path_factory):
     """A real gunicorn (4 sync workers) on a spare loopback port, on the test database."""
     env = {"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "ISSUER": "http://usher.test",
-           "WEB_CONCURRENCY": "4", "REFRESH_GRACE_SECONDS": "3", "GUEST_RATE_LIMIT": "100000 per minute"}
+           "WEB_CONCURRENCY": "4", "REFRESH_GRACE_SECONDS": "3", "GUEST_RATE_LIMIT": "100000 per minute",
+           "WEBHOOK_PRIVATE_TARGETS": "allow"}
     redis_url = os.environ.get("USHER_TEST_REDIS_URL")
     if redis_url:
         env["RATELIMIT_STORAGE_URI"] = redis_url

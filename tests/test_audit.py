@@ -112,9 +112,11 @@ def test_every_change_and_security_event_is_recorded_with_actor_target_and_detai
     # The chain links every event to the previous one, and anyone can recompute it from the API.
     oldest_first = list(reversed(listed))
     assert oldest_first[0]["prevHash"] is None
-    for previous, event in zip([None, *oldest_first], oldest_first, strict=False):
+    for seq, (previous, event) in enumerate(zip([None, *oldest_first], oldest_first, strict=False), start=1):
         assert event["prevHash"] == (previous["hash"] if previous else None)
-        body = {k: v for k, v in event.items() if k != "hash"}
+        # The hashed body also binds the chain: its organization, its mode and the event's place.
+        body = {**{k: v for k, v in event.items() if k != "hash"}, "organizationId": org["organizationId"],
+                "mode": "test", "seq": seq}
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256(((event["prevHash"] or "") + canonical).encode()).hexdigest() == event["hash"]
     assert assert_chain_intact(app, org["organizationId"]) == len(listed)

@@ -19,6 +19,9 @@ from app.services.webhooks import signing_secrets
 from tests.conftest import APP_SECRET
 from tests.helpers import publishable, secret
 
+# The second step of Revoke, Delete, End all sessions and Roll "now" (issue 22, row 13; the first
+# step is tested in tests/test_hardening_round3.py).
+CONFIRM = {"confirm": "yes"}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
 NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
@@ -240,7 +243,7 @@ def test_rolling_the_signed_in_key_now_keeps_the_session_on_its_successor(dash, 
     dash.sign_in(keys["secretKey"])
     own = next(k for k in client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
                if k["type"] == "secret")
-    assert dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0"}).status_code == 303
+    assert dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM}).status_code == 303
     page = dash.get("/dashboard/keys")
     assert page.status_code == 200
     value = NEW_VALUE.search(page.text).group(1)
@@ -263,9 +266,9 @@ def test_create_and_revoke_keys_with_the_api_rules(dash, client, org):
     listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
     own = next(k for k in listed if k["type"] == "secret" and keys["secretKey"].endswith(k["last4"]))
     new = next(k for k in listed if value.endswith(k["last4"]))
-    assert dash.post(f"/dashboard/keys/{new['id']}/revoke").status_code == 303
+    assert dash.post(f"/dashboard/keys/{new['id']}/revoke", CONFIRM).status_code == 303
     assert client.get("/api/v1/keys", headers=secret(value)).status_code == 401
-    assert dash.post(f"/dashboard/keys/{own['id']}/revoke").status_code == 303
+    assert dash.post(f"/dashboard/keys/{own['id']}/revoke", CONFIRM).status_code == 303
     assert SELF_REVOKE in dash.get("/dashboard/keys").text
     assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 200
 
@@ -339,7 +342,7 @@ def test_consumers_search_and_ending_sessions(dash, client, tenant, org):
     assert too_long.status_code == 400 and "Length must be between 1 and 20." in too_long.text
     detail = dash.get(f"/dashboard/consumers/{consumer_id}")
     assert detail.status_code == 200 and "End all sessions" in detail.text
-    ended = dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions")
+    ended = dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions", CONFIRM)
     assert ended.status_code == 303
     assert "Ended 1 session." in dash.get(f"/dashboard/consumers/{consumer_id}").text
     assert tenant.refresh(first["refreshToken"]).status_code == 401
@@ -415,7 +418,7 @@ def test_a_restricted_key_gives_away_no_scope_it_lacks(dash, client, org):
         "session"]["consumerId"]
     detail = dash.get(f"/dashboard/consumers/{consumer_id}")
     assert detail.status_code == 200 and "End all sessions" not in detail.text
-    assert dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions").status_code == 403
+    assert dash.post(f"/dashboard/consumers/{consumer_id}/end-sessions", CONFIRM).status_code == 403
 
 
 def test_dashboard_changes_are_audit_events_with_the_key_as_actor(dash, client, org):
@@ -427,10 +430,10 @@ def test_dashboard_changes_are_audit_events_with_the_key_as_actor(dash, client, 
               if k["type"] == "publishable")
     form = client.get("/api/v1/settings", headers=secret(keys["secretKey"])).json
     assert dash.post("/dashboard/settings", {**as_form(form), "otpTtl": "120"}).status_code == 303
-    assert dash.post(f"/dashboard/keys/{pk['id']}/roll", {"expiresIn": "0"}).status_code == 303
+    assert dash.post(f"/dashboard/keys/{pk['id']}/roll", {"expiresIn": "0", **CONFIRM}).status_code == 303
     guest = client.post("/api/v1/auth/guest", headers=publishable(NEW_VALUE.search(
         dash.get("/dashboard/keys").text).group(1))).json
-    assert dash.post(f"/dashboard/consumers/{guest['session']['consumerId']}/end-sessions").status_code == 303
+    assert dash.post(f"/dashboard/consumers/{guest['session']['consumerId']}/end-sessions", CONFIRM).status_code == 303
     events = client.get("/api/v1/audit-events", headers=secret(keys["secretKey"])).json["data"]
     assert [e["type"] for e in events] == ["consumer.sessions_revoked", "key.rolled", "settings.updated"]
     assert all(e["actor"] == {"type": "key", "id": own["id"]} for e in events)
@@ -602,7 +605,7 @@ def test_delete_a_webhook_endpoint(dash, client, org, actions):
     dash.sign_in(sk)
     assert dash.post("/dashboard/webhooks", HOOK).status_code == 303
     [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
-    deleted = dash.post(f"/dashboard/webhooks/{endpoint['id']}/delete")
+    deleted = dash.post(f"/dashboard/webhooks/{endpoint['id']}/delete", CONFIRM)
     assert deleted.status_code == 303 and deleted.headers["Location"] == "/dashboard/webhooks"
     page = dash.get("/dashboard/webhooks")
     assert "Deleted the endpoint for http://127.0.0.1:9/usher." in page.text and "No endpoint yet." in page.text

@@ -159,6 +159,8 @@ def test_a_merchant_rotates_a_key_changes_a_setting_and_ends_a_shoppers_sessions
         # within PUBLISHABLE_KEY_CACHE_SECONDS (1 s) in the others (they may reuse its row).
         old_row = page.get_by_role("row").filter(has_text="…" + keys["publishableKey"][-4:])
         old_row.get_by_role("button", name="Revoke").click()
+        page.get_by_role("heading", name="Revoke the publishable key ending in").wait_for()  # asks first
+        page.get_by_role("button", name="Revoke").click()
         page.get_by_text("Revoked the publishable key").wait_for()
         time.sleep(1.1)
         for _ in range(4):  # each of the 4 workers, by the odds of gunicorn's accept
@@ -193,6 +195,8 @@ def test_a_merchant_rotates_a_key_changes_a_setting_and_ends_a_shoppers_sessions
         page.get_by_role("button", name="Search").click()
         page.get_by_role("link", name=shopper["session"]["consumerId"]).click()
         assert page.locator("tbody tr").filter(has_text="live").count() == 1
+        page.get_by_role("button", name="End all sessions").click()
+        page.get_by_role("heading", name="End all sessions of this consumer?").wait_for()  # asks first
         page.get_by_role("button", name="End all sessions").click()
         page.get_by_text("Ended 1 session.").wait_for()
         assert page.locator("tbody tr").filter(has_text="ended").count() == 1

@@ -114,3 +114,52 @@ def test_cors_and_security_headers_pass_through_nginx(stack, actions, client):
     big = https("POST", nginx.url + "/api/v1/experiences", secret(keys["secretKey"]), {"name": "x" * 70000})
     assert big.status == 413 and big.headers["X-Content-Type-Options"] == "nosniff"
     assert big.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def _tls_request(url: str, method: str, path: str, headers: dict, body: str | None = None):
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=30, context=context)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_dashboard_forms_work_behind_nginx_on_a_port_other_than_443(stack, actions):
+    """Issue 22, row 10: nginx passes `Host` with its port, so the dashboard's CSRF check (which
+    compares the Referer's host and port with `Host`) accepts the sign-in form off port 443."""
+    from urllib.parse import urlencode
+
+    nginx, _ = stack
+    assert not nginx.url.endswith(":443")
+    keys = actions.create_org()["keys"]["test"]
+    status, headers, page = _tls_request(nginx.url, "GET", "/dashboard/sign-in", {})
+    assert status == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    form = urlencode({"csrf_token": token, "key": keys["secretKey"]})
+    status, headers, page = _tls_request(nginx.url, "POST", "/dashboard/sign-in", {
+        "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded", "Origin": nginx.url,
+        "Referer": nginx.url + "/dashboard/sign-in"}, form)
+    assert status == 303 and headers["Location"] == "/dashboard/keys", (status, page[:500])
+
+
+def test_a_forged_access_log_line_through_nginx_stays_one_line(stack):
+    """Issue 22, row 7, through nginx: `%0a` in the path is escaped in gunicorn's log."""
+    nginx, app = stack
+    marker = "forged-by-row-7"
+    status, _, _ = _tls_request(nginx.url, "GET", f"/api/v1/x%0a{marker}%0d", {})
+    assert status == 404
+    deadline = time.monotonic() + 5
+    while marker not in app.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in app.log_path.read_text().splitlines() if marker in line]
+    assert len(lines) == 1 and "/api/v1/x\\n" + marker + "\\r" in lines[0], lines

@@ -70,7 +70,8 @@ def stack(tmp_path):
     redis.start()
     env = {**os.environ, "DATABASE_URL": postgres.url, "APP_SECRET": APP_SECRET, "RATELIMIT_STORAGE_URI": redis.url,
            "JOB_BROKER_URL": redis.url, "JOB_HEARTBEAT_TIMEOUT_SECONDS": "3", "WEBHOOK_TIMEOUT_SECONDS": "3",
-           "WEBHOOK_LISTENERS_CACHE_SECONDS": "0", "GUEST_RATE_LIMIT": "100000 per minute", "WEB_CONCURRENCY": "2"}
+           "WEBHOOK_LISTENERS_CACHE_SECONDS": "0", "GUEST_RATE_LIMIT": "100000 per minute", "WEB_CONCURRENCY": "2",
+           "WEBHOOK_PRIVATE_TARGETS": "allow"}
     server = LiveServer(env, tmp_path / "gunicorn.log")
     server.start()
     created = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "org", "create", "--name", "Hooks",

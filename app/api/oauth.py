@@ -59,8 +59,8 @@ TOKEN_FORM = {"required": True, "content": {"application/x-www-form-urlencoded":
                                "description": "Token exchange: always the exchange-code type."},
         "requested_token_type": {"type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"],
                                  "description": "Token exchange, optional: an access token (with a refresh token)."},
-        "code_verifier": {"type": "string", "description": "Token exchange: the PKCE verifier, when the code was "
-                                                           "created with a `codeChallenge`."}}},
+        "code_verifier": {"type": "string", "description": "Token exchange: the PKCE verifier, when (and only "
+                                                           "when) the code was created with a `codeChallenge`."}}},
     "examples": {
         "refresh": {"summary": "Rotate a refresh token",
                     "value": {"grant_type": "refresh_token", "refresh_token": "eyJ…", "client_id": "pk_test_…"}},
@@ -99,6 +99,8 @@ class Token(MethodView):
                                                           "`invalid_client` (`client_id` is not a valid "
                                                           "publishable key), `invalid_request`, "
                                                           "`unsupported_grant_type`, `invalid_target`")
+    @blp.alt_response(401, schema=OAuthError, description="`invalid_client`: an `Origin` outside the mode's "
+                                                          "`allowedOrigins` (nothing is done)")
     @blp.alt_response(429, schema=OAuthError, description="`rate_limited` (see `Retry-After`)")
     @blp.alt_response(503, schema=OAuthError, description="`temporarily_unavailable` (see `Retry-After`)")
     def post(self):
@@ -108,7 +110,9 @@ class Token(MethodView):
         no secret). `grant_type=refresh_token` rotates a refresh token with the rotation, grace
         and reuse rules of `POST /api/v1/auth/refresh`; token exchange (RFC 8693) trades an
         exchange code for a session with the single-use, replay and PKCE rules of
-        `POST /api/v1/auth/external/exchange`. The same code serves both dialects.
+        `POST /api/v1/auth/external/exchange`. The same code serves both dialects, with the same
+        origin check: a browser `Origin` outside the mode's `allowedOrigins` is `invalid_client`
+        and nothing is done (a form POST needs no preflight).
         """
         return current_app.extensions["oauth"].create_token_response()
 

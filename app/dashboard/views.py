@@ -238,6 +238,17 @@ def _take_reveal(kind: str) -> dict | None:
 
 
 # -- sign-in and out --------------------------------------------------------------------------
+def _unconfirmed(question: str, consequence: str, verb: str, back: str):
+    """The confirmation step of an action that cannot be undone: None when the form says
+    `confirm=yes`, else the page that asks (200, nothing done). It repeats the POST with the
+    same fields and a fresh CSRF token: a plain form, so it needs no script."""
+    if request.form.get("confirm") == "yes":
+        return None
+    fields = {name: value for name, value in request.form.items() if name not in ("csrf_token", "confirm")}
+    return render_template("dashboard/confirm.html", title="Are you sure?", question=question,
+                           consequence=consequence, verb=verb, action=request.path, fields=fields, back=back)
+
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     """Sign in with a secret key. The value is resolved like a bearer key on the admin API and
@@ -333,6 +344,14 @@ def roll_key_view(key_id: str):
         g.roll_errors = {key_id: errors}
         return keys(), 400
 
+    if data["expires_in"] == 0:
+        old = tenant_get(db_session(), ApiKey, key_id, ctx())
+        asking = _unconfirmed(f"Roll the {old.type} key ending in {old.last4} now?",
+                              "Its value stops working at once: every shop or server still using it is "
+                              "refused until it has the new value.", "Roll now", url_for("dashboard.keys"))
+        if asking is not None:
+            return asking
+
     def roll() -> tuple[str, str, str]:
         with transaction() as db:
             old = tenant_get(db, ApiKey, key_id, ctx())
@@ -352,13 +371,21 @@ def roll_key_view(key_id: str):
 @bp.route("/keys/<key_id>/revoke", methods=["POST"])
 @requires_scope("keys:write")
 def revoke_key_view(key_id: str):
+    target = tenant_get(db_session(), ApiKey, key_id, ctx())
+    asking = _unconfirmed(f"Revoke the {target.type} key ending in {target.last4}?",
+                          "It stops working at once, and a revoked key cannot be restored.", "Revoke",
+                          url_for("dashboard.keys"))
+    if asking is not None:
+        return asking
+
     def revoke() -> str:
         with transaction() as db:
             key = tenant_get(db, ApiKey, key_id, ctx())
             revoke_key_for(db, ctx(), key, now())
             return f"{key.type} key ending in {key.last4}"
 
-    label = _unless_refused(revoke, 409)  # conflict: a key cannot revoke itself
+    # conflict: a key cannot revoke itself; 403: nor a wider key; 400: nor the last secret key
+    label = _unless_refused(revoke, 409, 403, 400)
     if label is not None:
         flash(f"Revoked the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
@@ -496,6 +523,12 @@ def consumer(consumer_id: str):
 @bp.route("/consumers/<consumer_id>/end-sessions", methods=["POST"])
 @requires_scope("sessions:write")
 def end_consumer_sessions_view(consumer_id: str):
+    tenant_get(db_session(), Consumer, consumer_id, ctx())
+    asking = _unconfirmed("End all sessions of this consumer?",
+                          "Every device signed in as this consumer is signed out and must sign in again.",
+                          "End all sessions", url_for("dashboard.consumer", consumer_id=consumer_id))
+    if asking is not None:
+        return asking
     with transaction() as db:
         count = end_consumer_sessions(db, ctx(), tenant_get(db, Consumer, consumer_id, ctx()), now())
     flash(f"Ended {count} session{'s' if count != 1 else ''}.", "info")
@@ -555,7 +588,9 @@ def _webhooks_page(status: int = 200, **errors):
                            reveal=_take_reveal("webhook"),
                            event_types=current_app.extensions["usher_registry"].event_types,
                            form=g.get("webhook_form", {}), create_errors=errors.get("create", {}),
-                           rotate_errors=errors.get("rotate", {})), 400 if page_errors else status
+                           rotate_errors=errors.get("rotate", {}),
+                           private_targets=_usher().settings.private_webhook_targets_allowed), \
+        400 if page_errors else status
 
 
 @bp.route("/webhooks")
@@ -611,6 +646,12 @@ def rotate_webhook_secret_view(endpoint_id: str):
 @bp.route("/webhooks/<endpoint_id>/delete", methods=["POST"])
 @requires_scope("webhooks:write")
 def delete_webhook_view(endpoint_id: str):
+    target = tenant_get(db_session(), WebhookEndpoint, endpoint_id, ctx())
+    asking = _unconfirmed(f"Delete the endpoint for {target.url}?",
+                          "It receives no more events, and its pending deliveries are dropped.", "Delete",
+                          url_for("dashboard.webhooks"))
+    if asking is not None:
+        return asking
     endpoint = delete_endpoint_for(_usher(), events_of(current_app), ctx(), endpoint_id)
     flash(f"Deleted the endpoint for {endpoint.url}.", "info")
     return redirect(url_for("dashboard.webhooks"), 303)

@@ -68,6 +68,10 @@ class ExternalExchangeGrant(BaseGrant):
                 outcome = "exchange_code_invalid"
             elif row.expires_at <= now:
                 outcome = "exchange_code_expired"
+            elif row.code_challenge is None and data.get("code_verifier"):
+                # PKCE downgrade (RFC 9700 §2.1.1): a verifier for a code issued without a challenge.
+                raise ApiError("exchange_code_invalid", "This exchange code was issued without a codeChallenge: "
+                                                        "send no codeVerifier.")
             elif row.code_challenge is not None and not (
                     data.get("code_verifier") and constant_time_equal(create_s256_code_challenge(data["code_verifier"]),
                                                                 row.code_challenge)):

@@ -109,7 +109,8 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         secrets = signing_secrets(endpoint, settings.app_secret, now)
     response_status, error = None, None
     try:
-        target = resolve(endpoint.url, endpoint.mode)  # again at each delivery (DNS rebinding)
+        target = resolve(endpoint.url, endpoint.mode,  # again at each delivery (DNS rebinding)
+                         settings.private_webhook_targets_allowed)
         headers = {"Content-Type": "application/json", "User-Agent": "Usher-Webhooks",
                    "webhook-id": event.id, "webhook-timestamp": str(int(now.timestamp())),
                    "webhook-signature": sign(secrets, event.id, now, event.body)}

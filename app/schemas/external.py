@@ -70,4 +70,6 @@ class ExchangeIn(Schema):
     exchange_code = fields.String(data_key="exchangeCode", required=True, validate=validate.Length(1, 128),
                                   metadata={"example": "exc_…"})
     code_verifier = fields.String(data_key="codeVerifier", validate=FullMatch(
-        r"[A-Za-z0-9._~-]{43,128}", error="43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)."))
+        r"[A-Za-z0-9._~-]{43,128}", error="43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)."),
+        metadata={"description": "Only for a code created with a `codeChallenge`; sent for one created "
+                                 "without, it is refused (`exchange_code_invalid`, RFC 9700 §2.1.1)."})

@@ -4,8 +4,13 @@
 `Connection` inside `Database.transaction()` / `Database.write()`), so a change and its event
 commit or roll back together. Each (organization, mode) has one chain:
 `hash = SHA-256(prevHash + canonical JSON of the event without hash)`, where the canonical JSON
-is the API representation (`id, type, actor, target, details, createdAt, prevHash`) with sorted
-keys and no spaces, and the first event's `prevHash` is null (hashed as ""). Writers of one
+is the API representation (`id, type, actor, target, details, createdAt, prevHash`) plus the
+chain's `organizationId`, `mode` and the event's `seq` (1 for the first), with sorted keys and
+no spaces, and the first event's `prevHash` is null (hashed as ""): a chain moved to another
+tenant or mode, or an event moved within it, no longer verifies. What the database alone cannot
+show (the newest events deleted and the head rewound, or everything recomputed) the signed
+checkpoints can: `checkpoints()` signs each chain's head with a key derived from APP_SECRET, the
+operator keeps them outside the database, and `verify_checkpoint` compares. Writers of one
 chain are serialized by locking its head row (`audit_chains`, FOR UPDATE; SQLite's write lock
 already serializes them), which is taken last in every transaction.
 
@@ -15,6 +20,7 @@ No Flask here: the API, the CLI, the grants and the dashboard all call these fun
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,8 +85,10 @@ def canonical(body: dict) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def compute_hash(prev_hash: str | None, body: dict) -> str:
-    return hashlib.sha256(((prev_hash or "") + canonical(body)).encode()).hexdigest()
+def event_hash(organization_id: str, mode: str, seq: int, prev_hash: str | None, body: dict) -> str:
+    """The chain hash of an event (`body` from `event_body`) at `seq` of the (organization, mode) chain."""
+    bound = {**body, "organizationId": organization_id, "mode": mode, "seq": seq}
+    return hashlib.sha256(((prev_hash or "") + canonical(bound)).encode()).hexdigest()
 
 
 def _connection(target: Session | Connection) -> Connection:
@@ -114,8 +122,8 @@ def record(target: Session | Connection, organization_id: str, mode: str, actor:
     row = AuditEvent(id=new_id("evt"), type=event_type, actor_type=actor.type, actor_id=actor.id,
                      target_type=target_type, target_id=target_id, details=details or {},
                      created_at=instant(now), prev_hash=head.last_hash)
-    row.hash = compute_hash(row.prev_hash, event_body(row))
     seq = head.seq + 1
+    row.hash = event_hash(organization_id, mode, seq, row.prev_hash, event_body(row))
     connection.execute(_INSERT_EVENT, {"id": row.id, "organization_id": organization_id, "mode": mode, "seq": seq,
                                        "type": row.type, "actor_type": row.actor_type, "actor_id": row.actor_id,
                                        "target_type": row.target_type, "target_id": row.target_id,
@@ -188,7 +196,7 @@ def _verify_chain(connection: Connection, chain, batch: int) -> tuple[int, Break
                 return count, Break(org, mode, row.id, f"sequence {expected_seq} is missing (found {row.seq})")
             if row.prev_hash != prev_hash:
                 return count, Break(org, mode, row.id, "prevHash does not match the previous event's hash")
-            if compute_hash(row.prev_hash, event_body(row)) != row.hash:
+            if event_hash(org, mode, row.seq, row.prev_hash, event_body(row)) != row.hash:
                 return count, Break(org, mode, row.id, "stored fields do not match the hash")
             prev_hash, expected_seq, count = row.hash, expected_seq + 1, count + 1
         if len(rows) < batch:
@@ -196,3 +204,43 @@ def _verify_chain(connection: Connection, chain, batch: int) -> tuple[int, Break
     if chain.seq != count or chain.last_hash != prev_hash:
         return count, Break(org, mode, None, f"the head says {chain.seq} events, {count} found (events removed)")
     return count, None
+
+
+# -- checkpoints: heads signed for the operator to keep outside the database --------------------
+def _checkpoint_key(app_secret: str) -> bytes:
+    return hmac.new(app_secret.encode(), b"usher audit checkpoint v1", hashlib.sha256).digest()
+
+
+def _signature(app_secret: str, organization_id: str, mode: str, seq: int, head_hash: str | None) -> str:
+    message = canonical({"organizationId": organization_id, "mode": mode, "seq": seq, "hash": head_hash})
+    return hmac.new(_checkpoint_key(app_secret), message.encode(), hashlib.sha256).hexdigest()
+
+
+def checkpoints(connection: Connection, app_secret: str, now: datetime) -> list[dict]:
+    """The head of every chain, signed: `{organizationId, mode, seq, hash, at, signature}`."""
+    heads = connection.execute(select(_CHAINS).order_by(_CHAINS.c.organization_id, _CHAINS.c.mode)).all()
+    return [{"organizationId": head.organization_id, "mode": head.mode, "seq": head.seq, "hash": head.last_hash,
+             "at": instant(now), "signature": _signature(app_secret, head.organization_id, head.mode, head.seq,
+                                                         head.last_hash)} for head in heads]
+
+
+def verify_checkpoint(connection: Connection, app_secret: str, checkpoint: dict) -> str | None:
+    """None when the chain still holds the checkpoint's event at its `seq` with its hash; else why not."""
+    try:
+        org, mode, seq, head_hash = (checkpoint["organizationId"], checkpoint["mode"], int(checkpoint["seq"]),
+                                     checkpoint["hash"])
+        signature = str(checkpoint["signature"])
+    except (KeyError, TypeError, ValueError):
+        return "not a checkpoint (organizationId, mode, seq, hash, signature)"
+    chain = f"{org}/{mode}" if org else "platform"
+    if not hmac.compare_digest(signature, _signature(app_secret, org, mode, seq, head_hash)):
+        return f"chain {chain}: the checkpoint's signature does not match (forged, or another APP_SECRET)"
+    if seq == 0:
+        return None
+    stored = connection.execute(select(_EVENTS.c.hash).where(
+        _EVENTS.c.organization_id == org, _EVENTS.c.mode == mode, _EVENTS.c.seq == seq)).scalar()
+    if stored is None:
+        return f"chain {chain}: shorter than its checkpoint of {seq} events (events removed)"
+    if stored != head_hash:
+        return f"chain {chain}: event {seq} differs from its checkpoint (the chain was rewritten)"
+    return None

@@ -32,19 +32,40 @@ def create_key(session: Session, app_secret: str, organization_id: str, mode: st
     return key, value
 
 
-def create_organization(session: Session, app_secret: str, name: str) -> dict:
-    """An organization with default settings, a publishable and a secret key in each mode."""
-    org = Organization(id=new_id("org"), name=name, created_at=utcnow())
+def create_organization(session: Session, app_secret: str, name: str, actor: audit.Actor | None = None) -> dict:
+    """An organization with default settings, a publishable and a secret key in each mode; with
+    an `actor` (the CLI), each key's `key.created` event in its mode's audit chain."""
+    now = utcnow()
+    org = Organization(id=new_id("org"), name=name, created_at=now)
     session.add(org)
     session.flush()
     keys: dict = {}
     for mode in MODES:
         session.add(OrganizationSettings(organization_id=org.id, mode=mode,
                                          allowed_origins=list(DEFAULT_ALLOWED_ORIGINS[mode])))
-        _, publishable = create_key(session, app_secret, org.id, mode, "publishable")
-        _, secret = create_key(session, app_secret, org.id, mode, "secret")
-        keys[mode] = {"publishableKey": publishable, "secretKey": secret}
+        made = [create_key(session, app_secret, org.id, mode, key_type) for key_type in ("publishable", "secret")]
+        if actor is not None:
+            for key, _value in made:
+                _audit_created(session, actor, key, now)
+        keys[mode] = {"publishableKey": made[0][1], "secretKey": made[1][1]}
     return {"organizationId": org.id, "keys": keys}
+
+
+def _audit_created(session: Session, actor: audit.Actor, key: ApiKey, now: datetime) -> None:
+    audit.record(session, key.organization_id, key.mode, actor, "key.created", ("key", key.id),
+                 {"type": key.type, "scopes": sorted(key_scopes(key.type, key.scopes)), "last4": key.last4}, now)
+
+
+def create_key_by_cli(session: Session, app_secret: str, organization_id: str, mode: str,
+                      key_type: str) -> tuple[ApiKey, str]:
+    """A publishable or secret key for an existing organization (`org keys create`), audited
+    with the CLI as actor: the way back when a mode has lost its secret keys."""
+    if session.get(Organization, organization_id) is None:
+        raise ApiError("not_found", f"There is no organization {organization_id}.")
+    now = utcnow()
+    key, value = create_key(session, app_secret, organization_id, mode, key_type)
+    _audit_created(session, audit.CLI, key, now)
+    return key, value
 
 
 def live_keys_query(organization_id: str, mode: str, now: datetime):
@@ -88,8 +109,7 @@ def create_key_for(session: Session, app_secret: str, ctx, key_type: str, scopes
     """Create a key of the caller's tenant (no escalation), audited."""
     no_escalation(ctx, key_type, scopes)
     key, value = create_key(session, app_secret, ctx.organization_id, ctx.mode, key_type, scopes=scopes)
-    audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.created", ("key", key.id),
-                 {"type": key.type, "scopes": sorted(key_scopes(key.type, key.scopes)), "last4": key.last4}, now)
+    _audit_created(session, audit.Actor.of(ctx), key, now)
     return key, value
 
 
@@ -105,12 +125,23 @@ def roll_key_for(session: Session, app_secret: str, ctx, key: ApiKey, expires_in
     return new_key, value
 
 
+LAST_SECRET = ("This is the last secret key of this mode: create another one (or roll this one) "
+               "before revoking it.")
+
+
 def revoke_key_for(session: Session, ctx, key: ApiKey, now: datetime) -> None:
-    """Revoke an active key, audited. A key cannot revoke itself (roll it instead), so a
-    merchant cannot lock itself out by mistake."""
+    """Revoke an active key, audited. A key cannot revoke itself (roll it instead), revokes only
+    keys whose scopes are within its own (the create and roll rule), and never a mode's last
+    secret key, so a merchant cannot lock itself out, by mistake or by a leaked restricted key."""
     if key.id == ctx.key_id:
         raise ApiError("conflict", SELF_REVOKE)
-    active_key(key, now).revoked_at = now
+    no_escalation(ctx, active_key(key, now).type, key.scopes)
+    if key.type == "secret":
+        others = session.scalars(live_keys_query(ctx.organization_id, ctx.mode, now)
+                                 .where(ApiKey.type == "secret", ApiKey.id != key.id).with_for_update())
+        if next(iter(others), None) is None:
+            raise ApiError("validation_error", LAST_SECRET, details={"keyId": [LAST_SECRET]})
+    key.revoked_at = now
     audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "key.revoked", ("key", key.id),
                  {"type": key.type, "last4": key.last4}, now)
 

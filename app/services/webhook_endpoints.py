@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError
-from app.models import WebhookDelivery, WebhookEndpoint
+from app.models import OrganizationSettings, WebhookDelivery, WebhookEndpoint
 from app.services import audit
 from app.services.tenancy import tenant_get
 from app.services.webhooks import (
@@ -23,6 +23,7 @@ from app.services.webhooks import (
     delete_endpoint,
     resolve,
     rotate_secret,
+    url_for_audit,
 )
 
 if TYPE_CHECKING:
@@ -37,10 +38,13 @@ def endpoints_query(ctx: RequestContext):
                                          WebhookEndpoint.mode == ctx.mode)
 
 
-def check_url(url: str, mode: str) -> None:
+MAX_ENDPOINTS = 16  # per organization and mode: one event fans out to at most this many POSTs
+
+
+def check_url(url: str, mode: str, private_ok: bool) -> None:
     """The SSRF rules of the mode; a refused URL is a `validation_error` on `url` with the reason."""
     try:
-        resolve(url, mode)
+        resolve(url, mode, private_ok)
     except UrlRefused as exc:
         raise ApiError("validation_error", details={"url": [str(exc)]}) from None
 
@@ -48,13 +52,21 @@ def check_url(url: str, mode: str) -> None:
 def create_endpoint_for(usher: Usher, events: Events, ctx: RequestContext, data: dict) -> tuple[WebhookEndpoint, str]:
     """Create an endpoint (`WebhookEndpointIn` data) of the caller's tenant, audited; returns it
     and its secret, which is never available again."""
-    check_url(data["url"], ctx.mode)
+    check_url(data["url"], ctx.mode, usher.settings.private_webhook_targets_allowed)
     now = usher.clock()
     with usher.db.transaction(usher.session()) as session:
+        # The mode's settings row, locked: concurrent creators count one after the other.
+        session.get_one(OrganizationSettings, (ctx.organization_id, ctx.mode), with_for_update=True)
+        count = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(
+            WebhookEndpoint.organization_id == ctx.organization_id, WebhookEndpoint.mode == ctx.mode))
+        if (count or 0) >= MAX_ENDPOINTS:
+            raise ApiError("validation_error", details={"_body": [
+                f"At most {MAX_ENDPOINTS} webhook endpoints per organization and mode: delete one first."]})
         endpoint, secret = create_endpoint(session, usher.settings.app_secret, ctx.organization_id, ctx.mode,
                                            data["url"], data["events"], data.get("description"), now)
         audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.created",
-                     ("webhook_endpoint", endpoint.id), {"url": endpoint.url, "events": endpoint.events}, now)
+                     ("webhook_endpoint", endpoint.id),
+                     {"url": url_for_audit(endpoint.url), "events": endpoint.events}, now)
     events.forget(ctx.organization_id, ctx.mode)
     return endpoint, secret
 
@@ -77,7 +89,7 @@ def delete_endpoint_for(usher: Usher, events: Events, ctx: RequestContext, endpo
     with usher.db.transaction(usher.session()) as session:
         endpoint = tenant_get(session, WebhookEndpoint, endpoint_id, ctx)
         audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "webhook_endpoint.deleted",
-                     ("webhook_endpoint", endpoint.id), {"url": endpoint.url}, usher.clock())
+                     ("webhook_endpoint", endpoint.id), {"url": url_for_audit(endpoint.url)}, usher.clock())
         delete_endpoint(session, endpoint)
     events.forget(ctx.organization_id, ctx.mode)
     return endpoint

@@ -1,8 +1,13 @@
 """Webhook endpoints: URLs we may call (SSRF rules), secrets (shown once, sealed at rest), rotation.
 
 SSRF rules: a live endpoint is `https` and every address its host resolves to is a public one
-(no loopback, private, link-local, shared, multicast or reserved address); test mode also
-allows `http` and loopback (a developer's own machine), never the rest. The same check runs
+(no loopback, private, link-local, shared, multicast or reserved address, however it is
+written: an IPv4 address inside a mapped, 6to4, Teredo or NAT64 IPv6 address is judged as
+itself, and site-local `fec0::/10` is refused, whatever Python's `ipaddress` thinks of them in
+its version). A test endpoint follows the same rules unless the operator allows private
+targets (`WEBHOOK_PRIVATE_TARGETS`, a developer's machine): then it may also use `http` and
+loopback (the developer's own machine), never the rest (no LAN, never link-local: cloud metadata
+lives there). The same check runs
 when the endpoint is created and again at each delivery, and the delivery connects to the very
 address that was checked (no second lookup a rebinding DNS server could answer differently).
 """
@@ -15,7 +20,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
@@ -39,28 +44,55 @@ class Target:
     address: str  # the checked address to connect to
 
 
-def _allowed(address: str, mode: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo client, NAT64)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _allowed(address: str, private_ok: bool) -> bool:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _SITE_LOCAL:
+            return False
+        carried = _carried_ipv4(ip)
+        if carried is not None:  # never this host, even in test mode: judged as a remote IPv4
+            return carried.is_global and not (carried.is_reserved or carried.is_loopback or carried.is_private
+                                              or carried.is_link_local or carried.is_multicast)
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return False
     if ip.is_loopback:
-        return mode == "test"
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+        return private_ok
+    return ip.is_global and not ip.is_reserved and not ip.is_loopback and not ip.is_private
 
 
-def resolve(url: str, mode: str) -> Target:
-    """Check a URL against the SSRF rules and return the address to connect to.
+def resolve(url: str, mode: str, private_ok: bool = False) -> Target:
+    """Check a URL against the SSRF rules and return the address to connect to. `private_ok`
+    (test mode, when the operator allows it) also admits `http` and loopback.
 
     Raises UrlRefused when the scheme is not allowed in this mode, the host does not resolve,
     or any address it resolves to is not allowed."""
+    private_ok = private_ok and mode == "test"
     try:
         parts = urlsplit(url)
         parts.hostname  # noqa: B018 - parses the host (a broken IPv6 literal raises here)
     except ValueError:
         raise UrlRefused("The URL cannot be parsed.") from None
-    allowed_schemes = ("https",) if mode == "live" else ("https", "http")
+    allowed_schemes = ("https", "http") if private_ok else ("https",)
     if parts.scheme not in allowed_schemes:
-        raise UrlRefused("Live-mode endpoints must use https." if mode == "live" else "Use an http(s) URL.")
+        raise UrlRefused("Use an http(s) URL." if private_ok else
+                         f"{mode.capitalize()}-mode endpoints must use https.")
     if not parts.hostname or parts.username or parts.password:
         raise UrlRefused("The URL needs a host and no user information.")
     try:
@@ -74,12 +106,18 @@ def resolve(url: str, mode: str) -> Target:
     addresses = sorted({str(info[4][0]) for info in infos})
     if not addresses:
         raise UrlRefused("The host does not resolve.")
-    if not all(_allowed(address, mode) for address in addresses):
-        raise UrlRefused("The host resolves to a loopback, private, link-local or reserved address."
-                         if mode == "live" else
-                         "The host resolves to a private, link-local or reserved address.")
+    if not all(_allowed(address, private_ok) for address in addresses):
+        raise UrlRefused("The host resolves to a private, link-local or reserved address." if private_ok else
+                         "The host resolves to a loopback, private, link-local or reserved address.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port, path, addresses[0])
+
+
+def url_for_audit(url: str) -> str:
+    """A webhook URL as audit details show it: without its query and fragment (receivers put
+    tokens there)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def new_secret() -> str:

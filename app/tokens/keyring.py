@@ -117,9 +117,15 @@ class Keyring:
 
     def rotate(self, session: Session, lead: timedelta = timedelta(0)) -> SigningKey:
         """Add a key that signs from `now + lead` on; the keys it replaces stay published until
-        every token they can have signed has expired."""
+        every token they can have signed has expired. A key still waiting to sign that would
+        take over later than the new one (staged by an earlier `rotate`, before a `--now`) is
+        withdrawn: it never signed, and must not replace an emergency key."""
         now = self.clock()
         row = self._new_row(now, now + lead)
+        session.execute(update(SigningKey)
+                        .where(SigningKey.purpose.in_(self.signs), SigningKey.retired_at.is_(None),
+                               SigningKey.activates_at > row.activates_at)
+                        .values(retired_at=now))
         session.execute(update(SigningKey)
                         .where(SigningKey.purpose.in_(self.signs), SigningKey.retired_at.is_(None),
                                SigningKey.publish_until.is_(None))

@@ -91,12 +91,17 @@ class KeyById(MethodView):
     @requires("secret", scope="keys:write")
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown key")
+    @blp.alt_response(400, schema=ErrorSchema, description="`validation_error`: the mode's last secret key")
     @blp.alt_response(409, schema=ErrorSchema, description="The key is the one making this request")
     def delete(self, key_id):
         """Revoke a key
 
         It fails like an unknown key from now on. A key cannot revoke itself (roll it instead),
-        so a merchant cannot lock itself out by mistake.
+        revokes only keys whose scopes are within its own (as creating and rolling; 403
+        `insufficient_scope` otherwise), and never the mode's last secret key (400
+        `validation_error`), so a merchant cannot lock itself out, by mistake or through a
+        leaked restricted key. `flask --app wsgi org keys create` issues a key for an existing
+        organization.
         """
         ctx = current_context()
         with transaction() as session:
