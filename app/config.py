@@ -93,6 +93,14 @@ class Settings:
     #: Grant types served; empty means all. A disabled grant's route does not exist.
     enabled_grants: tuple[str, ...] = field(default_factory=tuple)
     sqlite_busy_timeout_ms: int = 10000
+    #: PostgreSQL connections each process keeps (DATABASE_POOL_SIZE) and may add at a peak
+    #: (DATABASE_MAX_OVERFLOW): a process holds at most their sum (README, "Connection budget").
+    database_pool_size: int = 5
+    database_max_overflow: int = 5
+    #: PostgreSQL statement_timeout and lock_timeout of Usher's connections (0: none). A statement
+    #: cut short answers 503, instead of holding a worker until gunicorn's timeout.
+    database_statement_timeout_ms: int = 10000
+    database_lock_timeout_ms: int = 5000
     log_level: str = "INFO"
     #: Swagger UI at /docs (`DOCS_ENABLED=false` switches it off; /openapi.json stays).
     docs_enabled: bool = True
@@ -133,6 +141,10 @@ class Settings:
             raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
         if not 0 <= self.publishable_key_cache_seconds <= 1:
             raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
+        if self.database_pool_size < 1 or self.database_max_overflow < 0:
+            raise ConfigError("DATABASE_POOL_SIZE must be 1 or more and DATABASE_MAX_OVERFLOW 0 or more")
+        if self.database_statement_timeout_ms < 0 or self.database_lock_timeout_ms < 0:
+            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS and DATABASE_LOCK_TIMEOUT_MS must be 0 or more")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 
