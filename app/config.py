@@ -97,6 +97,8 @@ class Settings:
     #: (DATABASE_MAX_OVERFLOW): a process holds at most their sum (README, "Connection budget").
     database_pool_size: int = 5
     database_max_overflow: int = 5
+    #: Seconds a request waits for a free connection of its process's pool before answering 503.
+    database_pool_timeout_seconds: float = 5.0
     #: PostgreSQL statement_timeout and lock_timeout of Usher's connections (0: none). A statement
     #: cut short answers 503, instead of holding a worker until gunicorn's timeout.
     database_statement_timeout_ms: int = 10000
@@ -141,8 +143,12 @@ class Settings:
             raise ConfigError("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 60")
         if not 0 <= self.publishable_key_cache_seconds <= 1:
             raise ConfigError("PUBLISHABLE_KEY_CACHE_SECONDS must be between 0 and 1")
-        if self.database_pool_size < 1 or self.database_max_overflow < 0:
-            raise ConfigError("DATABASE_POOL_SIZE must be 1 or more and DATABASE_MAX_OVERFLOW 0 or more")
+        if self.database_pool_size < 1 or self.database_max_overflow < 0 or (
+                self.database_pool_size + self.database_max_overflow < 2):
+            raise ConfigError("DATABASE_POOL_SIZE must be 1 or more, DATABASE_MAX_OVERFLOW 0 or more, and their sum "
+                              "at least 2 (a request may hold two connections at once)")
+        if self.database_pool_timeout_seconds <= 0:
+            raise ConfigError("DATABASE_POOL_TIMEOUT_SECONDS must be more than 0")
         if self.database_statement_timeout_ms < 0 or self.database_lock_timeout_ms < 0:
             raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS and DATABASE_LOCK_TIMEOUT_MS must be 0 or more")
         if self.guest_retention_days < 1:

@@ -89,12 +89,13 @@ class Pooling:
 
     pool_size: int = 5
     max_overflow: int = 5
+    pool_timeout_seconds: float = 5.0
     statement_timeout_ms: int = 10000
     lock_timeout_ms: int = 5000
 
     @classmethod
     def of(cls, settings: Settings) -> Pooling:
-        return cls(settings.database_pool_size, settings.database_max_overflow,
+        return cls(settings.database_pool_size, settings.database_max_overflow, settings.database_pool_timeout_seconds,
                    settings.database_statement_timeout_ms, settings.database_lock_timeout_ms)
 
 
@@ -137,7 +138,8 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000, pooling: Pooling 
     # psycopg a string.
     threshold = _prepare_threshold(parsed.query.get("prepare_threshold"))  # type: ignore[arg-type]
     parsed = parsed.difference_update_query(["prepare_threshold"])
-    engine = create_engine(parsed, pool_size=pooling.pool_size, max_overflow=pooling.max_overflow, pool_timeout=5,
+    engine = create_engine(parsed, pool_size=pooling.pool_size, max_overflow=pooling.max_overflow,
+                           pool_timeout=pooling.pool_timeout_seconds,
                            connect_args={"prepare_threshold": threshold})
     settings = [f"SET statement_timeout = {int(pooling.statement_timeout_ms)}",
                 f"SET lock_timeout = {int(pooling.lock_timeout_ms)}"]
