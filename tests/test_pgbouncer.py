@@ -115,7 +115,8 @@ def test_a_mixed_load_through_pgbouncer_in_transaction_mode_answers_no_5xx(bounc
     server.start()
     try:
         experience = http("POST", server.url + "/api/v1/experiences", secret, {"name": "Drop"}).body
-        queue = http("POST", server.url + "/api/v1/queues", secret, {"experienceId": experience["id"], "name": "M"}).body
+        queue = http("POST", server.url + "/api/v1/queues", secret,
+                     {"experienceId": experience["id"], "name": "M"}).body
         prepared = _mixed_load(server.url, pk, queue["id"], shoppers=8, rounds=3)
     finally:
         server.stop()
