@@ -169,28 +169,18 @@ def worktree(rev: str) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--before", help="an earlier revision, served from a git worktree in the same rounds")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=15, help="of each journeys run")
-    parser.add_argument("--status-seconds", type=int, default=8)
-    parser.add_argument("--queued", type=int, default=100_000)
-    args = parser.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+def measure(url: str, limits: str, before: str | None, runs: int, seconds: int, status_seconds: int,
+            queued: int) -> dict:
+    """Both loads, in rounds, for this tree (and `before`, back to back); the summary per label."""
     from app.cli import upgrade_database
 
-    url = os.environ.get("BENCH_DATABASE_URL") or postgres_url()
-    limits = redis_url()
-    if not (url and limits):
-        sys.exit("PostgreSQL or Redis is not answering")
     reset(url)
     upgrade_database(url)
     seeder = Seeder(url, limits)
-    labels = (["before"] if args.before else []) + ["after"]
+    labels = (["before"] if before else []) + ["after"]
     setup = {}
     for label in labels:
-        queue_id = bulk_queue(seeder, args.queued)
+        queue_id = bulk_queue(seeder, queued)
         setup[label] = (queue_id, write_lines(f"drop100k-{label}", back_of_queue_tokens(seeder, queue_id, 64)))
     env = {**usher_env(url, limits), "WEB_CONCURRENCY": "2", "GUNICORN_WORKER_CLASS": "sync"}
     pk = seeder.keys["publishableKey"]
@@ -200,16 +190,15 @@ def main() -> None:
         servers = {}
         for label in labels:
             server = Gunicorn("wsgi:app", env, f"drop100k-{label}")
-            if label == "before":
-                server.cwd = worktree(args.before)
+            if label == "before" and before:
+                server.cwd = worktree(before)
             servers[label] = stack.enter_context(server)
         for label in labels:  # warm-up
             journeys(servers[label].url, pk, setup[label][0], 3)
-        for _ in range(args.runs):
+        for _ in range(runs):
             for label in labels:  # before and after back to back: the shared machine's drift falls on both
-                found[label]["journeys"].append(journeys(servers[label].url, pk, setup[label][0], args.seconds))
-                found[label]["status"].append(status_only(servers[label], url, pk, *setup[label],
-                                                          args.status_seconds))
+                found[label]["journeys"].append(journeys(servers[label].url, pk, setup[label][0], seconds))
+                found[label]["status"].append(status_only(servers[label], url, pk, *setup[label], status_seconds))
         for label in labels:
             held[label] = connections_per_worker(servers[label])
     seeder.close()
@@ -233,19 +222,45 @@ def main() -> None:
             "pg_cpu_ms_per_status": statistics.median(r["pg_cpu_ms_per_status"] for r in s),
             "pg_cpu_runs": [round(r["pg_cpu_ms_per_status"], 3) for r in s],
             "connections_per_worker": held[label]}
-    (OUT / "drop100k.json").write_text(json.dumps({"args": vars(args), "summary": summary, "raw": found}, indent=2))
-    print(f"{args.queued:,} queued; {args.runs} rounds; journeys {args.seconds} s, status only "
-          f"{args.status_seconds} s" + (f"; before = {args.before}" if args.before else ""))
-    print("| | journeys/s | completed | requests per journey | status p50 ms | status p99 ms | status-only req/s | "
-          "status-only p50 / p99 ms | PostgreSQL CPU ms per status | errors | PostgreSQL connections per worker |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, r in summary.items():
-        print(f"| {label} | {r['journeys_per_second']:.1f} ({', '.join(map(str, r['journeys_runs']))}) | "
-              f"{r['completed']} | {r['requests_per_journey']:.1f} | {r['journey_status_p50']:.1f} | "
-              f"{r['journey_status_p99']:.1f} | "
-              f"{r['status_rps']:.0f} | {r['status_p50']:.1f} / {r['status_p99']:.1f} | "
-              f"{r['pg_cpu_ms_per_status']:.3f} ({', '.join(map(str, r['pg_cpu_runs']))}) | {r['errors']} | "
-              f"{', '.join(map(str, r['connections_per_worker']))} |")
+    result = {"args": {"before": before, "runs": runs, "seconds": seconds, "status_seconds": status_seconds,
+                       "queued": queued}, "summary": summary, "raw": found}
+    (OUT / "drop100k.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def table(result: dict) -> list[str]:
+    args = result["args"]
+    lines = [f"{args['queued']:,} queued; {args['runs']} rounds; journeys {args['seconds']} s, status only "
+             f"{args['status_seconds']} s" + (f"; before = {args['before']}" if args["before"] else ""), "",
+             "| | journeys/s (runs) | completed | requests per journey | status p50 ms | status p99 ms | "
+             "status-only req/s | status-only p50 / p99 ms | PostgreSQL CPU ms per status (runs) | errors | "
+             "PostgreSQL connections per worker |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in result["summary"].items():
+        lines.append(f"| {label} | {r['journeys_per_second']:.1f} ({', '.join(map(str, r['journeys_runs']))}) | "
+                     f"{r['completed']} | {r['requests_per_journey']:.1f} | {r['journey_status_p50']:.1f} | "
+                     f"{r['journey_status_p99']:.1f} | {r['status_rps']:.0f} | "
+                     f"{r['status_p50']:.1f} / {r['status_p99']:.1f} | "
+                     f"{r['pg_cpu_ms_per_status']:.3f} ({', '.join(map(str, r['pg_cpu_runs']))}) | {r['errors']} | "
+                     f"{', '.join(map(str, r['connections_per_worker']))} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--before", help="an earlier revision, served from a git worktree in the same rounds")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=15, help="of each journeys run")
+    parser.add_argument("--status-seconds", type=int, default=8)
+    parser.add_argument("--queued", type=int, default=100_000)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    url = os.environ.get("BENCH_DATABASE_URL") or postgres_url()
+    limits = redis_url()
+    if not (url and limits):
+        sys.exit("PostgreSQL or Redis is not answering")
+    print("\n".join(table(measure(url, limits, args.before, args.runs, args.seconds, args.status_seconds,
+                                  args.queued))))
 
 
 if __name__ == "__main__":
