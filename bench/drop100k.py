@@ -206,7 +206,10 @@ def measure(url: str, limits: str, before: str | None, runs: int, seconds: int, 
     for label in labels:
         j, s = found[label]["journeys"], found[label]["status"]
         measured = [r["requests_per_journey"] for r in j if r["requests_per_journey"]]
+        # With no journey completed (the long ones of a flat 5 s poll), the flat rule's count.
         per_journey = statistics.median(measured) if measured else 2 + WINDOW // FIXED_POLL
+        if not measured and label == "after":
+            per_journey = float("nan")  # too short a run for this tree's journeys: say so, guess nothing
         # Steady state: the request rate over the requests a journey takes (a run of a few seconds
         # completes few of the long journeys; their requests count all the same).
         rates = [r["requests_per_second"] / per_journey for r in j]

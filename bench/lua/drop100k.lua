@@ -5,19 +5,10 @@
 -- none: the revision before it); the wait is counted, not slept, so the run measures how many
 -- such windows the server serves per second. Environment: USHER_PK, BENCH_QUEUE, BENCH_WINDOW
 -- (300), BENCH_FIXED_POLL (5), BENCH_OUT, BENCH_LUA.
-local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } usher_timespec;
-int clock_gettime(int clk_id, usher_timespec *tp);
-]]
-local ts = ffi.new("usher_timespec")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-end
-
 package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
-setup = require("common").number_thread
+local common = require("common")
+setup = common.number_thread
+local now_ms = common.now_ms
 
 function init(args)
   pk, queue = os.getenv("USHER_PK"), os.getenv("BENCH_QUEUE")
