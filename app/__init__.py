@@ -43,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.config import Settings
     from app.cors import register_cors
     from app.dashboard import init_dashboard
-    from app.db import Database
+    from app.db import Database, Pooling
     from app.delivery.registry import build_senders
     from app.errors import register_error_handlers
     from app.grants.base import AuthServer
@@ -79,7 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
 
     clock = Clock()
-    db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
+    db = Database(settings.database_url, settings.sqlite_busy_timeout_ms, Pooling.of(settings))
     access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
                                  for purpose in (ACCESS_KEYS, REFRESH_KEYS))
     tokens = TokenService(access_keys, refresh_keys, settings.issuer, settings.token_leeway_seconds, clock)

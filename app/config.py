@@ -94,6 +94,16 @@ class Settings:
     #: A grant not served has no route. Sender names are checked against the registry at start.
     enabled_grants: tuple[str, ...] = field(default_factory=tuple)
     sqlite_busy_timeout_ms: int = 10000
+    #: PostgreSQL connections each process keeps (DATABASE_POOL_SIZE) and may add at a peak
+    #: (DATABASE_MAX_OVERFLOW): a process holds at most their sum (README, "Connection budget").
+    database_pool_size: int = 5
+    database_max_overflow: int = 5
+    #: Seconds a request waits for a free connection of its process's pool before answering 503.
+    database_pool_timeout_seconds: float = 5.0
+    #: PostgreSQL statement_timeout and lock_timeout of Usher's connections (0: none). A statement
+    #: cut short answers 503, instead of holding a worker until gunicorn's timeout.
+    database_statement_timeout_ms: int = 10000
+    database_lock_timeout_ms: int = 5000
     log_level: str = "INFO"
     #: Swagger UI at /docs (`DOCS_ENABLED=false` switches it off; /openapi.json stays).
     docs_enabled: bool = True
@@ -141,6 +151,14 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be an http(s) URL")
         if self.webhook_private_targets not in ("auto", "allow", "deny"):
             raise ConfigError("WEBHOOK_PRIVATE_TARGETS must be 'auto', 'allow' or 'deny'")
+        if self.database_pool_size < 1 or self.database_max_overflow < 0 or (
+                self.database_pool_size + self.database_max_overflow < 2):
+            raise ConfigError("DATABASE_POOL_SIZE must be 1 or more, DATABASE_MAX_OVERFLOW 0 or more, and their sum "
+                              "at least 2 (a request may hold two connections at once)")
+        if self.database_pool_timeout_seconds <= 0:
+            raise ConfigError("DATABASE_POOL_TIMEOUT_SECONDS must be more than 0")
+        if self.database_statement_timeout_ms < 0 or self.database_lock_timeout_ms < 0:
+            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS and DATABASE_LOCK_TIMEOUT_MS must be 0 or more")
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 

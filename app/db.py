@@ -21,8 +21,9 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
     Connection,
@@ -33,8 +34,12 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -77,7 +82,32 @@ def utcnow() -> datetime:
 WRITER = {"usher_write": True}  # the execution option of write transactions
 
 
-def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
+@dataclass(frozen=True)
+class Pooling:
+    """What each process may hold of PostgreSQL, and how long a statement or a lock wait may last
+    (0: no limit). Ignored on SQLite."""
+
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_timeout_seconds: float = 5.0
+    statement_timeout_ms: int = 10000
+    lock_timeout_ms: int = 5000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pooling:
+        return cls(settings.database_pool_size, settings.database_max_overflow, settings.database_pool_timeout_seconds,
+                   settings.database_statement_timeout_ms, settings.database_lock_timeout_ms)
+
+
+def _prepare_threshold(raw: str | None) -> int | None:
+    """`?prepare_threshold=N` of DATABASE_URL as psycopg means it (prepare a statement after N
+    runs); empty, `none` or anything not a whole number: never prepare."""
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw)
+
+
+def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000, pooling: Pooling | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
 
@@ -100,10 +130,34 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    pooling = pooling or Pooling()
+    parsed = make_url(url)
+    # No server-side prepared statements unless DATABASE_URL asks (`?prepare_threshold=5`): a
+    # transaction-mode PgBouncer hands each transaction to any server connection, where a
+    # statement prepared on another one does not exist. Taken out of the URL, which would give
+    # psycopg a string.
+    threshold = _prepare_threshold(parsed.query.get("prepare_threshold"))  # type: ignore[arg-type]
+    parsed = parsed.difference_update_query(["prepare_threshold"])
+    engine = create_engine(parsed, pool_size=pooling.pool_size, max_overflow=pooling.max_overflow,
+                           pool_timeout=pooling.pool_timeout_seconds,
+                           connect_args={"prepare_threshold": threshold})
+    settings = [f"SET statement_timeout = {int(pooling.statement_timeout_ms)}",
+                f"SET lock_timeout = {int(pooling.lock_timeout_ms)}"]
+
+    @event.listens_for(engine, "connect")
+    def _postgres_connect(dbapi_connection, _record):
+        # Session settings, once per new connection (no startup `options`: PgBouncer refuses
+        # unknown startup parameters). Behind a transaction-mode PgBouncer they land on the server
+        # connection that ran them; the README says to set them on the role there.
+        with dbapi_connection.cursor() as cursor:
+            for statement in settings:
+                cursor.execute(statement)
+        dbapi_connection.commit()
+
     # No pool_pre_ping: it costs a round trip per checkout. A connection that died with the
     # server fails its first use (503) and SQLAlchemy then invalidates the whole pool; the
     # PostgreSQL restart fault test shows recovery within a second.
-    return create_engine(url, pool_size=5, max_overflow=5, pool_timeout=5)
+    return engine
 
 
 def private_file(path: str) -> None:
@@ -152,9 +206,9 @@ class WriterLock:
 class Database:
     """The engine and session factory of one app."""
 
-    def __init__(self, url: str, sqlite_busy_timeout_ms: int = 10000):
+    def __init__(self, url: str, sqlite_busy_timeout_ms: int = 10000, pooling: Pooling | None = None):
         self.url = url
-        self.engine = make_engine(url, sqlite_busy_timeout_ms)
+        self.engine = make_engine(url, sqlite_busy_timeout_ms, pooling)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
         if path and path != ":memory:":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, has_app_context, jsonify
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("usher.errors")
@@ -213,6 +214,13 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(ApiError("service_unavailable", headers={"Retry-After": "1"}))
         log.exception("database error")
         return error_response(ApiError("internal_error"))
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_exhausted(_exc: PoolTimeout):
+        # Every connection of this process's pool busy past pool_timeout: the database is the
+        # bottleneck now, retry later (not a bug of the request).
+        log.warning("database pool exhausted")
+        return error_response(ApiError("service_unavailable", headers={"Retry-After": "1"}))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -613,7 +613,20 @@ def drop_table(drop: dict) -> list[str]:
     return lines
 
 
-def report(backends: dict, drop: dict | None, scale: dict, meta: dict) -> str:
+DROP100K_TEXT = (
+    "`python -m bench.drop100k [--before REV]` (this part of `make bench`, without `--before`): gunicorn with 2 "
+    "sync workers → PostgreSQL + Redis, on loopback, with a queue already holding 100,000 entries (bulk-inserted, "
+    "counted as the migration counts them). **Journeys**: 32 shoppers, one after another on each connection: a "
+    "guest session, enter at the back, then status polls over a 300 s waiting window of the shopper's time, "
+    "waiting what each answer's `pollAfter` says (5 s where the answer has none, the revision before it); the "
+    "waits are counted, not slept, so journeys/s (the request rate over the requests a journey takes) is how "
+    "many such 5-minute waits the server carries per second. **Status only**: 64 shoppers at places "
+    "100,001-100,064 polling flat out (wrk, 32 connections); PostgreSQL CPU per status is the CPU time "
+    "(/proc/PID/stat) of the database's backends over the run divided by the requests (pg_stat_statements is "
+    "not loaded here). Connections per worker: `ss` on each gunicorn worker after the run.")
+
+
+def report(backends: dict, drop: dict | None, scale: dict, meta: dict, hundred: dict | None = None) -> str:
     lines = ["# Benchmark results", "",
              (f"Measured {meta['date']} by `{meta['command']}`: {meta['seconds']} s × {meta['runs']} rounds after "
               f"a 2 s warm-up of each scenario; in each round every scenario of a backend runs once, in turn "
@@ -639,6 +652,11 @@ def report(backends: dict, drop: dict | None, scale: dict, meta: dict) -> str:
                    "token (code request, verify; the code is read from the test outbox with the secret key, a "
                    "harness step a shopper does not make). Per-step latency measured by the load script "
                    "(`bench/lua/drop.lua`)."), "", *drop_table(drop), ""]
+    if hundred:
+        from bench.drop100k import table
+
+        lines += ["## The drop with 100,000 queued: gunicorn → PostgreSQL + Redis", "", DROP100K_TEXT, "",
+                  *table(hundred), ""]
     if scale:
         lines += ["## Stored consumers and sessions (SQLite)", "",
                   "| stored | scenario | req/s | p50 ms | p99 ms | errors | vs smallest |",
@@ -658,7 +676,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--scale", default="10000,1000000", help="stored consumers; empty to skip")
-    parser.add_argument("--only", default="sqlite,postgres,drop,botdefense", help="parts to run")
+    parser.add_argument("--only", default="sqlite,postgres,drop,drop100k,botdefense", help="parts to run")
     parser.add_argument("--no-peer", action="store_true", help="skip Better Auth")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -684,6 +702,11 @@ def main() -> None:
         backends["PostgreSQL + Redis"] = ("postgres", backend_scenarios("postgres", pg, rd, args.runs, args.seconds,
                                                                          False))
     drop = drop_scenario(args.runs, args.seconds * 2) if "drop" in args.only else None
+    hundred = None
+    if "drop100k" in args.only and (pg := postgres_url()) and (rd := redis_url()):
+        from bench.drop100k import measure
+
+        hundred = measure(pg, rd, None, args.runs, args.seconds + 5, args.seconds - 2, 100_000)
     scale = {}
     if args.scale:
         path = OUT / "scale.sqlite3"
@@ -702,9 +725,9 @@ def main() -> None:
                        f"{platform.python_version()}",
             "versions": f"{versions}, wrk {wrk_version}, Node.js {node}",
             "peer": f"Better Auth {Peer().version()}" if with_peer else "(not run)"}
-    (OUT / "results.json").write_text(json.dumps({"backends": backends, "drop": drop, "scale": scale, "meta": meta},
-                                                 indent=2))
-    (ROOT / "bench" / "RESULTS.md").write_text(report(backends, drop, scale, meta))
+    (OUT / "results.json").write_text(json.dumps({"backends": backends, "drop": drop, "scale": scale, "meta": meta,
+                                                  "drop100k": hundred and hundred["summary"]}, indent=2))
+    (ROOT / "bench" / "RESULTS.md").write_text(report(backends, drop, scale, meta, hundred))
     if "botdefense" in args.only:  # its own section of RESULTS.md (bench/botdefense.py)
         from bench.botdefense import run as bot_defense
 

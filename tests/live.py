@@ -303,3 +303,57 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class PgBouncerServer:
+    """Debian's PgBouncer of the test's own on a spare port, in transaction mode, in front of one
+    PostgreSQL database (database `usher` here; any user name is let in and logs in as `user`)."""
+
+    def __init__(self, host: str, port: int, dbname: str, user: str, pool_size: int = 4):
+        import tempfile
+
+        self.workdir = Path(tempfile.mkdtemp(prefix="usher-pgbouncer-"))
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://usher@127.0.0.1:{self.port}/usher"
+        (self.workdir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"usher = host={host} port={port} dbname={dbname} user={user}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            "auth_type = any\npool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmax_client_conn = 200\n"
+            # A server that cannot be reached fails the waiting clients within seconds, not 120 s.
+            "query_wait_timeout = 3\nserver_connect_timeout = 2\nserver_login_retry = 1\n"
+            f"logfile = {self.workdir / 'pgbouncer.log'}\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        require_marker("services", "PgBouncer")
+        command = ["pgbouncer", str(self.workdir / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            shutil.chown(self.workdir, "postgres")
+            os.chmod(self.workdir, 0o755)
+            for path in self.workdir.iterdir():
+                shutil.chown(path, "postgres")
+            command = ["pgbouncer", "-u", "postgres", str(self.workdir / "pgbouncer.ini")]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"pgbouncer did not start: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        path = self.workdir / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -42,7 +42,7 @@ def test_enter_is_idempotent_and_first_come(tenant, client):
     states = [client.post(f"{path}/enter", headers=consumer(tenant.pk, g["accessToken"])).json for g in guests]
     assert [s["position"] for s in states] == [1, 2, 3]
     assert set(states[0]) == {"queueId", "consumerId", "status", "position", "enteredAt", "admittedAt",
-                              "admissionToken", "denyReason"}
+                              "admissionToken", "denyReason", "pollAfter"}
     assert states[0]["status"] == "QUEUED" and states[0]["consumerId"] == guests[0]["session"]["consumerId"]
     again = client.post(f"{path}/enter", headers=consumer(tenant.pk, guests[1]["accessToken"])).json
     assert again == states[1]

@@ -59,14 +59,15 @@ def test_queue_state_bodies_are_what_queue_consumer_state_writes(client, tenant)
     entered = client.post(f"/api/v1/queues/{queue['id']}/enter", headers=headers)
     assert entered.status_code == 200
     assert list(entered.json) == ["queueId", "consumerId", "status", "position", "enteredAt", "admittedAt",
-                                  "admissionToken", "denyReason"]
+                                  "admissionToken", "denyReason", "pollAfter"]
+    assert entered.json["pollAfter"] == 2
     assert_schema_writes(QueueConsumerState(), entered)
     status = client.get(f"/api/v1/queues/{queue['id']}/status", headers=headers)
     assert status.json == entered.json
     assert_schema_writes(QueueConsumerState(), status)
     left = client.post(f"/api/v1/queues/{queue['id']}/leave", headers=headers)
     assert left.status_code == 200
-    assert left.json["status"] == "LEFT" and left.json["position"] is None
+    assert left.json["status"] == "LEFT" and left.json["position"] is None and left.json["pollAfter"] is None
     assert_schema_writes(QueueConsumerState(), left)
 
 

@@ -8,7 +8,7 @@ from app.models.experience import Experience
 from app.models.external import ExchangeCode, ExternalIdentity
 from app.models.organization import ApiKey, Organization, OrganizationSettings
 from app.models.otp import CapturedMessage, OtpCode
-from app.models.queue import Queue, QueueEntry
+from app.models.queue import Queue, QueueCount, QueueEntry
 from app.models.signing_key import SigningKey
 from app.models.webhook import (
            WebhookDelivery,
@@ -19,5 +19,6 @@ from app.models.webhook import (
 
 __all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "DashboardSession",
            "ExchangeCode", "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue",
-           "QueueEntry", "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription",
+           "QueueCount", "QueueEntry",
+           "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription",
            "new_id"]

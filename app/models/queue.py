@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -45,3 +45,17 @@ class QueueEntry(Base):
     entered_at: Mapped[datetime] = mapped_column(default=utcnow)
     admitted_at: Mapped[datetime | None]
     left_at: Mapped[datetime | None]
+
+
+class QueueCount(Base):
+    """How many entries of a queue are QUEUED with a sequence in one aligned range: node `n` of
+    level `l` covers sequences [n * 64**l, (n + 1) * 64**l). Kept in the transaction that
+    changes an entry's status or sequence (app/services/queues.py), so that a position is a sum
+    of at most 63 rows per level plus at most 63 entries, whatever the queue's length."""
+
+    __tablename__ = "queue_counts"
+
+    queue_id: Mapped[str] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True)
+    level: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    node: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    queued: Mapped[int] = mapped_column(default=0)

@@ -54,3 +54,8 @@ class QueueConsumerState(Schema):
     admitted_at = Instant(data_key="admittedAt", allow_none=True)
     admission_token = fields.Constant(None, data_key="admissionToken", allow_none=True, dump_default=None)
     deny_reason = fields.Constant(None, data_key="denyReason", allow_none=True, dump_default=None)
+    poll_after = fields.Integer(data_key="pollAfter", allow_none=True, metadata={
+        "description": "Seconds to wait before asking for this state again; null unless QUEUED. Short near "
+                       "admission, longer further back: 2 for positions 1-50, one more per further 50 places "
+                       "(`2 + (position - 1) // 50`), at most 60 (from position 2,901 on). Shops and the SDK "
+                       "poll no sooner.", "example": 2, "minimum": 2, "maximum": 60})

@@ -18,4 +18,16 @@ function common.number_thread(thread)
   thread:set("id", counter)
 end
 
+-- Milliseconds on CLOCK_MONOTONIC, for per-step latencies (the scripts' own timing of each request).
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } usher_timespec;
+int clock_gettime(int clk_id, usher_timespec *tp);
+]]
+local ts = ffi.new("usher_timespec")
+function common.now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+
 return common

@@ -4,19 +4,10 @@
 -- the test outbox with the secret key -- a harness step, not a shopper's -- and verify it).
 -- Per-step latencies are taken with CLOCK_MONOTONIC around each request.
 -- Environment: USHER_PK, USHER_SK, BENCH_QUEUE, BENCH_OTP_EVERY (10), BENCH_OUT.
-local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } usher_timespec;
-int clock_gettime(int clk_id, usher_timespec *tp);
-]]
-local ts = ffi.new("usher_timespec")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-end
-
 package.path = os.getenv("BENCH_LUA") .. "/?.lua;" .. package.path
-setup = require("common").number_thread
+local common = require("common")
+setup = common.number_thread
+local now_ms = common.now_ms
 
 -- Each thread writes "<step> <ms>" per answer, "journey" per completed journey and "error <step>"
 -- per failed step to its own file under BENCH_OUT (wrk cannot hand nested tables to done()).

@@ -20,6 +20,10 @@ from app.openapi import ErrorSchema
 from app.schemas.queues import QueueConsumerState, QueueOut
 from app.services import queues
 
+_UNAVAILABLE = ("`service_unavailable`: the database cannot be reached, a statement or lock wait ran past its "
+                "timeout, or every connection of the pool is busy; retry after `Retry-After`, and keep to "
+                "`pollAfter` between status calls")
+
 
 def _queue_id(queue_id: str) -> str:
     """The id, if it has our shape; else the queue's 404 without asking the database."""
@@ -61,6 +65,7 @@ class EnterQueue(MethodView):
                                                            + CHALLENGE_REFUSED)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found")
     @blp.alt_response(409, schema=ErrorSchema, description="The queue is pending, closed or full")
+    @blp.alt_response(503, schema=ErrorSchema, description=_UNAVAILABLE)
     def post(self, queue_id):
         """Enter a queue
 
@@ -80,6 +85,7 @@ class QueueStatus(MethodView):
     @requires("access", session_check="in_view")  # polled: the session is read in the state query
     @blp.response(200, QueueConsumerState)
     @blp.alt_response(404, schema=ErrorSchema, description="Queue not found, or not entered")
+    @blp.alt_response(503, schema=ErrorSchema, description=_UNAVAILABLE)
     def get(self, queue_id):
         """Get the caller's place in a queue
 
