@@ -93,8 +93,9 @@ class NoQuery(ma.Schema):
         unknown = ma.RAISE
 
 
-# Stable operation ids (the generated SDKs' method names): never rename one. An operation missing
-# here gets `<method><ViewClass>` (see `_operation_id`); add it here when it is made.
+# Stable operation ids (the generated SDKs' method names), verb first (list/get/create/update/
+# delete/…): never rename one. An operation missing here gets `<method><ViewClass>` (see
+# `_operation_id`), which tests/test_sdk_api.py refuses: add it here when it is made.
 OPERATION_IDS = {
     ("post", "/api/v1/auth/guest"): "createGuestSession",
     ("post", "/api/v1/auth/refresh"): "refreshTokens",
@@ -127,6 +128,13 @@ OPERATION_IDS = {
     ("get", "/api/v1/settings"): "getSettings",
     ("patch", "/api/v1/settings"): "updateSettings",
     ("get", "/api/v1/test/otp-messages"): "listTestOtpMessages",
+    ("get", "/api/v1/audit-events"): "listAuditEvents",
+    ("get", "/api/v1/webhook-endpoints"): "listWebhookEndpoints",
+    ("post", "/api/v1/webhook-endpoints"): "createWebhookEndpoint",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}"): "getWebhookEndpoint",
+    ("delete", "/api/v1/webhook-endpoints/{endpoint_id}"): "deleteWebhookEndpoint",
+    ("post", "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): "rotateWebhookSecret",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries"): "listWebhookDeliveries",
     ("get", "/.well-known/jwks.json"): "getJwks",
     ("get", "/.well-known/oauth-authorization-server"): "getAuthorizationServerMetadata",
     ("post", "/oauth/token"): "oauthToken",

@@ -8,7 +8,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
 from app.otp.sms import unknown_countries
-from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
+from app.schemas.common import AlwaysNull, Instant, Schema, always_sent, page_schema
 from app.security.keys import PREFIXES
 from app.security.scopes import SCOPES
 
@@ -63,6 +63,7 @@ class ExperiencePatch(ExperienceIn):
     name = fields.String(validate=validate.Length(1, 200))
 
 
+@always_sent()
 class ExperienceOut(Schema):
     id = fields.String(metadata={"example": "exp_01HXYZ123456789ABCDEFGHJK"})
     name = fields.String()
@@ -138,6 +139,12 @@ class SettingsSchema(Schema):
             raise ValidationError("Each country once.")
 
 
+@always_sent()
+class SettingsOut(SettingsSchema):
+    """The settings as `GET`/`PATCH /settings` answer them: every field, always."""
+
+
+@always_sent()
 class KeyOut(Schema):
     id = fields.String(metadata={"example": "key_01HXYZ123456789ABCDEFGHJK"})
     type = fields.String(metadata={"enum": list(KEY_TYPES)})
@@ -151,6 +158,7 @@ class KeyOut(Schema):
         "example": ["experiences:read", "queues:read"]})
 
 
+@always_sent()
 class KeyCreated(KeyOut):
     key = fields.String(metadata={"description": "The key's value, shown this once."})
 

@@ -4,7 +4,7 @@ from marshmallow import fields, validate
 
 from app.models.webhook import EVENT_TYPES
 from app.schemas.admin import DAY
-from app.schemas.common import Instant, Schema, page_schema
+from app.schemas.common import Instant, Schema, always_sent, page_schema
 
 
 class WebhookEndpointIn(Schema):
@@ -19,6 +19,7 @@ class WebhookEndpointIn(Schema):
     description = fields.String(validate=validate.Length(max=500), allow_none=True)
 
 
+@always_sent()
 class WebhookEndpointOut(Schema):
     id = fields.String(metadata={"example": "we_01HXYZ123456789ABCDEFGHJK"})
     url = fields.String()
@@ -27,6 +28,7 @@ class WebhookEndpointOut(Schema):
     created_at = Instant(data_key="createdAt")
 
 
+@always_sent()
 class WebhookEndpointCreated(WebhookEndpointOut):
     secret = fields.String(metadata={"description": "The signing secret, shown this once "
                                                     "(Standard Webhooks: base64 after `whsec_`).",
@@ -44,6 +46,7 @@ class DeliveryArgs(Schema):
                            metadata={"description": "Newest first; at most this many (1–100)."})
 
 
+@always_sent()
 class DeliveryOut(Schema):
     id = fields.String(metadata={"description": "The event id, sent as `webhook-id`.",
                                  "example": "msg_01HXYZ123456789ABCDEFGHJK"})
