@@ -77,7 +77,7 @@ class Shop:
         shop = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 path = urlsplit(self.path).path
                 if path == "/":
                     body, kind = shop.page(), "text/html"
@@ -361,7 +361,7 @@ def test_a_device_clock_3h_off_neither_loops_nor_sends_an_old_token(device, shop
     tab.clock.run_for(10 * 60 * 1000)  # 10 min of the page's time: the token (900 s) is not due yet
     tab.evaluate(f"usher.queues.status({shop.queue_id!r})")
     assert skewed.api("/auth/refresh") == []  # no refresh loop although exp is 3 h off the device clock
-    tab.clock.run_for(5 * 60 * 1000)  # past 900 − 60 s after receipt: one refresh
+    tab.clock.run_for(5 * 60 * 1000)  # past 900 - 60 s after receipt: one refresh
     deadline = time.monotonic() + 10
     while not skewed.api("/auth/refresh") and time.monotonic() < deadline:
         tab.wait_for_timeout(50)
