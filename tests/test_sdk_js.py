@@ -58,10 +58,10 @@ def _node_tests(package) -> str:
 def test_sdk_unit_tests_pass(built):
     output = _node_tests(JS)
     passed = int(re.search(r"^# pass (\d+)", output, re.M).group(1))
-    assert passed >= 23, output[-2000:]
+    assert passed >= 24, output[-2000:]
     for name in ("refresh never uses a token older than storage's", "network errors and 503 keep the session",
                  "3 h behind", "3 h ahead", "watch polls at its interval", "errors are UsherError",
-                 "storage adapters", "verifyCode and exchange upgrade a guest"):
+                 "storage adapters", "verifyCode and exchange upgrade a guest", "wake-up checks"):
         assert name in output, name
 
 

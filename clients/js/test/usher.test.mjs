@@ -439,3 +439,42 @@ test("concurrent refresh calls in one tab are one request", async () => {
     .refresh().catch((e) => e);
   assert.equal(error.error, "no_session");
 });
+
+test("wake-up checks: visibilitychange and online refresh a due session when timers did not run", async () => {
+  const win = new EventTarget();
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
+  try {
+    const server = new FakeServer();
+    const storage = new SharedStorage();
+    const { usher, events } = tab(server, storage, { autoRefresh: false }); // no timer: only wake-ups
+    await usher.signInAsGuest();
+    mock.timers.setTime(START + 850 * 1000); // the device slept past the margin
+    await settle();
+    assert.equal(refreshes(server).length, 0);
+    document.dispatchEvent(new Event("visibilitychange"));
+    await settle();
+    assert.equal(refreshes(server).length, 1);
+    document.visibilityState = "hidden";
+    mock.timers.setTime(START + 2 * 850 * 1000);
+    document.dispatchEvent(new Event("visibilitychange"));
+    await settle();
+    assert.equal(refreshes(server).length, 1); // hidden: nothing
+    win.dispatchEvent(new Event("online"));
+    await settle();
+    assert.equal(refreshes(server).length, 2);
+    assert.deepEqual(events.map((e) => e[0]), ["INITIAL_SESSION", "SIGNED_IN", "TOKEN_REFRESHED", "TOKEN_REFRESHED"]);
+    // A storage event for this key (another tab signed out) is followed at once.
+    storage.removeItem(KEY);
+    win.dispatchEvent(Object.assign(new Event("storage"), { key: "unrelated" }));
+    await settle();
+    assert.ok(usher.session);
+    win.dispatchEvent(Object.assign(new Event("storage"), { key: KEY }));
+    await settle();
+    assert.equal(usher.session, null);
+    assert.equal(events.at(-1)[0], "SIGNED_OUT");
+  } finally {
+    delete globalThis.addEventListener;
+    delete globalThis.document;
+  }
+});
