@@ -40,6 +40,9 @@ REACT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 <meta name="usher-queue" content="{queue}">
 <script type="module" src="react.js"></script></head><body><div id="root"></div></body></html>"""
 
+GLOBAL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Classic script</title>
+<script src="{base}/sdk/v1/usher.global.js"></script></head><body></body></html>"""
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -86,6 +89,8 @@ class Shop:
                 elif path == "/react.html":
                     body, kind = REACT_PAGE.format(base=usher_url, pk=keys["publishableKey"],
                                                    queue=queue_id).encode(), "text/html"
+                elif path == "/global.html":
+                    body, kind = GLOBAL_PAGE.format(base=usher_url).encode(), "text/html"
                 elif path == "/react.js":
                     body, kind = react_js, "text/javascript"
                 else:
@@ -412,3 +417,17 @@ def test_the_react_hooks_render_and_update_in_chromium(device, shop):
     wait_text(tab, "#session", "signed out")
     wait_text(other, "#session", "signed out")
     wait_text(other, "#queue", "none")
+
+
+def test_the_classic_script_build_defines_window_usher(device, shop):
+    page = device().tab("/global.html")
+    assert page.evaluate("[typeof Usher, typeof Usher.UsherError]") == ["function", "function"]
+    pk = shop.keys["publishableKey"]
+    session = page.evaluate(f"""async () => {{
+        const usher = new Usher({{ publishableKey: {pk!r}, baseUrl: {shop.usher_url!r} }});
+        await usher.ready;
+        const session = await usher.signInAsGuest();
+        const error = await usher.queues.status("queue_unknown").catch((e) => e);
+        return {{ type: session.type, error: error.error, isError: error instanceof Usher.UsherError }};
+    }}""")
+    assert session == {"type": "guest", "error": "not_found", "isError": True}

@@ -86,6 +86,8 @@ export class UsherError extends Error {
 }
 
 const ENDS_SESSION = ["refresh_token_invalid", "refresh_token_expired", "refresh_token_reused"];
+// 401s about the body, not the token: a refresh would not help (and a retry would spend a try).
+const NOT_THE_TOKEN = ["otp_invalid", "otp_expired", "exchange_code_invalid", "exchange_code_expired"];
 const MAX_DELAY = 2147483647; // setTimeout's largest delay (ms)
 
 async function errorOf(response: Response): Promise<UsherError> {
@@ -109,15 +111,21 @@ async function errorOf(response: Response): Promise<UsherError> {
 const networkError = (cause: unknown) =>
   new UsherError("network_error", "Usher could not be reached: " + ((cause as Error)?.message || cause), 0);
 
-/** Seconds between `iat` and `exp` of a JWT (0 when unreadable: then it counts as expired). */
-function lifetimeOf(token: string): number {
+/** `iat` and `exp` of a JWT (both 0 when unreadable: then it counts as expired). */
+function claimsOf(token: string): { iat: number; exp: number } {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const claims = JSON.parse(atob(part + "===".slice((part.length + 3) % 4)));
-    return Math.max(0, claims.exp - claims.iat) || 0;
+    return claims.exp > claims.iat ? claims : { iat: 0, exp: 0 };
   } catch {
-    return 0;
+    return { iat: 0, exp: 0 };
   }
+}
+
+/** What is stored of a pair: its lifetime is `exp − iat`, counted from now (receipt) on this device. */
+function record(pair: Schemas["TokenPair"], session: Session): Stored {
+  const { iat, exp } = claimsOf(pair.accessToken);
+  return { ...pair, session, receivedAt: Date.now(), lifetime: exp - iat };
 }
 
 function memoryStorage(): StorageAdapter {
@@ -272,7 +280,8 @@ export class Usher {
       }
     };
     let response = await attempt();
-    if (response.status === 401 && this.stored) {
+    const code = response.status === 401 ? await response.clone().json().then((body) => body.error, () => "") : "";
+    if (response.status === 401 && this.stored && !NOT_THE_TOKEN.includes(code)) {
       try {
         await this.refresh();
       } catch {
@@ -326,7 +335,7 @@ export class Usher {
 
   private async signIn(path: string, body: unknown, upgrade: boolean): Promise<Session> {
     const tokens = await this.call<SessionTokens>("POST", path, body, upgrade);
-    await this.write({ ...tokens, receivedAt: Date.now(), lifetime: lifetimeOf(tokens.accessToken) });
+    await this.write(record(tokens, tokens.session));
     return tokens.session;
   }
 
@@ -426,8 +435,9 @@ export class Usher {
       if (!current) throw new UsherError("no_session", "The session ended in another tab.", 401);
       return current.session;
     }
-    const session = { ...used.session, expiresAt: new Date(Date.now() + lifetimeOf(pair.accessToken) * 1000).toISOString() };
-    await this.write({ ...pair, session, receivedAt: Date.now(), lifetime: lifetimeOf(pair.accessToken) });
+    // `expiresAt` as the server wrote it (its clock): for display; expiry is judged by `lifetime`.
+    const session = { ...used.session, expiresAt: new Date(claimsOf(pair.accessToken).exp * 1000).toISOString().replace(".000Z", "Z") };
+    await this.write(record(pair, session));
     return session;
   }
 

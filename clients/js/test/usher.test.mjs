@@ -158,6 +158,8 @@ test("a wrong code throws otp_invalid and keeps the guest session", async () => 
   const error = await usher.verifyCode({ email: "a@example.com", code: "000000" }).catch((e) => e);
   assert.equal(error.error, "otp_invalid");
   assert.deepEqual(usher.session, guest);
+  // A 401 about the code is not about the token: no refresh, no second try of the code.
+  assert.deepEqual(server.calls.map((c) => c.path), ["/auth/guest", "/auth/otp/verify"]);
 });
 
 test("usher.fetch adds the key and token; on 401 it refreshes once and retries once", async () => {
@@ -477,4 +479,15 @@ test("wake-up checks: visibilitychange and online refresh a due session when tim
     delete globalThis.addEventListener;
     delete globalThis.document;
   }
+});
+
+test("after a refresh, expiresAt is the server's exp, not the device clock's guess", async () => {
+  const server = new FakeServer({ skew: 3 * 3600 });
+  const { usher } = tab(server, "memory");
+  await usher.signInAsGuest();
+  await advance(10);
+  const session = await usher.refresh();
+  const claims = JSON.parse(Buffer.from((await usher.getAccessToken()).split(".")[1], "base64url"));
+  assert.equal(session.expiresAt, new Date(claims.exp * 1000).toISOString().replace(".000Z", "Z"));
+  assert.equal(Date.parse(session.expiresAt) - Date.now(), (3 * 3600 + 900) * 1000);
 });
