@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers import secret
 from tests.live import ROOT, LoopbackHTTPServer, http
-from tests.test_sdk_js import JS, REACT, npm_ci
+from tests.test_sdk_js import REACT, build_packages
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOP = ROOT / "examples" / "shop"
@@ -60,10 +60,7 @@ def browser():
 @pytest.fixture(scope="module")
 def react_bundle(tmp_path_factory) -> bytes:
     """The hooks' test page, bundled with React (production build) by esbuild."""
-    npm_ci(JS)
-    npm_ci(REACT)
-    for package in (JS, REACT):
-        subprocess.run(["node", "build.mjs"], cwd=package, check=True, capture_output=True, timeout=300)
+    build_packages()
     out = tmp_path_factory.mktemp("react") / "react.js"
     subprocess.run([str(REACT / "node_modules" / ".bin" / "esbuild"), "test/page.mjs", "--bundle", "--format=esm",
                     "--minify", "--define:process.env.NODE_ENV=\"production\"", f"--outfile={out}"],

@@ -7,6 +7,7 @@ into their git-ignored node_modules/, once per lock change, as `make sdk` does."
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -37,14 +38,20 @@ def npm_ci(package) -> None:
         stamp.write_text(lock)
 
 
-@pytest.fixture(scope="module")
-def built() -> None:
-    """Both packages installed and freshly built into their dist/."""
+@functools.cache
+def build_packages() -> None:
+    """Both packages installed and freshly built into their dist/ (once per pytest run: the
+    browser tests bundle the built files too)."""
     npm_ci(JS)
     npm_ci(REACT)
     for package in (JS, REACT):
         result = subprocess.run(["node", "build.mjs"], cwd=package, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built() -> None:
+    build_packages()
 
 
 def _node_tests(package) -> str:
