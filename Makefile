@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
 
-.PHONY: run test test-fast test-sqlite test-postgres lint lock fuzz bench profile clean
+.PHONY: run test test-fast test-sqlite test-postgres lint lock fuzz bench profile clean sdk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,15 @@ profile: $(VENV)/.dev
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; \
 		else sudo apt-get install -y -q wrk; fi; }
 	$(BIN)/python -m bench.profile
+
+# The browser SDK (clients/js, @usher/js) and its React bindings (clients/react): installs the
+# locked devDependencies (npm ci, into each package's git-ignored node_modules/), regenerates the
+# wire types from the app's /openapi.json, builds, and copies the served files to app/sdk/
+# (checked in: `make run` needs no Node). Needs node and npm.
+sdk: $(VENV)/.dev
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && ../../$(BIN)/python scripts/openapi.py openapi.json \
+		&& node_modules/.bin/openapi-typescript openapi.json -o src/openapi.d.ts && node build.mjs --install
+	cd clients/react && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 clean:
 	rm -rf $(VENV) .venv-lock .pytest_cache

@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.api.grants import build_auth_blueprint
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
+    from app.api.sdk import register_sdk
     from app.api.wellknown import blp as wellknown_blp
     from app.botdefense import BotCheckContext, build_bot_defense
     from app.cli import register_cli
@@ -111,6 +112,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings.docs_enabled:
         app.register_blueprint(swagger_assets_blueprint())
     init_dashboard(app)
+    register_sdk(app)
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)

@@ -9,7 +9,8 @@ Who does what:
   resolved and before the view does anything; a refused origin is 403 `origin_not_allowed` and
   nothing happened. An actual request gets CORS headers only when its origin was checked and
   allowed (also for a 401 whose publishable key allows it, so a page can refresh an expired
-  token): secret-key endpoints, refused origins and unknown callers get none. A preflight
+  token) and for the 403 `origin_not_allowed` itself (so the page can read why it was refused):
+  secret-key endpoints, other answers to refused origins and unknown callers get none. A preflight
   carries no key, so on consumer routes it is answered for any origin (204).
 
 `allowedOrigins` entries: `scheme://host[:port]` with `http` or `https`, a host that may start
@@ -105,6 +106,7 @@ def check_origin(allowed_origins: list[str] | None, credential: CredentialKind) 
     if origin is None or credential is CredentialKind.SECRET:
         return
     if not origin_allowed(origin, allowed_origins or []):
+        g.cors_origin_refused = True  # the 403 itself is readable by that origin (see `_gate`)
         raise ApiError("origin_not_allowed")
     g.cors_origin_allowed = True
 
@@ -156,6 +158,11 @@ def register_cors(app: Flask) -> None:
         if (not g.get("cors_origin_allowed") and consumer_route and response.status_code == 401
                 and _origin_allowed_for_publishable_key()):
             g.cors_origin_allowed = True  # the page may read its 401 (an expired token: refresh)
+        if g.get("cors_origin_refused") and consumer_route and response.status_code == 403:
+            # The refusal, and nothing else, is readable by the refused origin: the page (and the
+            # SDK) see `origin_not_allowed` instead of a bare "Failed to fetch". It says nothing
+            # about the tenant that the refusal itself does not.
+            g.cors_origin_allowed = True
         if not g.get("cors_origin_allowed"):
             setattr(response, FLASK_CORS_EVALUATED, True)  # Flask-CORS then leaves this answer alone
             if consumer_route:

@@ -98,8 +98,9 @@ class NoQuery(ma.Schema):
         unknown = ma.RAISE
 
 
-# Stable operation ids (the generated SDKs' method names): never rename one. An operation missing
-# here gets `<method><ViewClass>` (see `_operation_id`); add it here when it is made.
+# Stable operation ids (the generated SDKs' method names), verb first (list/get/create/update/
+# delete/…): never rename one. An operation missing here gets `<method><ViewClass>` (see
+# `_operation_id`), which tests/test_sdk_api.py refuses: add it here when it is made.
 OPERATION_IDS = {
     ("post", "/api/v1/auth/guest"): "createGuestSession",
     ("post", "/api/v1/auth/refresh"): "refreshTokens",
@@ -132,11 +133,19 @@ OPERATION_IDS = {
     ("get", "/api/v1/settings"): "getSettings",
     ("patch", "/api/v1/settings"): "updateSettings",
     ("get", "/api/v1/test/otp-messages"): "listTestOtpMessages",
+    ("get", "/api/v1/audit-events"): "listAuditEvents",
+    ("get", "/api/v1/webhook-endpoints"): "listWebhookEndpoints",
+    ("post", "/api/v1/webhook-endpoints"): "createWebhookEndpoint",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}"): "getWebhookEndpoint",
+    ("delete", "/api/v1/webhook-endpoints/{endpoint_id}"): "deleteWebhookEndpoint",
+    ("post", "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): "rotateWebhookSecret",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries"): "listWebhookDeliveries",
     ("get", "/.well-known/jwks.json"): "getJwks",
     ("get", "/.well-known/oauth-authorization-server"): "getAuthorizationServerMetadata",
     ("post", "/oauth/token"): "oauthToken",
     ("post", "/oauth/introspect"): "introspectToken",
     ("post", "/oauth/revoke"): "revokeToken",
+    ("get", "/api/v1/auth/challenge"): "getChallenge",
     ("get", "/healthz"): "getLiveness",
     ("get", "/readyz"): "getReadiness",
 }
@@ -283,16 +292,17 @@ def document_registered(api: Api, registry: Registry) -> None:
     the enabled grants'), the enabled grants' own error codes, and the installed bot checks."""
     schemas = api.spec.components.schemas
     schemas["SessionInfo"]["properties"]["type"]["enum"] = registry.session_types
-    schemas["Settings"]["properties"]["botDefense"]["enum"] = ["off", *registry.bot_checks]
+    for name in ("Settings", "SettingsOut"):
+        schemas[name]["properties"]["botDefense"]["enum"] = ["off", *registry.bot_checks]
     schemas["ChallengeOut"]["properties"]["provider"]["enum"] = ["off", *registry.bot_checks]
     schemas["WebhookEndpointIn"]["properties"]["events"]["items"]["enum"] = list(registry.event_types)
     schemas["Error"]["properties"]["error"]["enum"] = [
         *CATALOGUE, *(code for plugin in registry.enabled for code in plugin.errors)]
     converter = next(plugin for plugin in api.spec.plugins if isinstance(plugin, MarshmallowPlugin)).converter
     assert converter is not None
-    plugins = schemas["Settings"]["properties"]["plugins"]
-    plugins.update(type="object", additionalProperties=False, properties={
-        name: converter.field2property(field) for name, field in registry.settings_fields.items()})
+    for name in ("Settings", "SettingsOut"):
+        schemas[name]["properties"]["plugins"].update(type="object", additionalProperties=False, properties={
+            name: converter.field2property(field) for name, field in registry.settings_fields.items()})
 
 
 def docs_config(version: str, swagger_ui: bool = True) -> dict:

@@ -75,7 +75,10 @@ def test_test_mode_allows_local_origins_and_live_none_by_default(client, org, ap
                                                          "Origin": "http://localhost:3000"})
     assert refused.status_code == 403 and refused.json == {
         "error": "origin_not_allowed", "message": "This origin may not call the API with this key."}
-    assert _cors(refused) == {} and "Origin" in refused.headers["Vary"]
+    # The refusal is readable by the page that was refused (and nothing else is; see below).
+    assert _cors(refused) == {"Access-Control-Allow-Origin": "http://localhost:3000",
+                              "Access-Control-Expose-Headers": "Retry-After, X-Request-Id"}
+    assert "Origin" in refused.headers["Vary"]
     assert _count(app, Consumer, org["organizationId"], "live") == before  # no session, no consumer
     # Servers and mobile apps send no Origin: not affected.
     assert client.post("/api/v1/auth/guest", headers=publishable(live["publishableKey"])).status_code == 201
@@ -97,7 +100,7 @@ def test_exact_wildcard_and_look_alike_origins(client, tenant):
                    "https://brand.example.evil", "http://127.0.0.1:8080", "null", "https://shop.example.com/x"):
         response = guest(origin)
         assert response.status_code == 403 and response.json["error"] == "origin_not_allowed", origin
-        assert _cors(response) == {}, origin
+        assert _cors(response)["Access-Control-Allow-Origin"] == origin, origin  # readable: the refusal only
 
 
 def test_allowed_origins_validation_names_the_bad_entry(client, tenant):

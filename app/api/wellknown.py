@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from app.oauth import oauth_grants
 from app.openapi import Blueprint
+from app.schemas.common import always_sent
 
 blp = Blueprint("wellknown", __name__, url_prefix="/.well-known",
                 description="Public documents for merchant servers that verify tokens offline.")
@@ -23,6 +24,7 @@ def jwks_max_age(lead_seconds: float, keyring_cache_seconds: float) -> int:
     return max(0, min(JWKS_MAX_AGE, int(lead_seconds - keyring_cache_seconds) - CLOCK_MARGIN))
 
 
+@always_sent()
 class Jwk(ma.Schema):
     kty = ma.fields.String(metadata={"example": "OKP"})
     crv = ma.fields.String(metadata={"example": "Ed25519"})

@@ -12,6 +12,7 @@ class Message:
     body: str
     organization_id: str
     mode: str
+    code: str | None = None  # the one-time code the body carries; kept (sealed) only by test mode's capture
 
 
 class DeliveryError(Exception):

@@ -69,7 +69,7 @@ def request_code(db: Database, senders: Senders, app_secret: str, organization: 
     message = Message(channel=identifier.channel, to=identifier.value, subject=f"Your {organization.name} code",
                       body=f"Your {organization.name} verification code is {code}. "
                            f"It expires in {minutes} minute{'s' if minutes != 1 else ''}.",
-                      organization_id=organization.id, mode=mode)
+                      organization_id=organization.id, mode=mode, code=code)
     sender = senders.for_message(identifier.channel, mode)
     try:
         sender.send(message)

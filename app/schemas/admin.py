@@ -10,7 +10,7 @@ from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
 from app.models.organization import BOT_DEFENSE_ROUTES
 from app.otp.sms import unknown_countries
-from app.schemas.common import AlwaysNull, Instant, Schema, page_schema
+from app.schemas.common import AlwaysNull, Instant, Schema, always_sent, page_schema
 from app.security.keys import PREFIXES
 from app.security.scopes import SCOPES
 
@@ -65,6 +65,7 @@ class ExperiencePatch(ExperienceIn):
     name = fields.String(validate=validate.Length(1, 200))
 
 
+@always_sent()
 class ExperienceOut(Schema):
     id = fields.String(metadata={"example": "exp_01HXYZ123456789ABCDEFGHJK"})
     name = fields.String()
@@ -235,6 +236,13 @@ class SettingsSchema(BotDefenseSettings, GeneralSettings):
     """Every setting of a mode: `GET`/`PATCH /settings` and the dashboard's Settings page."""
 
 
+@always_sent("plugin_settings", "bot_defense_secret")
+class SettingsOut(SettingsSchema):
+    """The settings as `GET`/`PATCH /settings` answer them: every field, always (but `plugins`,
+    absent when no enabled plugin declares settings, and the write-only captcha secret)."""
+
+
+@always_sent()
 class KeyOut(Schema):
     id = fields.String(metadata={"example": "key_01HXYZ123456789ABCDEFGHJK"})
     type = fields.String(metadata={"enum": list(KEY_TYPES)})
@@ -248,6 +256,7 @@ class KeyOut(Schema):
         "example": ["experiences:read", "queues:read"]})
 
 
+@always_sent()
 class KeyCreated(KeyOut):
     key = fields.String(metadata={"description": "The key's value, shown this once."})
 

@@ -4,7 +4,7 @@ import phonenumbers
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.inputs import FullMatch
-from app.schemas.common import Instant, Schema
+from app.schemas.common import Instant, Schema, always_sent
 
 REGIONS = phonenumbers.SUPPORTED_REGIONS
 JWT_EXAMPLE = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9..."
@@ -46,6 +46,7 @@ class LogoutIn(Schema):
                                                    "sessions; `global`: all of them."})
 
 
+@always_sent()
 class SessionOut(Schema):
     id = fields.String()
     type = fields.String()
@@ -94,11 +95,16 @@ class OutboxArgs(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
 
 
+@always_sent()
 class OutboxMessage(Schema):
     id = fields.String()
     channel = fields.String(metadata={"enum": ["email", "sms"]})
     to = fields.String()
     body = fields.String()
+    code = fields.String(allow_none=True, metadata={
+        "description": "The one-time code the body carries, so test clients need not parse the text (test mode "
+                       "only, like the outbox; null for a message captured before codes were kept).",
+        "example": "123456"})
     created_at = Instant(data_key="createdAt")
 
 

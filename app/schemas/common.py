@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -71,6 +72,25 @@ class PageArgs(Schema):
                            metadata={"description": "Items per page (1–100)."})
     starting_after = fields.String(data_key="startingAfter", validate=validate.Length(1, 40),
                                    metadata={"description": "The last id of the previous page."})
+
+
+def always_sent(*optional: str):
+    """Class decorator of a response schema: every field is in every body the API writes, so the
+    document lists it as `required` and generated clients (openapi-typescript, openapi-python-client)
+    type it as present; `optional` names the fields a body may leave out. `required` only changes
+    loading, and response schemas are never loaded by the API. Fields are copied first, so a
+    schema that shares field objects with a request schema (a subclass) leaves that one as it was."""
+
+    def decorate(cls: type[ma.Schema]) -> type[ma.Schema]:
+        unknown = set(optional) - set(cls._declared_fields)
+        assert not unknown, f"{cls.__name__} has no fields {unknown}"
+        for name, field in list(cls._declared_fields.items()):
+            copied = copy.copy(field)
+            copied.required = name not in optional
+            cls._declared_fields[name] = copied
+        return cls
+
+    return decorate
 
 
 def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:

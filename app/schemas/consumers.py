@@ -3,9 +3,10 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.schemas.auth import SessionOut
-from app.schemas.common import Instant, PageArgs, Schema, page_schema
+from app.schemas.common import Instant, PageArgs, Schema, always_sent, page_schema
 
 
+@always_sent()
 class ExternalIdentityOut(Schema):
     provider = fields.String()
     issuer = fields.String()
@@ -13,6 +14,7 @@ class ExternalIdentityOut(Schema):
     claims = fields.Dict()
 
 
+@always_sent()
 class ConsumerOut(Schema):
     id = fields.String(metadata={"example": "cons_01HXYZ123456789ABCDEFGHJK"})
     email = fields.String(allow_none=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from app.schemas.common import Instant, PageArgs, Schema, page_schema
+from app.schemas.common import Instant, PageArgs, Schema, always_sent, page_schema
 
 
 class QueueIn(Schema):
@@ -23,6 +23,7 @@ class QueueIn(Schema):
             raise ValidationError("Must be after openAt.", "closeAt")
 
 
+@always_sent()
 class QueueOut(Schema):
     id = fields.String(metadata={"example": "queue_01HXYZ123456789ABCDEFGHJK"})
     name = fields.String()
@@ -44,6 +45,7 @@ class QueueListArgs(PageArgs):
     experience_id = fields.String(data_key="experienceId", validate=validate.Length(1, 40))
 
 
+@always_sent()
 class QueueConsumerState(Schema):
     queue_id = fields.String(data_key="queueId")
     consumer_id = fields.String(data_key="consumerId")

@@ -4,7 +4,7 @@ from flask import current_app
 from marshmallow import ValidationError, fields, validate
 
 from app.schemas.admin import DAY
-from app.schemas.common import Instant, Schema, page_schema
+from app.schemas.common import Instant, Schema, always_sent, page_schema
 
 
 def _known_event_type(value: str) -> None:
@@ -27,6 +27,7 @@ class WebhookEndpointIn(Schema):
     description = fields.String(validate=validate.Length(max=500), allow_none=True)
 
 
+@always_sent()
 class WebhookEndpointOut(Schema):
     id = fields.String(metadata={"example": "we_01HXYZ123456789ABCDEFGHJK"})
     url = fields.String()
@@ -35,6 +36,7 @@ class WebhookEndpointOut(Schema):
     created_at = Instant(data_key="createdAt")
 
 
+@always_sent()
 class WebhookEndpointCreated(WebhookEndpointOut):
     secret = fields.String(metadata={"description": "The signing secret, shown this once "
                                                     "(Standard Webhooks: base64 after `whsec_`).",
@@ -52,6 +54,7 @@ class DeliveryArgs(Schema):
                            metadata={"description": "Newest first; at most this many (1–100)."})
 
 
+@always_sent()
 class DeliveryOut(Schema):
     id = fields.String(metadata={"description": "The event id, sent as `webhook-id`.",
                                  "example": "msg_01HXYZ123456789ABCDEFGHJK"})

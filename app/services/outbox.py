@@ -20,5 +20,9 @@ def outbox_messages(session: Session, capture: CaptureSender, organization_id: s
     rows = session.scalars(select(CapturedMessage).where(
         CapturedMessage.organization_id == organization_id, CapturedMessage.mode == "test")
         .order_by(CapturedMessage.id.desc()).limit(limit))
-    return [{"id": r.id, "channel": r.channel, "to": r.recipient, "body": capture.read(r),
-             "created_at": r.created_at} for r in rows]
+    messages = []
+    for row in rows:
+        body, code = capture.read(row)
+        messages.append({"id": row.id, "channel": row.channel, "to": row.recipient, "body": body, "code": code,
+                         "created_at": row.created_at})
+    return messages

@@ -6,7 +6,7 @@ from marshmallow import fields, validate
 from app.api.admin import blp
 from app.api.helpers import db_session
 from app.api.security import current_context, requires
-from app.schemas.common import PageArgs, Schema, page_schema
+from app.schemas.common import PageArgs, Schema, always_sent, page_schema
 from app.services import audit
 
 
@@ -15,11 +15,13 @@ class AuditEventArgs(PageArgs):
                                                                     "example": "key.rolled"})
 
 
+@always_sent()
 class Party(Schema):
     type = fields.String(metadata={"example": "key"})
     id = fields.String(allow_none=True, metadata={"example": "key_01HXYZ123456789ABCDEFGHJK"})
 
 
+@always_sent()
 class AuditEventOut(Schema):
     id = fields.String(metadata={"example": "evt_01HXYZ123456789ABCDEFGHJK"})
     type = fields.String(metadata={"example": "settings.updated"})

@@ -5,14 +5,14 @@ from flask.views import MethodView
 from app.api.admin import blp
 from app.api.helpers import app_secret, now, transaction
 from app.api.security import current_context, requires
-from app.schemas.admin import SettingsSchema
+from app.schemas.admin import SettingsOut, SettingsSchema
 from app.services.orgs import update_settings
 
 
 @blp.route("/settings")
 class Settings(MethodView):
     @requires("secret", scope="settings:write")
-    @blp.response(200, SettingsSchema)
+    @blp.response(200, SettingsOut)
     def get(self):
         """Read the settings of the key's mode
 
@@ -22,7 +22,7 @@ class Settings(MethodView):
 
     @requires("secret", scope="settings:write")
     @blp.arguments(SettingsSchema(), example={"accessTokenTtl": 900})
-    @blp.response(200, SettingsSchema)
+    @blp.response(200, SettingsOut)
     def patch(self, data):
         """Change the settings of the key's mode
 
