@@ -71,9 +71,9 @@ def react_bundle(tmp_path_factory) -> bytes:
 class Shop:
     """The shop's origin: examples/shop/ with this test's Usher, key and queue in its meta tags."""
 
-    def __init__(self, usher_url: str, keys: dict, queue_id: str, react_js: bytes):
+    def __init__(self, usher_url: str, keys: dict, queue_id: str, react_js: bytes, csp_extra: str = ""):
         self.usher_url, self.keys, self.queue_id = usher_url, keys, queue_id
-        csp = f"default-src 'none'; script-src 'self' {usher_url}; connect-src {usher_url}"
+        csp = f"default-src 'none'; script-src 'self' {usher_url}; connect-src {usher_url}{csp_extra}"
         shop = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -428,3 +428,62 @@ def test_the_classic_script_build_defines_window_usher(device, shop):
         return {{ type: session.type, error: error.error, isError: error instanceof Usher.UsherError }};
     }}""")
     assert session == {"type": "guest", "error": "not_found", "isError": True}
+
+
+# Counts the Web Workers a page makes (an init script runs before the page's own, outside its CSP).
+COUNT_WORKERS = """
+window.__workers = 0;
+const PageWorker = window.Worker;
+window.Worker = class extends PageWorker {
+  constructor(...args) { super(...args); window.__workers++; }
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def altcha_shops(live_server, actions_factory, react_bundle):
+    """One mode with ALTCHA on every protected route, and its shop twice: under the strict CSP,
+    and with `worker-src blob:` added (where the SDK may solve off the main thread)."""
+    keys = actions_factory("Drop with ALTCHA")["keys"]["test"]
+    experience = http("POST", live_server.url + "/api/v1/experiences", headers=secret(keys["secretKey"]),
+                      body={"name": "Drop"}).body
+    queue = http("POST", live_server.url + "/api/v1/queues", headers=secret(keys["secretKey"]),
+                 body={"experienceId": experience["id"], "name": "Main"}).body
+    strict = Shop(live_server.url, keys, queue["id"], react_bundle)
+    workers = Shop(live_server.url, keys, queue["id"], react_bundle, csp_extra="; worker-src blob:")
+    with strict.server, workers.server:
+        reply = http("PATCH", live_server.url + "/api/v1/settings", headers=secret(keys["secretKey"]),
+                     body={"allowedOrigins": [strict.url, workers.url], "botDefense": "altcha",
+                           "altchaComplexity": 20000})
+        assert reply.status == 200 and reply.body["botDefense"] == "altcha"
+        time.sleep(1.1)  # gunicorn's workers may hold the key's row for PUBLISHABLE_KEY_CACHE_SECONDS
+        yield strict, workers
+
+
+@pytest.mark.parametrize("worker_allowed", [False, True], ids=["strict-csp-inline", "blob-worker"])
+def test_the_sdk_solves_altcha_itself_under_a_strict_csp_or_in_a_worker(browser, altcha_shops, worker_allowed):
+    """Bot defense: the shop page calls only signInAsGuest and queues.enter; the SDK meets
+    `challenge_required`, fetches a challenge, solves it (in a blob: Web Worker where the CSP
+    allows one, inline otherwise) and retries once."""
+    shop = altcha_shops[worker_allowed]
+    device = Device(browser, shop)
+    device.context.add_init_script(COUNT_WORKERS)
+    try:
+        tab = device.tab()
+        tab.click("#guest")
+        wait_text(tab, "#session", "guest ", timeout=60)
+        tab.click("#enter")
+        wait_text(tab, "#queue", "QUEUED, position", timeout=60)
+        answered = [(urlsplit(r.url).path, r.status) for r in device.responses
+                    if urlsplit(r.url).path.startswith("/api/v1/") and r.request.method != "OPTIONS"]
+        guest = [status for path, status in answered if path == "/api/v1/auth/guest"]
+        enter = [status for path, status in answered if path.endswith("/enter")]
+        assert guest == [403, 201] and enter == [403, 200], answered
+        assert len(device.api("/auth/challenge", "GET")) == 2
+        violations = tab.evaluate("window.__violations")
+        if worker_allowed:
+            assert violations == [] and tab.evaluate("window.__workers") == 2
+        else:  # the refused worker is the only violation; the solve ran inline
+            assert violations and all(v.startswith("worker-src blob") for v in violations), violations
+    finally:
+        device.close()

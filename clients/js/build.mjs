@@ -8,7 +8,7 @@ import { build } from "esbuild";
 const { version } = JSON.parse(readFileSync("package.json", "utf8"));
 const common = {
   bundle: true, minify: true, target: "es2020", legalComments: "none", logLevel: "warning",
-  banner: { js: `/* @usher/js ${version} (MIT): built from clients/js by \`make sdk\` */` },
+  banner: { js: `/* @usher/js ${version} (Apache-2.0): built from clients/js by \`make sdk\` */` },
 };
 mkdirSync("dist", { recursive: true });
 await build({ ...common, entryPoints: ["src/index.ts"], format: "esm", outfile: "dist/usher.js" });

@@ -8,6 +8,6 @@ const { version } = JSON.parse(readFileSync("package.json", "utf8"));
 await build({
   entryPoints: ["src/index.ts"], bundle: true, minify: true, format: "esm", target: "es2020", logLevel: "warning",
   external: ["react", "@usher/js"], outfile: "dist/usher-react.js", legalComments: "none",
-  banner: { js: `/* @usher/react ${version} (MIT): built from clients/react */` },
+  banner: { js: `/* @usher/react ${version} (Apache-2.0): built from clients/react */` },
 });
 execFileSync("node_modules/.bin/tsc", ["-p", "."], { stdio: "inherit" });

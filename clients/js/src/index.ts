@@ -42,9 +42,9 @@ export interface UsherOptions {
   /** The `fetch` to use (default: the global one). */
   fetch?: typeof fetch;
   /**
-   * Reserved for bot defense (a later Usher release): a function that returns a challenge
-   * solution for `provider` and `siteKey` when the API asks for one. Accepted and kept; not
-   * called by this version.
+   * Bot defense with a captcha (`turnstile`, `hcaptcha`): when a route answers
+   * `challenge_required`, the SDK asks the page for the widget's token for `provider` and
+   * `siteKey`, then retries once. ALTCHA needs nothing: the SDK solves it itself.
    */
   getChallengeToken?: (provider: string, siteKey: string) => Promise<string>;
 }
@@ -126,6 +126,46 @@ function claimsOf(token: string): { iat: number; exp: number } {
 function record(pair: Schemas["TokenPair"], session: Session): Stored {
   const { iat, exp } = claimsOf(pair.accessToken);
   return { ...pair, session, receivedAt: Date.now(), lifetime: exp - iat };
+}
+
+/**
+ * ALTCHA: the number behind `challenge` (SHA-256 of `salt` + number, at most `max`), or -1.
+ * Self-contained (globals only): it also runs as a Web Worker's source.
+ */
+async function searchAltcha(challenge: string, salt: string, max: number): Promise<number> {
+  const text = new TextEncoder();
+  for (let n = 0; n <= max; n++) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", text.encode(salt + n)));
+    let hex = "";
+    for (const byte of digest) hex += (byte < 16 ? "0" : "") + byte.toString(16);
+    if (hex === challenge) return n;
+  }
+  return -1;
+}
+
+/** Off the main thread where the page's CSP allows a `blob:` worker, inline otherwise. */
+function searchOffThread(challenge: string, salt: string, max: number): Promise<number> {
+  return new Promise((resolve) => {
+    const inline = () => void searchAltcha(challenge, salt, max).then(resolve);
+    let worker: Worker;
+    try {
+      const source = `onmessage=async e=>postMessage(await(${searchAltcha})(...e.data))`;
+      worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+    } catch {
+      return inline(); // no Worker, or the CSP refused it
+    }
+    worker.onmessage = (event) => (worker.terminate(), resolve(event.data));
+    worker.onerror = () => (worker.terminate(), inline());
+    worker.postMessage([challenge, salt, max]);
+  });
+}
+
+async function solveAltcha(asked: Schemas["AltchaChallenge"]): Promise<string | null> {
+  const number = await (typeof Worker === "function" ? searchOffThread : searchAltcha)(
+    asked.challenge, asked.salt, asked.maxnumber);
+  if (number < 0) return null; // not solvable: the retry answers challenge_required
+  const { algorithm, challenge, salt, signature } = asked;
+  return btoa(JSON.stringify({ algorithm, challenge, number, salt, signature }));
 }
 
 function memoryStorage(): StorageAdapter {
@@ -314,23 +354,37 @@ export class Usher {
   }
 
   private async call<T>(method: string, path: string, body?: unknown, withToken = true): Promise<T> {
-    const init: RequestInit = { method };
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers = { "Content-Type": "application/json" };
-    }
-    let response: Response;
-    if (withToken) response = await this.fetch(path, init);
-    else {
-      init.headers = { ...init.headers, "X-Publishable-Key": this.options.publishableKey };
-      try {
-        response = await this.send(this.base + path, init);
-      } catch (error) {
-        throw networkError(error);
-      }
+    let response = await this.request(method, path, body, withToken);
+    if (response.status === 403) {
+      const refusal = await errorOf(response);
+      if (refusal.error !== "challenge_required") throw refusal;
+      response = await this.request(method, path, body, withToken, await this.prove(refusal)); // once
     }
     if (!response.ok) throw await errorOf(response);
     return response.status === 204 ? (null as T) : response.json();
+  }
+
+  private async request(method: string, path: string, body: unknown, withToken: boolean, proof?: string | null) {
+    const headers: Record<string, string> = body === undefined ? {} : { "Content-Type": "application/json" };
+    if (proof) headers["X-Usher-Challenge"] = proof;
+    const init: RequestInit = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
+    if (withToken) return this.fetch(path, init);
+    headers["X-Publishable-Key"] = this.options.publishableKey;
+    try {
+      return await this.send(this.base + path, init);
+    } catch (error) {
+      throw networkError(error);
+    }
+  }
+
+  /** A proof for the mode's bot defense: ALTCHA solved here, a captcha's token from the page. */
+  private async prove(refusal: UsherError): Promise<string | null> {
+    const asked = await this.call<Schemas["ChallengeOut"]>("GET", "/auth/challenge", undefined, false);
+    if (asked.provider === "off") return null; // switched off meanwhile: no proof needed
+    if (asked.provider === "altcha" && asked.challenge) return solveAltcha(asked.challenge);
+    const page = this.options.getChallengeToken;
+    if (page && asked.siteKey) return page(asked.provider, asked.siteKey);
+    throw refusal;
   }
 
   private async signIn(path: string, body: unknown, upgrade: boolean): Promise<Session> {

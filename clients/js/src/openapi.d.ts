@@ -4,6 +4,29 @@
  */
 
 export interface paths {
+    "/api/v1/auth/challenge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a bot-defense challenge
+         * @description What the mode's bot defense asks of protected routes (`botDefenseRoutes`): nothing
+         *     (`off`), a Turnstile or hCaptcha widget (`siteKey`), or an ALTCHA proof of work to solve
+         *     (`challenge`, valid 5 minutes, its solution accepted once). Send the proof in
+         *     `X-Usher-Challenge`. Never cached.
+         */
+        get: operations["getChallenge"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/logout": {
         parameters: {
             query?: never;
@@ -233,28 +256,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/auth/external/exchange": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Exchange a code for a session (client-side)
-         * @description The same (provider, issuer, subject) is always the same consumer. Presenting a used code
-         *     again ends the session it made. With a guest's access token in `Authorization`, the guest
-         *     is upgraded as with OTP.
-         */
-        post: operations["exchangeCode"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/v1/auth/otp/verify": {
         parameters: {
             query?: never;
@@ -273,6 +274,28 @@ export interface paths {
          *     upgraded: its queue places move to the consumer and its session ends.
          */
         post: operations["verifyOtp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/external/exchange": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Exchange a code for a session (client-side)
+         * @description The same (provider, issuer, subject) is always the same consumer. Presenting a used code
+         *     again ends the session it made. With a guest's access token in `Authorization`, the guest
+         *     is upgraded as with OTP.
+         */
+        post: operations["exchangeCode"];
         delete?: never;
         options?: never;
         head?: never;
@@ -487,7 +510,11 @@ export interface paths {
         /**
          * Revoke a key
          * @description It fails like an unknown key from now on. A key cannot revoke itself (roll it instead),
-         *     so a merchant cannot lock itself out by mistake.
+         *     revokes only keys whose scopes are within its own (as creating and rolling; 403
+         *     `insufficient_scope` otherwise), and never the mode's last secret key (400
+         *     `validation_error`), so a merchant cannot lock itself out, by mistake or through a
+         *     leaked restricted key. `flask --app wsgi org keys create` issues a key for an existing
+         *     organization.
          */
         delete: operations["revokeKey"];
         options?: never;
@@ -560,7 +587,7 @@ export interface paths {
         /**
          * Change the settings of the key's mode
          * @description Send any subset of the fields; the answer is the whole settings object. A test key never
-         *     changes live settings.
+         *     changes live settings. `botDefenseSecret` is write-only: sealed at rest, never returned.
          */
         patch: operations["updateSettings"];
         trace?: never;
@@ -727,7 +754,9 @@ export interface paths {
          *     no secret). `grant_type=refresh_token` rotates a refresh token with the rotation, grace
          *     and reuse rules of `POST /api/v1/auth/refresh`; token exchange (RFC 8693) trades an
          *     exchange code for a session with the single-use, replay and PKCE rules of
-         *     `POST /api/v1/auth/external/exchange`. The same code serves both dialects.
+         *     `POST /api/v1/auth/external/exchange`. The same code serves both dialects, with the same
+         *     origin check: a browser `Origin` outside the mode's `allowedOrigins` is `invalid_client`
+         *     and nothing is done (a form POST needs no preflight).
          */
         post: operations["oauthToken"];
         delete?: never;
@@ -828,7 +857,7 @@ export interface components {
              * @description A stable code from the catalogue (see the API description).
              * @enum {string}
              */
-            error: "validation_error" | "invalid_json" | "invalid_email" | "invalid_phone" | "phone_country_not_allowed" | "Authentication required" | "otp_invalid" | "otp_expired" | "exchange_code_invalid" | "exchange_code_expired" | "refresh_token_invalid" | "refresh_token_expired" | "refresh_token_reused" | "Secret key required" | "insufficient_scope" | "forbidden" | "origin_not_allowed" | "identification_required" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal_error" | "service_unavailable";
+            error: "validation_error" | "invalid_json" | "invalid_email" | "invalid_phone" | "phone_country_not_allowed" | "Authentication required" | "otp_invalid" | "otp_expired" | "exchange_code_invalid" | "exchange_code_expired" | "refresh_token_invalid" | "refresh_token_expired" | "refresh_token_reused" | "Secret key required" | "insufficient_scope" | "forbidden" | "origin_not_allowed" | "challenge_required" | "identification_required" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal_error" | "service_unavailable";
             /** @description A sentence for people. */
             message?: string;
             /** @description Per-field problems of a `validation_error`. */
@@ -837,6 +866,32 @@ export interface components {
             };
             /** @description The request's `X-Request-Id`, for support. */
             requestId?: string;
+        };
+        AltchaChallenge: {
+            /** @enum {string} */
+            algorithm: "SHA-256";
+            /** @description Hex SHA-256 of `salt` and the secret number. */
+            challenge: string;
+            /**
+             * @description The secret number is at most this.
+             * @example 50000
+             */
+            maxnumber: number;
+            /**
+             * @description Carries its own expiry (5 minutes).
+             * @example 4a1c0f9e2b7d8a3c5e6f7a8b?expires=1733566800&
+             */
+            salt: string;
+            /** @description HMAC of `challenge`, for this mode only. */
+            signature: string;
+        };
+        ChallengeOut: {
+            /** @enum {string} */
+            provider: "off" | "altcha" | "turnstile" | "hcaptcha";
+            /** @description Turnstile and hCaptcha: the widget's site key. */
+            siteKey?: string;
+            /** @description ALTCHA: the challenge to solve (the format ALTCHA's widget and libraries read). */
+            challenge?: components["schemas"]["AltchaChallenge"];
         };
         LogoutIn: {
             /**
@@ -982,6 +1037,11 @@ export interface components {
             admissionToken: unknown;
             /** @default null */
             denyReason: unknown;
+            /**
+             * @description Seconds to wait before asking for this state again; null unless QUEUED. Short near admission, longer further back: 2 for positions 1-50, one more per further 50 places (`2 + (position - 1) // 50`), at most 60 (from position 2,901 on). Shops and the SDK poll no sooner.
+             * @example 2
+             */
+            pollAfter: number | null;
         };
         SessionInfo: {
             /**
@@ -1019,11 +1079,6 @@ export interface components {
             /** @example eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9... */
             refreshToken: string;
         };
-        ExchangeIn: {
-            /** @example exc_… */
-            exchangeCode: string;
-            codeVerifier?: string;
-        };
         OtpVerifyIn: {
             /** @example ann@example.com */
             email?: string;
@@ -1037,6 +1092,12 @@ export interface components {
             defaultCountry?: "AC" | "AD" | "AE" | "AF" | "AG" | "AI" | "AL" | "AM" | "AO" | "AR" | "AS" | "AT" | "AU" | "AW" | "AX" | "AZ" | "BA" | "BB" | "BD" | "BE" | "BF" | "BG" | "BH" | "BI" | "BJ" | "BL" | "BM" | "BN" | "BO" | "BQ" | "BR" | "BS" | "BT" | "BW" | "BY" | "BZ" | "CA" | "CC" | "CD" | "CF" | "CG" | "CH" | "CI" | "CK" | "CL" | "CM" | "CN" | "CO" | "CR" | "CU" | "CV" | "CW" | "CX" | "CY" | "CZ" | "DE" | "DJ" | "DK" | "DM" | "DO" | "DZ" | "EC" | "EE" | "EG" | "EH" | "ER" | "ES" | "ET" | "FI" | "FJ" | "FK" | "FM" | "FO" | "FR" | "GA" | "GB" | "GD" | "GE" | "GF" | "GG" | "GH" | "GI" | "GL" | "GM" | "GN" | "GP" | "GQ" | "GR" | "GT" | "GU" | "GW" | "GY" | "HK" | "HN" | "HR" | "HT" | "HU" | "ID" | "IE" | "IL" | "IM" | "IN" | "IO" | "IQ" | "IR" | "IS" | "IT" | "JE" | "JM" | "JO" | "JP" | "KE" | "KG" | "KH" | "KI" | "KM" | "KN" | "KP" | "KR" | "KW" | "KY" | "KZ" | "LA" | "LB" | "LC" | "LI" | "LK" | "LR" | "LS" | "LT" | "LU" | "LV" | "LY" | "MA" | "MC" | "MD" | "ME" | "MF" | "MG" | "MH" | "MK" | "ML" | "MM" | "MN" | "MO" | "MP" | "MQ" | "MR" | "MS" | "MT" | "MU" | "MV" | "MW" | "MX" | "MY" | "MZ" | "NA" | "NC" | "NE" | "NF" | "NG" | "NI" | "NL" | "NO" | "NP" | "NR" | "NU" | "NZ" | "OM" | "PA" | "PE" | "PF" | "PG" | "PH" | "PK" | "PL" | "PM" | "PR" | "PS" | "PT" | "PW" | "PY" | "QA" | "RE" | "RO" | "RS" | "RU" | "RW" | "SA" | "SB" | "SC" | "SD" | "SE" | "SG" | "SH" | "SI" | "SJ" | "SK" | "SL" | "SM" | "SN" | "SO" | "SR" | "SS" | "ST" | "SV" | "SX" | "SY" | "SZ" | "TA" | "TC" | "TD" | "TG" | "TH" | "TJ" | "TK" | "TL" | "TM" | "TN" | "TO" | "TR" | "TT" | "TV" | "TW" | "TZ" | "UA" | "UG" | "US" | "UY" | "UZ" | "VA" | "VC" | "VE" | "VG" | "VI" | "VN" | "VU" | "WF" | "WS" | "XK" | "YE" | "YT" | "ZA" | "ZM" | "ZW";
             /** @example 123456 */
             code: string;
+        };
+        ExchangeIn: {
+            /** @example exc_… */
+            exchangeCode: string;
+            /** @description Only for a code created with a `codeChallenge`; sent for one created without, it is refused (`exchange_code_invalid`, RFC 9700 §2.1.1). */
+            codeVerifier?: string;
         };
         Party: {
             /** @example key */
@@ -1364,6 +1425,46 @@ export interface components {
              * @example 1000
              */
             smsPerHour: number;
+            /**
+             * @description The settings of the enabled login-method plugins, by name (their fields are listed in this document); send any subset. Absent when no enabled plugin declares any.
+             * @example {}
+             */
+            plugins?: Record<string, never>;
+            /**
+             * @description The challenge protected routes ask for: `off` (default), `altcha` (a proof of work served and checked by Usher, no third party), `turnstile` or `hcaptcha` (the widget's token checked at the provider; needs `botDefenseSiteKey` and `botDefenseSecret`), or an installed plugin's bot check.
+             * @example altcha
+             * @enum {string}
+             */
+            botDefense: "off" | "altcha" | "turnstile" | "hcaptcha";
+            /**
+             * @description The routes that need a solved challenge in `X-Usher-Challenge`: `guest` (`POST /auth/guest`), `otp_request` (`POST /auth/otp/request`), `queue_enter` (`POST /queues/{id}/enter`). Default: all three.
+             * @example [
+             *       "guest",
+             *       "otp_request",
+             *       "queue_enter"
+             *     ]
+             */
+            botDefenseRoutes: ("guest" | "otp_request" | "queue_enter")[];
+            /**
+             * @description Turnstile's or hCaptcha's site key (public: `GET /auth/challenge` hands it to pages).
+             * @example 0x4AAAAAAAB
+             */
+            botDefenseSiteKey: string | null;
+            /**
+             * @description Turnstile's or hCaptcha's secret key. Write-only: sealed at rest, never returned, audited without its value (see `botDefenseSecretSet`).
+             * @example 0x4AAAAAAAB-secret
+             */
+            botDefenseSecret?: string;
+            /**
+             * @description Whether a `botDefenseSecret` is stored.
+             * @example false
+             */
+            readonly botDefenseSecretSet: unknown;
+            /**
+             * @description ALTCHA's `maxnumber`: `"auto"` (default: 50,000, doubled with each doubling of this mode's protected requests in the last minute above 600, at most 5,000,000) or a fixed whole number from 1,000 to 10,000,000.
+             * @example auto
+             */
+            altchaComplexity: "auto" | number;
         };
         Settings: {
             /**
@@ -1428,6 +1529,46 @@ export interface components {
              * @example 1000
              */
             smsPerHour?: number;
+            /**
+             * @description The settings of the enabled login-method plugins, by name (their fields are listed in this document); send any subset. Absent when no enabled plugin declares any.
+             * @example {}
+             */
+            plugins?: Record<string, never>;
+            /**
+             * @description The challenge protected routes ask for: `off` (default), `altcha` (a proof of work served and checked by Usher, no third party), `turnstile` or `hcaptcha` (the widget's token checked at the provider; needs `botDefenseSiteKey` and `botDefenseSecret`), or an installed plugin's bot check.
+             * @example altcha
+             * @enum {string}
+             */
+            botDefense?: "off" | "altcha" | "turnstile" | "hcaptcha";
+            /**
+             * @description The routes that need a solved challenge in `X-Usher-Challenge`: `guest` (`POST /auth/guest`), `otp_request` (`POST /auth/otp/request`), `queue_enter` (`POST /queues/{id}/enter`). Default: all three.
+             * @example [
+             *       "guest",
+             *       "otp_request",
+             *       "queue_enter"
+             *     ]
+             */
+            botDefenseRoutes?: ("guest" | "otp_request" | "queue_enter")[];
+            /**
+             * @description Turnstile's or hCaptcha's site key (public: `GET /auth/challenge` hands it to pages).
+             * @example 0x4AAAAAAAB
+             */
+            botDefenseSiteKey?: string | null;
+            /**
+             * @description Turnstile's or hCaptcha's secret key. Write-only: sealed at rest, never returned, audited without its value (see `botDefenseSecretSet`).
+             * @example 0x4AAAAAAAB-secret
+             */
+            botDefenseSecret?: string;
+            /**
+             * @description Whether a `botDefenseSecret` is stored.
+             * @example false
+             */
+            readonly botDefenseSecretSet?: unknown;
+            /**
+             * @description ALTCHA's `maxnumber`: `"auto"` (default: 50,000, doubled with each doubling of this mode's protected requests in the last minute above 600, at most 5,000,000) or a fixed whole number from 1,000 to 10,000,000.
+             * @example auto
+             */
+            altchaComplexity?: "auto" | number;
         };
         WebhookEndpointOut: {
             /** @example we_01HXYZ123456789ABCDEFGHJK */
@@ -1591,6 +1732,44 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    getChallenge: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChallengeOut"];
+                };
+            };
+            /** @description Missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `origin_not_allowed`: the browser's `Origin` is not in the mode's `allowedOrigins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     logout: {
         parameters: {
             query?: never;
@@ -1895,7 +2074,10 @@ export interface operations {
     requestOtp: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The solved challenge, when the mode's bot defense protects this route (see `GET /auth/challenge`): ALTCHA's base64 JSON payload, or the Turnstile/hCaptcha widget's token. */
+                "X-Usher-Challenge"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1937,7 +2119,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `origin_not_allowed`: the browser's `Origin` is not in the mode's `allowedOrigins` */
+            /** @description `challenge_required`: the mode's bot defense protects this route and the `X-Usher-Challenge` proof is missing, wrong, expired or already used */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2027,7 +2209,10 @@ export interface operations {
     enterQueue: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The solved challenge, when the mode's bot defense protects this route (see `GET /auth/challenge`): ALTCHA's base64 JSON payload, or the Turnstile/hCaptcha widget's token. */
+                "X-Usher-Challenge"?: string;
+            };
             path: {
                 queue_id: string;
             };
@@ -2053,7 +2238,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `identification_required`: the queue's admission is `identified` and the caller is a guest */
+            /** @description `identification_required`: the queue's admission is `identified` and the caller is a guest; `challenge_required`: the mode's bot defense protects this route and the `X-Usher-Challenge` proof is missing, wrong, expired or already used */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2073,6 +2258,15 @@ export interface operations {
             };
             /** @description The queue is pending, closed or full */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `service_unavailable`: the database cannot be reached, a statement or lock wait ran past its timeout, or every connection of the pool is busy; retry after `Retry-After`, and keep to `pollAfter` between status calls */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2122,6 +2316,15 @@ export interface operations {
             };
             /** @description Queue not found, or not entered */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `service_unavailable`: the database cannot be reached, a statement or lock wait ran past its timeout, or every connection of the pool is busy; retry after `Retry-After`, and keep to `pollAfter` between status calls */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2183,7 +2386,10 @@ export interface operations {
     createGuestSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The solved challenge, when the mode's bot defense protects this route (see `GET /auth/challenge`): ALTCHA's base64 JSON payload, or the Turnstile/hCaptcha widget's token. */
+                "X-Usher-Challenge"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2207,7 +2413,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `origin_not_allowed`: the browser's `Origin` is not in the mode's `allowedOrigins` */
+            /** @description `challenge_required`: the mode's bot defense protects this route and the `X-Usher-Challenge` proof is missing, wrong, expired or already used */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2259,71 +2465,6 @@ export interface operations {
                 };
             };
             /** @description `refresh_token_invalid`, `refresh_token_expired` or `refresh_token_reused` (the session is revoked) */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description `origin_not_allowed`: the browser's `Origin` is not in the mode's `allowedOrigins` */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description The body is not JSON */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-        };
-    };
-    exchangeCode: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                /**
-                 * @example {
-                 *       "exchangeCode": "exc_…"
-                 *     }
-                 */
-                "application/json": components["schemas"]["ExchangeIn"];
-            };
-        };
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["SessionTokens"];
-                };
-            };
-            /** @description Validation error, with `details` per field */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description `exchange_code_invalid` or `exchange_code_expired` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2418,6 +2559,71 @@ export interface operations {
             };
             /** @description Too many wrong codes for this identifier or address */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    exchangeCode: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "exchangeCode": "exc_…"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ExchangeIn"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionTokens"];
+                };
+            };
+            /** @description Validation error, with `details` per field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `exchange_code_invalid` or `exchange_code_expired` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `origin_not_allowed`: the browser's `Origin` is not in the mode's `allowedOrigins` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is not JSON */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3094,6 +3300,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description `validation_error`: the mode's last secret key */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description Missing, unknown, expired or revoked credential */
             401: {
@@ -3851,7 +4066,7 @@ export interface operations {
                      * @enum {string}
                      */
                     requested_token_type?: "urn:ietf:params:oauth:token-type:access_token";
-                    /** @description Token exchange: the PKCE verifier, when the code was created with a `codeChallenge`. */
+                    /** @description Token exchange: the PKCE verifier, when (and only when) the code was created with a `codeChallenge`. */
                     code_verifier?: string;
                 };
             };
@@ -3869,6 +4084,15 @@ export interface operations {
             };
             /** @description `invalid_grant` (a refresh token or exchange code that fails the same checks as the JSON endpoints), `invalid_client` (`client_id` is not a valid publishable key), `invalid_request`, `unsupported_grant_type`, `invalid_target` */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
+            };
+            /** @description `invalid_client`: an `Origin` outside the mode's `allowedOrigins` (nothing is done) */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

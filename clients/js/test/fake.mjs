@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 // A fake Usher (its consumer routes, refresh with a grace window, clocks of its own) behind a
 // fake fetch, a shared storage and an in-process BroadcastChannel: what "several tabs on one
 // device" look like to the SDK, without a browser.
@@ -63,7 +65,40 @@ export class FakeServer {
     return this.route(init.method || "GET", path, headers, body);
   }
 
+  /** Bot defense as Usher answers it: `provider` "altcha" (a challenge made here, each solution
+   * once) or a captcha (its widget's token is "widget-token"), on guest, OTP request and enter. */
+  defend(provider) {
+    this.defense = { provider, number: 321, used: new Set(), challenges: 0 };
+  }
+
+  guard(path, headers) {
+    const defense = this.defense;
+    if (!defense || !/^\/(auth\/guest|auth\/otp\/request|queues\/[^/]+\/enter)$/.test(path)) return null;
+    const proof = headers.get("X-Usher-Challenge");
+    let ok = false;
+    if (defense.provider === "altcha" && proof) {
+      const payload = JSON.parse(Buffer.from(proof, "base64").toString());
+      ok = payload.number === defense.number && payload.signature === "sig" && payload.salt.startsWith("5a1t")
+        && !defense.used.has(payload.salt);
+      defense.used.add(payload.salt);
+    } else ok = proof === "widget-token";
+    return ok ? null : json(403, { error: "challenge_required", message: "Solve the challenge and send it again.",
+                                   details: { provider: defense.provider } });
+  }
+
   route(method, path, headers, body) {
+    if (path === "/auth/challenge") {
+      const defense = this.defense;
+      if (!defense) return json(200, { provider: "off" });
+      defense.challenges++;
+      if (defense.provider !== "altcha") return json(200, { provider: defense.provider, siteKey: "site-1" });
+      const salt = `5a1t${defense.challenges}?expires=1893456000&`; // a fresh challenge each time
+      const challenge = createHash("sha256").update(salt + defense.number).digest("hex");
+      return json(200, { provider: "altcha", challenge: { algorithm: "SHA-256", challenge, maxnumber: 1000,
+                                                          salt, signature: "sig" } });
+    }
+    const refused = this.guard(path, headers);
+    if (refused) return refused;
     if (path === "/auth/guest") return json(201, this.startSession("guest", `guest_${++this.counter}`, undefined));
     if (path === "/auth/otp/request") return json(202, { sent: true, expiresAt: "2030-01-01T00:00:00Z" });
     if (path === "/auth/otp/verify" || path === "/auth/external/exchange") {

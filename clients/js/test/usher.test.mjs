@@ -30,7 +30,7 @@ async function advance(seconds) {
   }
 }
 
-test("the constructor needs publishableKey and baseUrl; getChallengeToken is accepted (reserved)", () => {
+test("the constructor needs publishableKey and baseUrl; getChallengeToken is accepted", () => {
   assert.throws(() => new Usher({ baseUrl: BASE }), TypeError);
   assert.throws(() => new Usher({ publishableKey: PK }), TypeError);
   const usher = new Usher({ publishableKey: PK, baseUrl: BASE, storage: "memory", fetch: () => {},
@@ -490,4 +490,52 @@ test("after a refresh, expiresAt is the server's exp, not the device clock's gue
   const claims = JSON.parse(Buffer.from((await usher.getAccessToken()).split(".")[1], "base64url"));
   assert.equal(session.expiresAt, new Date(claims.exp * 1000).toISOString().replace(".000Z", "Z"));
   assert.equal(Date.parse(session.expiresAt) - Date.now(), (3 * 3600 + 900) * 1000);
+});
+
+test("bot defense: ALTCHA is solved by the SDK itself and each protected call retried once", async () => {
+  const server = new FakeServer();
+  server.defend("altcha");
+  const { usher } = tab(server, new SharedStorage());
+  await usher.ready;
+  const session = await usher.signInAsGuest();
+  assert.equal(session.type, "guest");
+  await usher.requestCode({ email: "ann@example.com" });
+  const state = await usher.queues.enter("queue_1");
+  assert.equal(state.status, "QUEUED");
+  const paths = server.calls.map((call) => call.path);
+  assert.deepEqual(paths, ["/auth/guest", "/auth/challenge", "/auth/guest", "/auth/otp/request", "/auth/challenge",
+                           "/auth/otp/request", "/queues/queue_1/enter", "/auth/challenge", "/queues/queue_1/enter"]);
+  const proof = JSON.parse(Buffer.from(server.calls[2].headers.get("X-Usher-Challenge"), "base64").toString());
+  assert.deepEqual(proof, { algorithm: "SHA-256", challenge: proof.challenge, number: 321,
+                            salt: "5a1t1?expires=1893456000&", signature: "sig" });
+  assert.equal(server.calls[1].headers.get("X-Publishable-Key"), PK); // the challenge is asked with the key
+});
+
+test("bot defense: a second refusal is thrown, not retried again", async () => {
+  const server = new FakeServer();
+  server.defend("altcha");
+  server.defense.number = 5000; // beyond maxnumber: the SDK finds no solution and retries without one
+  const { usher } = tab(server, new SharedStorage());
+  await usher.ready;
+  await assert.rejects(usher.signInAsGuest(), (error) => error instanceof UsherError &&
+    error.error === "challenge_required" && error.status === 403 && error.details.provider === "altcha");
+  assert.deepEqual(server.calls.map((call) => call.path), ["/auth/guest", "/auth/challenge", "/auth/guest"]);
+  assert.equal(usher.session, null);
+});
+
+test("bot defense: a captcha's token comes from the page's getChallengeToken; without it the refusal is thrown", async () => {
+  const server = new FakeServer();
+  server.defend("turnstile");
+  const asked = [];
+  const { usher } = tab(server, new SharedStorage(), {
+    getChallengeToken: async (provider, siteKey) => (asked.push([provider, siteKey]), "widget-token") });
+  await usher.ready;
+  assert.equal((await usher.signInAsGuest()).type, "guest");
+  assert.deepEqual(asked, [["turnstile", "site-1"]]);
+  assert.equal(server.calls[2].headers.get("X-Usher-Challenge"), "widget-token");
+  const other = new FakeServer();
+  other.defend("hcaptcha");
+  const { usher: withoutPage } = tab(other, new SharedStorage());
+  await withoutPage.ready;
+  await assert.rejects(withoutPage.signInAsGuest(), (error) => error.error === "challenge_required");
 });
