@@ -52,8 +52,14 @@ ERROR_CODES_DOC = "\n".join(
 class ErrorSchema(ma.Schema):
     """Every error Usher answers."""
 
+    class Meta:
+        # The catalogue sits here, with the schemas at the bottom of Swagger UI, not in the API
+        # description above "Authorize".
+        description = ("Every error is `{\"error\", \"message\"?, \"details\"?, \"requestId\"}`; the "
+                       "`error` codes are stable:\n\n| status | error | when |\n|---|---|---|\n" + ERROR_CODES_DOC)
+
     error = ma.fields.String(required=True, metadata={
-        "description": "A stable code from the catalogue (see the API description).",
+        "description": "A stable code from the catalogue (see this schema's description).",
         "enum": list(CATALOGUE)})
     message = ma.fields.String(metadata={"description": "A sentence for people."})
     details = ma.fields.Dict(metadata={"description": "Per-field problems of a `validation_error`."})
@@ -170,17 +176,55 @@ def _error_content(codes: list[str], schema_ref: str = _ERROR_REF) -> dict:
     return {"application/json": {"schema": {"$ref": schema_ref}, "examples": examples}}
 
 
+# Swagger UI's sections: operations grouped by who calls them (not by blueprint), in this order.
+CALLER_TAGS = [
+    {"name": "Shop", "description": "Called from the shop's pages and apps with the publishable key "
+                                    "(`X-Publishable-Key`), plus the shopper's access token where a shopper acts."},
+    {"name": "Merchant server", "description": "Called by the merchant's own server with a secret key "
+                                               "(`Authorization: Bearer sk_…`): shoppers, experiences, queues, "
+                                               "external sign-in."},
+    {"name": "Admin", "description": "The organization's administration with a secret key: keys, settings, "
+                                     "webhooks, the audit log, the test outbox."},
+    {"name": "OAuth and discovery", "description": "Standard endpoints for merchant servers and OAuth clients "
+                                                   "(form-encoded, RFC error shape), and the documents that "
+                                                   "let them verify tokens offline."},
+    {"name": "Health", "description": "Health checks for load balancers (no credential)."},
+]
+_CALLER_NAMES = {tag["name"] for tag in CALLER_TAGS}
+_ADMIN_PATHS = ("/api/v1/keys", "/api/v1/settings", "/api/v1/webhook-endpoints", "/api/v1/audit-events",
+                "/api/v1/test/")
+
+
+def caller_tag(path: str, security: list) -> str:
+    """Who calls an operation: a shop when a publishable key or a token opens it, else the
+    merchant's server or its administration (secret key), the standard endpoints, or health."""
+    if path.startswith(("/oauth/", "/.well-known/")):
+        return "OAuth and discovery"
+    if not path.startswith("/api/"):
+        return "Health"
+    if path.startswith(_ADMIN_PATHS):
+        return "Admin"
+    return "Shop" if _browser_callable(security) else "Merchant server"
+
+
 class ContractPlugin(BasePlugin):
     """Completes each operation from what its decorators declare (see the module docstring)."""
 
     def init_spec(self, spec):
         self.spec = spec
+        for tag in CALLER_TAGS:
+            spec.tag(tag)
+        # flask-smorest adds one tag per blueprint when registering it; operations are tagged by
+        # caller here instead, so those tags are left out of the document.
+        add_tag = spec.tag
+        spec.tag = lambda tag: spec if tag not in CALLER_TAGS and tag["name"] not in _CALLER_NAMES else add_tag(tag)
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         for method, operation in (operations or {}).items():
             if method == "parameters":
                 continue
             operation.setdefault("operationId", _operation_id(method, path, kwargs.get("rule")))
+            operation["tags"] = [caller_tag(path, operation.get("security") or [])]
             responses = {str(status): response if isinstance(response, dict) and "$ref" not in response
                          else {"description": _REFERENCED.get(str(status), "Error")}
                          for status, response in operation.get("responses", {}).items()}
@@ -271,7 +315,7 @@ class Api(SmorestApi):
         """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
 
 
-def docs_config(version: str, swagger_ui: bool = True) -> dict:
+def docs_config(version: str, server_url: str, swagger_ui: bool = True) -> dict:
     config = {
         "API_TITLE": "Usher",
         "API_VERSION": version,
@@ -286,12 +330,13 @@ def docs_config(version: str, swagger_ui: bool = True) -> dict:
             "info": {
                 "description": (
                     "Usher: sessions for shoppers, as a guest, by one-time code or by external "
-                    "identity.\n\nEvery error is `{\"error\", \"message\"?, \"details\"?}`; the "
-                    "`error` codes are stable:\n\n| status | error | when |\n|---|---|---|\n"
-                    + ERROR_CODES_DOC),
+                    "identity.\n\nOperations are grouped by who calls them: the shop (publishable key), "
+                    "the merchant's server and its administration (secret key), and the standard "
+                    "endpoints. Every error is `{\"error\", \"message\"?, \"details\"?}` with a stable "
+                    "`error` code: the catalogue is the **Error** schema's description, at the bottom."),
             },
-            # Relative: the Usher that serves this document, behind whatever proxy and name.
-            "servers": [{"url": "/", "description": "The Usher that serves this document (its `ISSUER`)."}],
+            # Absolute (its ISSUER): clients imported elsewhere (Postman, generators) need a host.
+            "servers": [{"url": server_url, "description": "This Usher (its `ISSUER`)."}],
             "components": {"securitySchemes": SECURITY_SCHEMES},
         },
     }
