@@ -68,7 +68,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     settings = Settings.load(config)
     app = Flask(__name__, instance_relative_config=False)
-    app.config.update(docs_config(__version__, swagger_ui=settings.docs_enabled))
+    app.config.update(docs_config(__version__, settings.issuer, swagger_ui=settings.docs_enabled))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length,
                       RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri)
     app.config.update({key: value for key, value in (config or {}).items() if key.isupper()

@@ -186,11 +186,29 @@ class Settings:
             else:
                 continue
             values[item.name] = _coerce(name, item.type, raw)
+        if "issuer" not in values:
+            values["issuer"] = issuer_from_bind(environ.get("BIND"))
         if "database_url" not in values or "app_secret" not in values:
             instance_dir = ensure_instance_dir(default_instance_dir())
             values.setdefault("database_url", f"sqlite:///{instance_dir / 'usher.sqlite3'}")
             values.setdefault("app_secret", instance_secret(instance_dir))
         return cls(**values)
+
+
+def issuer_from_bind(bind: str | None) -> str:
+    """ISSUER's default: where gunicorn listens (`BIND`, default 127.0.0.1:8000), so tokens' `iss`
+    and the discovery document name the port the app really answers on. A wildcard address is
+    reached as 127.0.0.1; a Unix socket or several addresses keep the documented default."""
+    default = Settings.__dataclass_fields__["issuer"].default
+    if not bind or bind.startswith(("unix:", "fd://")) or " " in bind.strip() or "," in bind:
+        return str(default)
+    host, _, port = bind.strip().rpartition(":")
+    if not port.isdigit():
+        return str(default)
+    host = host or "127.0.0.1"
+    if host in ("0.0.0.0", "[::]", "::"):  # noqa: S104 - a listening address, read to name the issuer
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
 
 
 def _coerce(name: str, annotation: Any, raw: Any) -> Any:

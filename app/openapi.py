@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import marshmallow as ma
@@ -22,7 +23,7 @@ from webargs import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from app import inputs
-from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError, lookup
+from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError, ErrorCode, lookup
 
 if TYPE_CHECKING:
     from app.registry import Registry
@@ -50,15 +51,23 @@ SECURITY_SCHEMES = {
     },
 }
 
-ERROR_CODES_DOC = "\n".join(
-    f"| {entry.status} | `{code}` | {entry.description} |" for code, entry in CATALOGUE.items())
+def error_codes_doc(catalogue: Mapping[str, ErrorCode]) -> str:
+    """The catalogue as the Error schema's description (Markdown table)."""
+    return ("Every error is `{\"error\", \"message\"?, \"details\"?, \"requestId\"}`; the `error` codes are "
+            "stable:\n\n| status | error | when |\n|---|---|---|\n"
+            + "\n".join(f"| {entry.status} | `{code}` | {entry.description} |" for code, entry in catalogue.items()))
 
 
 class ErrorSchema(ma.Schema):
     """Every error Usher answers."""
 
+    class Meta:
+        # The catalogue sits here, with the schemas at the bottom of Swagger UI, not in the API
+        # description above "Authorize".
+        description = error_codes_doc(CATALOGUE)
+
     error = ma.fields.String(required=True, metadata={
-        "description": "A stable code from the catalogue (see the API description).",
+        "description": "A stable code from the catalogue (see this schema's description).",
         "enum": list(CATALOGUE)})
     message = ma.fields.String(metadata={"description": "A sentence for people."})
     details = ma.fields.Dict(metadata={"description": "Per-field problems of a `validation_error`."})
@@ -184,17 +193,55 @@ def _error_content(codes: list[str], schema_ref: str = _ERROR_REF) -> dict:
     return {"application/json": {"schema": {"$ref": schema_ref}, "examples": examples}}
 
 
+# Swagger UI's sections: operations grouped by who calls them (not by blueprint), in this order.
+CALLER_TAGS = [
+    {"name": "Shop", "description": "Called from the shop's pages and apps with the publishable key "
+                                    "(`X-Publishable-Key`), plus the shopper's access token where a shopper acts."},
+    {"name": "Merchant server", "description": "Called by the merchant's own server with a secret key "
+                                               "(`Authorization: Bearer sk_…`): shoppers, experiences, queues, "
+                                               "external sign-in."},
+    {"name": "Admin", "description": "The organization's administration with a secret key: keys, settings, "
+                                     "webhooks, the audit log, the test outbox."},
+    {"name": "OAuth and discovery", "description": "Standard endpoints for merchant servers and OAuth clients "
+                                                   "(form-encoded, RFC error shape), and the documents that "
+                                                   "let them verify tokens offline."},
+    {"name": "Health", "description": "Health checks for load balancers (no credential)."},
+]
+_CALLER_NAMES = {tag["name"] for tag in CALLER_TAGS}
+_ADMIN_PATHS = ("/api/v1/keys", "/api/v1/settings", "/api/v1/webhook-endpoints", "/api/v1/audit-events",
+                "/api/v1/test/")
+
+
+def caller_tag(path: str, security: list) -> str:
+    """Who calls an operation: a shop when a publishable key or a token opens it, else the
+    merchant's server or its administration (secret key), the standard endpoints, or health."""
+    if path.startswith(("/oauth/", "/.well-known/")):
+        return "OAuth and discovery"
+    if not path.startswith("/api/"):
+        return "Health"
+    if path.startswith(_ADMIN_PATHS):
+        return "Admin"
+    return "Shop" if _browser_callable(security) else "Merchant server"
+
+
 class ContractPlugin(BasePlugin):
     """Completes each operation from what its decorators declare (see the module docstring)."""
 
     def init_spec(self, spec):
         self.spec = spec
+        for tag in CALLER_TAGS:
+            spec.tag(tag)
+        # flask-smorest adds one tag per blueprint when registering it; operations are tagged by
+        # caller here instead, so those tags are left out of the document.
+        add_tag = spec.tag
+        spec.tag = lambda tag: spec if tag not in CALLER_TAGS and tag["name"] not in _CALLER_NAMES else add_tag(tag)
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         for method, operation in (operations or {}).items():
             if method == "parameters":
                 continue
             operation.setdefault("operationId", _operation_id(method, path, kwargs.get("rule")))
+            operation["tags"] = [caller_tag(path, operation.get("security") or [])]
             responses = {str(status): response if isinstance(response, dict) and "$ref" not in response
                          else {"description": _REFERENCED.get(str(status), "Error")}
                          for status, response in operation.get("responses", {}).items()}
@@ -296,8 +343,9 @@ def document_registered(api: Api, registry: Registry) -> None:
         schemas[name]["properties"]["botDefense"]["enum"] = ["off", *registry.bot_checks]
     schemas["ChallengeOut"]["properties"]["provider"]["enum"] = ["off", *registry.bot_checks]
     schemas["WebhookEndpointIn"]["properties"]["events"]["items"]["enum"] = list(registry.event_types)
-    schemas["Error"]["properties"]["error"]["enum"] = [
-        *CATALOGUE, *(code for plugin in registry.enabled for code in plugin.errors)]
+    catalogue = {**CATALOGUE, **{code: entry for plugin in registry.enabled for code, entry in plugin.errors.items()}}
+    schemas["Error"]["properties"]["error"]["enum"] = list(catalogue)
+    schemas["Error"]["description"] = error_codes_doc(catalogue)
     converter = next(plugin for plugin in api.spec.plugins if isinstance(plugin, MarshmallowPlugin)).converter
     assert converter is not None
     for name in ("Settings", "SettingsOut"):
@@ -305,7 +353,7 @@ def document_registered(api: Api, registry: Registry) -> None:
             name: converter.field2property(field) for name, field in registry.settings_fields.items()})
 
 
-def docs_config(version: str, swagger_ui: bool = True) -> dict:
+def docs_config(version: str, server_url: str, swagger_ui: bool = True) -> dict:
     config = {
         "API_TITLE": "Usher",
         "API_VERSION": version,
@@ -321,12 +369,13 @@ def docs_config(version: str, swagger_ui: bool = True) -> dict:
                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},  # LICENSE at the root
                 "description": (
                     "Usher: sessions for shoppers, as a guest, by one-time code or by external "
-                    "identity.\n\nEvery error is `{\"error\", \"message\"?, \"details\"?}`; the "
-                    "`error` codes are stable:\n\n| status | error | when |\n|---|---|---|\n"
-                    + ERROR_CODES_DOC),
+                    "identity.\n\nOperations are grouped by who calls them: the shop (publishable key), "
+                    "the merchant's server and its administration (secret key), and the standard "
+                    "endpoints. Every error is `{\"error\", \"message\"?, \"details\"?}` with a stable "
+                    "`error` code: the catalogue is the **Error** schema's description, at the bottom."),
             },
-            # Relative: the Usher that serves this document, behind whatever proxy and name.
-            "servers": [{"url": "/", "description": "The Usher that serves this document (its `ISSUER`)."}],
+            # Absolute (its ISSUER): clients imported elsewhere (Postman, generators) need a host.
+            "servers": [{"url": server_url, "description": "This Usher (its `ISSUER`)."}],
             "components": {"securitySchemes": SECURITY_SCHEMES},
         },
     }

@@ -74,19 +74,18 @@ def sdk(live_server, tmp_path):
 
 def test_generated_sdk_runs_guest_otp_upgrade_refresh_and_logout(sdk, live_server, actions):
     from usher_client import AuthenticatedClient, Client
-    from usher_client.api.admin import create_queue, list_test_otp_messages
-    from usher_client.api.auth import (
+    # Modules by who calls (the document's tags): the shop, the merchant's server, its admin.
+    from usher_client.api.admin import list_test_otp_messages
+    from usher_client.api.merchant_server import create_exchange_code, create_queue
+    from usher_client.api.shop import (
         create_guest_session,
-        exchange_code,
-        refresh_tokens,
-        verify_otp,
-    )
-    from usher_client.api.consumer import (
-        create_exchange_code,
         enter_queue,
+        exchange_code,
         get_queue_status,
         logout,
+        refresh_tokens,
         request_otp,
+        verify_otp,
     )
     from usher_client.models import (
         AuthorizeIn,

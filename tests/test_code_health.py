@@ -68,6 +68,18 @@ def test_bad_settings_name_their_variable():
     assert Settings.load(environ={**environ, "SMTP_STARTTLS": "yes"}).smtp_starttls is True
 
 
+@pytest.mark.parametrize(("bind", "issuer"), [
+    (None, "http://127.0.0.1:8000"), ("127.0.0.1:18200", "http://127.0.0.1:18200"),
+    ("0.0.0.0:9000", "http://127.0.0.1:9000"), ("[::]:9001", "http://127.0.0.1:9001"),
+    ("localhost:8080", "http://localhost:8080"), ("unix:/run/usher.sock", "http://127.0.0.1:8000")])
+def test_issuer_follows_bind_unless_set(bind, issuer):
+    """Tokens' `iss` and the RFC 8414 document name the port gunicorn listens on (BIND), so strict
+    clients accept them; an ISSUER that is set always wins."""
+    environ = {"APP_SECRET": "z" * 40, "DATABASE_URL": "sqlite://", **({"BIND": bind} if bind else {})}
+    assert Settings.load(environ=environ).issuer == issuer
+    assert Settings.load(environ={**environ, "ISSUER": "https://auth.example.com"}).issuer == "https://auth.example.com"
+
+
 def test_the_generated_secret_is_private_and_the_same_for_processes_starting_together(tmp_path):
     """Eight processes generate the secret at once: all read one complete secret, mode 0600,
     in a 0700 directory."""

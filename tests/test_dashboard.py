@@ -329,6 +329,20 @@ def test_bot_defense_settings_keep_the_captcha_secret_hidden(dash, client, org, 
         assert session.get_one(OrganizationSettings, (org["organizationId"], "test")).bot_defense_secret == sealed
 
 
+def test_settings_page_reads_as_prose(dash, org):
+    """Hints render the API's `code` as code, say more than their label, and lifetimes show in
+    days and hours as well as seconds."""
+    dash.sign_in(org["keys"]["test"]["secretKey"])
+    page = dash.get("/dashboard/settings").text
+    hints = re.findall(r'<p class="hint" id="[^"]+">(.*?)</p>', page, re.S)
+    assert hints and not any("`" in hint for hint in hints)
+    assert "<code>https://shop.example.com</code>" in page
+    assert '<span class="duration">= 30 days</span>' in page and '<span class="duration">= 1 hour</span>' in page
+    labels = dict(re.findall(r'<label for="([^"]+)">([^<]+?) <span class="api-name">', page))
+    for key, hint in re.findall(r'<p class="hint" id="([^"]+)-hint">(.*?)</p>', page, re.S):
+        assert hint.strip().rstrip(".").lower() != labels[key].strip().lower(), key
+
+
 def test_consumers_search_and_ending_sessions(dash, client, tenant, org):
     first, second = tenant.guest(), tenant.guest()
     dash.sign_in(org["keys"]["test"]["secretKey"])
@@ -585,6 +599,7 @@ def test_rotate_a_webhook_secret_with_an_expiry(app, dash, client, org):
     page = dash.get("/dashboard/webhooks")
     second = NEW_SECRET.search(page.text).group(1)
     assert second != first and "Rotated the signing secret of http://127.0.0.1:9/usher." in page.text
+    assert re.search(r"The old secret signs too until \d{4}-\d\d-\d\d \d\d:\d\d UTC\.", page.text)
     assert second not in dash.get("/dashboard/webhooks").text
     # Both secrets sign for the hour, then the new one alone.
     row = endpoint_row(app, endpoint["id"])

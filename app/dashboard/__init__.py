@@ -13,8 +13,9 @@ into those calls and their answers (including `ApiError`s and marshmallow messag
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
@@ -56,3 +57,7 @@ def init_dashboard(app: Flask) -> None:
     CSRFProtect(app)  # kept by Flask-WTF in app.extensions["csrf"]
     app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock)
     app.register_blueprint(bp)
+    # Browsers ask every page's origin for /favicon.ico (a 404 is a console error on every page).
+    icon = (Path(bp.static_folder or "") / "favicon.ico").read_bytes()
+    app.add_url_rule("/favicon.ico", "favicon", lambda: Response(icon, mimetype="image/x-icon", headers={
+        "Cache-Control": "public, max-age=86400"}))

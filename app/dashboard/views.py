@@ -24,6 +24,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError
+from markupsafe import Markup, escape
 from marshmallow import ValidationError, fields
 
 from app.api.admin.audit import AuditEventArgs
@@ -168,6 +169,33 @@ def _headers(response):
 @bp.app_template_filter("when")
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+@bp.app_template_filter("inline_code")
+def _inline_code(text: str) -> Markup:
+    """The API's descriptions in HTML: `code` spans become <code>, everything else is escaped."""
+    return Markup("").join(Markup("<code>{}</code>").format(part) if index % 2 else escape(part)
+                           for index, part in enumerate(str(text).split("`")))
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds) -> str:
+    """`2592000` -> "30 days", `5400` -> "1 hour 30 minutes"; "" for what is not a whole number."""
+    try:
+        left = int(seconds)
+    except (TypeError, ValueError):
+        return ""
+    if left <= 0:
+        return ""
+    parts = []
+    for name, size in _UNITS:
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
+    return " ".join(parts[:2])
 
 
 @bp.context_processor
@@ -402,8 +430,23 @@ class SettingField:
     numeric: bool = False
     nullable: bool = False  # an empty input means "none"
 
+    @property
+    def seconds(self) -> bool:
+        """A duration in seconds: the page shows it in days, hours and minutes too."""
+        return self.numeric and self.hint.startswith("Seconds")
 
-SETTINGS_FIELDS = [SettingField(field.data_key or name, name, field.metadata.get("description", ""),
+
+# Where the API's description only repeats the page's label, the page says what the label does not.
+SETTINGS_HINTS = {
+    "accessTokenTtl": "Seconds (1 s – 1 day). Shorter is safer; the SDK refreshes before expiry.",
+    "refreshTokenTtl": "Seconds (1 min – 1 year): how long a shopper stays signed in without coming back.",
+    "otpCooldown": "Seconds before the same email or phone can be sent another code.",
+    "otpRequestsPerHour": "Per email or phone; past it, code requests answer `rate_limited` until the hour ends.",
+    "otpRequestsPerIpPerHour": "Per client address (IPv6: per /64). Raise it for drops behind shared addresses.",
+    "otpVerifiesPerIpPerHour": "Per client address, wrong and right codes alike.",
+}
+SETTINGS_FIELDS = [SettingField(field.data_key or name, name,
+                                SETTINGS_HINTS.get(field.data_key or name, field.metadata.get("description", "")),
                                 isinstance(field, fields.List), field.load_only, isinstance(field, fields.Integer),
                                 field.allow_none)
                    for name, field in SettingsSchema().fields.items()
@@ -639,7 +682,10 @@ def rotate_webhook_secret_view(endpoint_id: str):
         return _webhooks_page(400, rotate={endpoint_id: errors})
     endpoint, secret = rotate_secret_for(_usher(), ctx(), endpoint_id, data["expires_in"])
     _hold("webhook", endpoint.id, secret)
-    flash(f"Rotated the signing secret of {endpoint.url}.", "info")
+    until = endpoint.previous_expires_at
+    flash(f"Rotated the signing secret of {endpoint.url}. "
+          + (f"The old secret signs too until {_when(until)}." if until and until > now()
+             else "The old secret no longer signs."), "info")
     return redirect(url_for("dashboard.webhooks"), 303)
 
 

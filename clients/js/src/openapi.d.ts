@@ -852,9 +852,42 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description Every error is `{"error", "message"?, "details"?, "requestId"}`; the `error` codes are stable:
+         *
+         *     | status | error | when |
+         *     |---|---|---|
+         *     | 400 | `validation_error` | Malformed input; `details` maps each field to its problems. |
+         *     | 400 | `invalid_json` | The body could not be parsed as JSON. |
+         *     | 400 | `invalid_email` | The email address could not be validated. |
+         *     | 400 | `invalid_phone` | The phone number could not be parsed or cannot receive SMS. |
+         *     | 400 | `phone_country_not_allowed` | The phone number's country is not in the settings' `smsAllowedCountries`. |
+         *     | 401 | `Authentication required` | Missing, unknown, expired or revoked key or access token. |
+         *     | 401 | `otp_invalid` | Wrong one-time code. |
+         *     | 401 | `otp_expired` | The one-time code expired or was used up. |
+         *     | 401 | `exchange_code_invalid` | Unknown, used or foreign exchange code. |
+         *     | 401 | `exchange_code_expired` | The exchange code is older than 60 seconds. |
+         *     | 401 | `refresh_token_invalid` | Malformed, foreign or revoked refresh token. |
+         *     | 401 | `refresh_token_expired` | The refresh token is past its expiry. |
+         *     | 401 | `refresh_token_reused` | An already-rotated refresh token was presented after the grace window. |
+         *     | 403 | `Secret key required` | A publishable key was used on a secret-key endpoint. |
+         *     | 403 | `insufficient_scope` | A restricted key without the operation's scope; `details.required` lists it. |
+         *     | 403 | `forbidden` | The credential is valid but not allowed here. |
+         *     | 403 | `origin_not_allowed` | The browser's `Origin` is not in the mode's `allowedOrigins`; nothing was done. |
+         *     | 403 | `challenge_required` | The mode's bot defense protects this route and `X-Usher-Challenge` is missing, wrong, expired, used or another mode's; nothing was done. `details.provider` names the check (`GET /api/v1/auth/challenge` gives a new challenge). |
+         *     | 403 | `identification_required` | The queue admits identified consumers only; a guest must sign in first. |
+         *     | 404 | `not_found` | Unknown path or id, or an id of another organization or mode. |
+         *     | 405 | `method_not_allowed` | The path exists but not with this method (see `Allow`). |
+         *     | 409 | `conflict` | The resource is not in a state that allows this. |
+         *     | 413 | `payload_too_large` | The body exceeds the configured maximum. |
+         *     | 415 | `unsupported_media_type` | The body is not JSON. |
+         *     | 429 | `rate_limited` | A rate limit was hit; see `Retry-After`. |
+         *     | 500 | `internal_error` | An unexpected error; never carries internals. |
+         *     | 503 | `service_unavailable` | A dependency (database, limit storage, sender) is down; see `Retry-After`. |
+         */
         Error: {
             /**
-             * @description A stable code from the catalogue (see the API description).
+             * @description A stable code from the catalogue (see this schema's description).
              * @enum {string}
              */
             error: "validation_error" | "invalid_json" | "invalid_email" | "invalid_phone" | "phone_country_not_allowed" | "Authentication required" | "otp_invalid" | "otp_expired" | "exchange_code_invalid" | "exchange_code_expired" | "refresh_token_invalid" | "refresh_token_expired" | "refresh_token_reused" | "Secret key required" | "insufficient_scope" | "forbidden" | "origin_not_allowed" | "challenge_required" | "identification_required" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal_error" | "service_unavailable";
