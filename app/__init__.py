@@ -52,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.openapi import Api, docs_config, swagger_assets_blueprint
     from app.ratelimit import RateLimits, build_storage
     from app.security.callers import CallerResolver
+    from app.services.app_secret import check_fingerprint
     from app.services.events import Events, register_events
     from app.state import Usher
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
@@ -72,10 +73,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     clock = Clock()
     db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)
-    access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
+    try:
+        check_fingerprint(db, settings)  # a host with another APP_SECRET refuses to start
+    except Exception:
+        db.dispose()
+        raise
+    access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock,
+                                         settings.app_secret_fallbacks)
                                  for purpose in (ACCESS_KEYS, REFRESH_KEYS))
     tokens = TokenService(access_keys, refresh_keys, settings.issuer, settings.token_leeway_seconds, clock)
-    callers = CallerResolver(db, tokens, settings.app_secret, clock, settings.publishable_key_cache_seconds)
+    callers = CallerResolver(db, tokens, settings.app_secret, clock, settings.publishable_key_cache_seconds,
+                             settings.app_secret_fallbacks)
     callers.forget_on_change(db.sessionmaker)
     limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)

@@ -18,7 +18,8 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app.models import Organization
-from app.services import audit
+from app.services import app_secret, audit
+from app.services.app_secret import check_fingerprint
 from app.services.orgs import create_organization
 from app.tokens.keyring import REFRESH_KEYS, SigningKeyError
 
@@ -73,7 +74,9 @@ def create_revision(url: str, message: str, autogenerate: bool, rev_id: str | No
 @db_cli.command("upgrade")
 def db_upgrade():
     """Apply the migrations in migrations/ (idempotent)."""
-    upgrade_database(current_app.extensions["usher"].settings.database_url)
+    usher = current_app.extensions["usher"]
+    upgrade_database(usher.settings.database_url)
+    check_fingerprint(usher.db, usher.settings)  # the first upgrade records APP_SECRET's fingerprint
     click.echo("database is at the latest revision", err=True)
 
 
@@ -200,6 +203,40 @@ def audit_verify():
     click.echo(json.dumps({"chains": chains, "events": events, "ok": True}))
 
 
+secrets_cli = AppGroup("secrets", help="APP_SECRET rotation.")
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate():
+    """Re-seal with APP_SECRET everything an APP_SECRET_FALLBACKS entry sealed, and record APP_SECRET
+    as the database's secret (hosts without it then refuse to start). Prints one JSON object.
+
+    Keyed hashes of values stored nowhere (secret and restricted keys, refresh tokens) move on
+    their next use: watch `secrets status` before dropping a fallback."""
+    usher = current_app.extensions["usher"]
+    try:
+        result = app_secret.rotate(usher.db, usher.settings)
+    except app_secret.RotationError as exc:
+        raise click.ClickException(str(exc)) from None
+    with usher.db.transaction() as session:
+        audit.record(session, *audit.PLATFORM, audit.CLI, "app_secret.rotated", None,
+                     {"fingerprint": result["fingerprint"], "resealed": result["resealed"]}, usher.clock())
+    click.echo(json.dumps(result))
+
+
+@secrets_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def secrets_status(as_json: bool):
+    """How many rows still depend on each APP_SECRET_FALLBACKS entry (drop one at 0)."""
+    usher = current_app.extensions["usher"]
+    result = app_secret.status(usher.db, usher.settings)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for fallback in result["fallbacks"] or [{"fingerprint": "(no fallbacks)", "rows": 0}]:
+        click.echo(f"{fallback['fingerprint']}  {fallback['rows']} rows")
+
+
 def register_cli(app) -> None:
     from app.jobs.cli import register_job_commands
 
@@ -208,3 +245,4 @@ def register_cli(app) -> None:
     app.cli.add_command(org_cli)
     app.cli.add_command(signing_key_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(secrets_cli)

@@ -64,6 +64,8 @@ class Settings:
 
     database_url: str
     app_secret: str
+    #: Earlier secrets, still accepted for checks and unseals while a rotation is under way.
+    app_secret_fallbacks: tuple[str, ...] = field(default_factory=tuple)
     ratelimit_storage_uri: str = "memory://"
     issuer: str = "http://127.0.0.1:8000"
     trusted_proxy_count: int = 0
@@ -111,6 +113,10 @@ class Settings:
             raise ConfigError(f"APP_SECRET must be at least {MIN_APP_SECRET_LENGTH} characters "
                               f"(got {len(self.app_secret)}); generate one with "
                               "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        for fallback in self.app_secret_fallbacks:
+            if len(fallback) < MIN_APP_SECRET_LENGTH:
+                raise ConfigError(f"every APP_SECRET_FALLBACKS entry must be at least {MIN_APP_SECRET_LENGTH} "
+                                  "characters (they are earlier APP_SECRET values, comma-separated)")
         for name in ("guest_rate_limit", "exchange_rate_limit", "dashboard_sign_in_rate_limit"):
             try:
                 parse_limit(getattr(self, name))
@@ -136,6 +142,11 @@ class Settings:
         if self.guest_retention_days < 1:
             raise ConfigError("GUEST_RETENTION_DAYS must be 1 or more")
 
+    @property
+    def app_secrets(self) -> tuple[str, ...]:
+        """APP_SECRET first, then its fallbacks: what checks and unseals try, in that order."""
+        return (self.app_secret, *(f for f in self.app_secret_fallbacks if f != self.app_secret))
+
     def grant_enabled(self, grant_type: str) -> bool:
         return not self.enabled_grants or grant_type in self.enabled_grants
 
@@ -156,11 +167,20 @@ class Settings:
             else:
                 continue
             values[item.name] = _coerce(name, item.type, raw)
+        if "app_secret" not in values and not is_sqlite_file(values.get("database_url")):
+            raise ConfigError("APP_SECRET is not set: it is required when DATABASE_URL is not a SQLite file "
+                              "(every host sharing a database must use the same APP_SECRET; a generated one "
+                              "would not open what the others sealed)")
         if "database_url" not in values or "app_secret" not in values:
             instance_dir = ensure_instance_dir(default_instance_dir())
             values.setdefault("database_url", f"sqlite:///{instance_dir / 'usher.sqlite3'}")
             values.setdefault("app_secret", instance_secret(instance_dir))
         return cls(**values)
+
+
+def is_sqlite_file(url: str | None) -> bool:
+    """None (the embedded default) or a `sqlite:///path` URL: a database of this host only."""
+    return url is None or (url.startswith("sqlite") and ":memory:" not in url and url.count("/") >= 3)
 
 
 def _coerce(name: str, annotation: Any, raw: Any) -> Any:

@@ -42,6 +42,8 @@ def init_dashboard(app: Flask) -> None:
     settings = usher.settings
     if not app.config.get("SECRET_KEY"):  # signs the cookie; derived, so every worker agrees
         app.config["SECRET_KEY"] = keyed_hash(settings.app_secret, "flask-session-cookie")
+        app.config["SECRET_KEY_FALLBACKS"] = [keyed_hash(fallback, "flask-session-cookie")
+                                              for fallback in settings.app_secret_fallbacks]
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_PATH="/dashboard",
@@ -54,5 +56,6 @@ def init_dashboard(app: Flask) -> None:
     )
     app.session_interface = DashboardCookieSession()
     CSRFProtect(app)  # kept by Flask-WTF in app.extensions["csrf"]
-    app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock)
+    app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock,
+                                                        settings.app_secret_fallbacks)
     app.register_blueprint(bp)

@@ -15,7 +15,7 @@ from app.delivery.console import ConsoleSender
 from app.delivery.smtp import SmtpSender
 from app.delivery.webhook import WebhookSender
 from app.errors import ApiError
-from app.security.crypto import Sealer
+from app.security.crypto import CAPTURE_SEAL, Sealer
 
 log = logging.getLogger("usher.delivery")
 
@@ -52,5 +52,5 @@ def build_senders(db: Database, settings: Settings, clock: Callable[[], datetime
         sms = WebhookSender(settings.sms_webhook_url or "", settings.sms_webhook_timeout)
     else:
         sms = ConsoleSender()
-    capture = CaptureSender(db, Sealer(settings.app_secret, "usher outbox v1"), clock)
+    capture = CaptureSender(db, Sealer(settings.app_secret, CAPTURE_SEAL, settings.app_secret_fallbacks), clock)
     return Senders(email=email, sms=sms, capture=capture)

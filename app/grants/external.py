@@ -54,6 +54,11 @@ class ExternalExchangeGrant(BaseGrant):
         finish: Callable[[], dict] | None = None
         with self.server.db.write() as connection:
             row = connection.execute(_SELECT_CODE, {"code_hash": code_hash}).first()
+            for fallback in self.server.settings.app_secret_fallbacks if row is None else ():  # rotation: on a miss
+                fallback_hash = exchange_hash(fallback, data["exchange_code"])
+                row = connection.execute(_SELECT_CODE, {"code_hash": fallback_hash}).first()
+                if row is not None:
+                    break
             if row is None or row.organization_id != ctx.organization_id or row.mode != ctx.mode:
                 outcome = "exchange_code_invalid"  # unknown, or another tenant's: no session, code untouched
             elif row.consumed_at is not None:
@@ -75,7 +80,7 @@ class ExternalExchangeGrant(BaseGrant):
             else:
                 consumer_id = self._consumer(connection, row, now)
                 session_row, finish = sign_in(self, connection, consumer_id, now)
-                connection.execute(_CONSUME, {"code": code_hash, "now": now, "made_session": session_row.id})
+                connection.execute(_CONSUME, {"code": row.code_hash, "now": now, "made_session": session_row.id})
         if outcome:
             raise ApiError(outcome)
         assert finish is not None  # no failed outcome: the session was made

@@ -106,7 +106,7 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         attempt = session.get(WebhookDelivery, (endpoint_id, event_id)).attempts + 1
         endpoint = session.get(WebhookEndpoint, endpoint_id)
         event = session.get(WebhookEvent, event_id)
-        secrets = signing_secrets(endpoint, settings.app_secret, now)
+        secrets = signing_secrets(endpoint, settings.app_secret, now, settings.app_secret_fallbacks)
     response_status, error = None, None
     try:
         target = resolve(endpoint.url, endpoint.mode)  # again at each delivery (DNS rebinding)
