@@ -48,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.inputs import register_input_guards
     from app.jobs import register_jobs
     from app.oauth import build_oauth_server
-    from app.observability import register_observability
+    from app.observability import register_metrics, register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
     from app.ratelimit import RateLimits, build_storage
     from app.security.callers import CallerResolver
@@ -107,6 +107,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)
+    register_metrics(app)
     register_cors(app)
     register_cli(app)
     return app

@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from app.metrics import security_event
 from app.models import Organization
 from app.services import app_secret, audit
 from app.services.app_secret import check_fingerprint
@@ -197,6 +198,7 @@ def audit_verify():
     with usher.db.reader() as connection:
         for _org, _mode, count, broken in audit.verify_chains(connection):
             if broken is not None:
+                security_event("audit_chain_broken", at=str(broken))
                 click.echo(f"audit chain broken: {broken}", err=True)
                 raise SystemExit(1)
             chains, events = chains + 1, events + count

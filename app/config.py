@@ -107,6 +107,10 @@ class Settings:
     webhook_listeners_cache_seconds: float = 1.0
     webhook_ca_file: str | None = None
     guest_retention_days: int = 30
+    # Running on many hosts (issue 24).
+    #: host:port of a separate /metrics listener (gunicorn's master); unset: /metrics on the main
+    #: port, to loopback clients that forward nobody.
+    metrics_bind: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:

@@ -18,6 +18,7 @@ from typing import TypeGuard
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
+from app.metrics import security_event
 from app.models import AuthSession
 from app.security.keys import constant_time_equal
 from app.services import audit, events
@@ -83,6 +84,7 @@ class RefreshTokenGrant(BaseGrant):
                               {"sessionId": row.id, "consumerId": row.consumer_id})
                 generation = None
         if generation is None:
+            security_event("refresh_token_reused", session=claims["sessionId"], org=claims["organizationId"])
             raise ApiError("refresh_token_reused")
         return generation
 

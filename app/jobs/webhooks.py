@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from standardwebhooks.webhooks import Webhook
 
+from app.metrics import count_webhook_delivery
 from app.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.services.webhooks import Target, UrlRefused, resolve, signing_secrets
 
@@ -132,7 +133,13 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         session.execute(_RECORD, {"k_endpoint": endpoint_id, "k_event": event_id, "new_status": status,
                                   "response_status": response_status, "error": error and error[:200], "now": done,
                                   "next_at": next_at})
-    log.info("webhook %s to %s: attempt %d %s", event_id, endpoint_id, attempt, status)
+    with app.app_context():
+        count_webhook_delivery("retrying" if status == "pending" else status)
+    if succeeded:
+        log.info("webhook %s to %s: attempt %d succeeded", event_id, endpoint_id, attempt)
+    else:
+        log.warning("webhook %s to %s: attempt %d %s: %s", event_id, endpoint_id, attempt,
+                    "will be retried" if status == "pending" else "failed for good", error)
     if status == "pending":
         raise dramatiq.Retry(f"attempt {attempt} failed ({error})", delay=int(schedule[attempt - 1] * 1000))
 
