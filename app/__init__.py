@@ -7,7 +7,6 @@ from typing import Any, cast
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 __version__ = "0.1.0"
 
@@ -50,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.oauth import build_oauth_server
     from app.observability import register_metrics, register_observability
     from app.openapi import Api, docs_config, swagger_assets_blueprint
+    from app.proxies import TrustedProxyFix
     from app.ratelimit import RateLimits, build_storage
     from app.security.callers import CallerResolver
     from app.services.app_secret import check_fingerprint
@@ -67,9 +67,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                        and key.lower() not in Settings.__dataclass_fields__})
     cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's own provider
 
-    if settings.trusted_proxy_count:
-        n = settings.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
+    if settings.trusted_proxy_count:  # forwarded headers from the listed proxies only (app/proxies.py)
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxy_count,  # type: ignore[method-assign]
+                                       settings.trusted_proxies)
 
     clock = Clock()
     db = Database(settings.database_url, settings.sqlite_busy_timeout_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -15,7 +16,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy.pool import NullPool
 
 from app.metrics import security_event
 from app.models import Organization
@@ -37,8 +39,60 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+#: pg_advisory_lock key of `db upgrade` (any constant of our own: "usher-up").
+UPGRADE_LOCK = 0x7573686572_7570 & 0x7FFFFFFFFFFFFFFF
+
+
 def upgrade_database(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    """Migrate to the head. On PostgreSQL under an advisory lock, so hosts upgrading at once take
+    turns: the second waits (saying so), then finds the schema at the head and does nothing."""
+    if make_url(url).get_backend_name() != "postgresql":
+        command.upgrade(alembic_config(url), "head")
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK}).scalar():
+                click.echo("another `db upgrade` holds the upgrade lock: waiting for it", err=True)
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+            connection.commit()
+            try:
+                command.upgrade(alembic_config(url), "head")
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def describe_database(url: str) -> str:
+    """Which database a command works on: backend, host and database (a SQLite file's path);
+    never the user or password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite {parsed.database or ':memory:'}"
+    where = f"{parsed.host or 'localhost'}{f':{parsed.port}' if parsed.port else ''}"
+    return f"{parsed.get_backend_name()} {where}/{parsed.database or ''}"
+
+
+def _naming_the_database(callback):
+    """Wrap a command: it first says on stderr which database it works on (stdout stays the
+    command's own, e.g. one JSON object)."""
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        click.echo(f"database: {describe_database(current_app.extensions['usher'].settings.database_url)}", err=True)
+        return callback(*args, **kwargs)
+    return wrapper
+
+
+def _name_the_database_in(group: click.Group) -> None:
+    for command_ in group.commands.values():
+        if isinstance(command_, click.Group):
+            _name_the_database_in(command_)
+        elif command_.callback is not None and not getattr(command_.callback, "usher_names_db", False):
+            wrapped = _naming_the_database(command_.callback)
+            wrapped.usher_names_db = True  # type: ignore[attr-defined]
+            command_.callback = wrapped
 
 
 def next_revision_id(config: Config) -> str:
@@ -248,3 +302,4 @@ def register_cli(app) -> None:
     app.cli.add_command(signing_key_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(secrets_cli)
+    _name_the_database_in(app.cli)

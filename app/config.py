@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Mapping
@@ -111,6 +112,8 @@ class Settings:
     #: host:port of a separate /metrics listener (gunicorn's master); unset: /metrics on the main
     #: port, to loopback clients that forward nobody.
     metrics_bind: str | None = None
+    #: CIDRs of the proxies whose X-Forwarded-* headers are believed (empty: loopback only).
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
@@ -134,6 +137,15 @@ class Settings:
             raise ConfigError("OTP_SMS_SENDER=webhook needs SMS_WEBHOOK_URL")
         if self.trusted_proxy_count < 0:
             raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+        from app.proxies import parse_networks
+
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"TRUSTED_PROXIES has {exc} which is not an address or CIDR "
+                              "(comma-separated, such as 10.0.0.0/8,192.0.2.10)") from None
+        if self.metrics_bind is not None and not re.fullmatch(r"\[?[0-9A-Za-z.:-]*\]?:\d{1,5}", self.metrics_bind):
+            raise ConfigError("METRICS_BIND must be host:port, such as 127.0.0.1:9100")
         if self.job_broker_url is not None and not self.job_broker_url.startswith(("redis://", "rediss://",
                                                                                     "unix://")):
             raise ConfigError("JOB_BROKER_URL must be a Redis URL (redis://host:6379/1)")

@@ -1,0 +1,112 @@
+"""Running on many hosts (operations contract, "Secrets in production"): who may forward a
+client address, the upgrade lock, CLI commands that name their database, the deploy/ units."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from app import create_app
+from app.config import ConfigError, Settings
+from tests.helpers import Actions, publishable
+from tests.live import ROOT
+
+
+def _guest_statuses(app, peer: str, forwarded: list[str]) -> list[int]:
+    client = app.test_client()
+    pk = Actions(app, client).create_org()["keys"]["test"]["publishableKey"]
+    return [client.post("/api/v1/auth/guest", headers={**publishable(pk), "X-Forwarded-For": address},
+                        environ_base={"REMOTE_ADDR": peer}).status_code for address in forwarded]
+
+
+@pytest.mark.parametrize(("proxies", "peer", "believed"), [
+    ("10.0.0.0/8, 192.0.2.10", "10.1.2.3", True),      # a listed proxy: its X-Forwarded-For is the client
+    ("10.0.0.0/8, 192.0.2.10", "192.0.2.10", True),
+    ("10.0.0.0/8, 192.0.2.10", "198.51.100.7", False),  # anyone else reaching gunicorn: ignored
+    ("10.0.0.0/8, 192.0.2.10", "127.0.0.1", False),     # a list replaces the loopback default
+    ("", "127.0.0.1", True),                             # unset: loopback only (nginx on the same host)
+    ("", "::ffff:127.0.0.1", True),
+    ("", "10.1.2.3", False),
+])
+def test_forwarded_for_is_believed_only_from_a_listed_proxy(app_config, proxies, peer, believed):
+    """The per-address guest limit (1 a minute) tells which address the app saw: two different
+    forwarded clients both pass only when the header was believed."""
+    app = create_app({**app_config, "TRUSTED_PROXY_COUNT": 1, "TRUSTED_PROXIES": proxies,
+                      "GUEST_RATE_LIMIT": "1 per minute"})
+    statuses = _guest_statuses(app, peer, ["203.0.113.1", "203.0.113.2"])
+    assert statuses == ([201, 201] if believed else [201, 429])
+    app.extensions["usher"].db.dispose()
+
+
+def test_without_a_proxy_count_forwarded_headers_are_never_believed(app_config):
+    app = create_app({**app_config, "TRUSTED_PROXIES": "10.0.0.0/8", "GUEST_RATE_LIMIT": "1 per minute"})
+    assert _guest_statuses(app, "10.1.2.3", ["203.0.113.1", "203.0.113.2"]) == [201, 429]
+    app.extensions["usher"].db.dispose()
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("TRUSTED_PROXIES", "10.0.0.0/8,nonsense", "TRUSTED_PROXIES has nonsense which is not an address or CIDR"),
+    ("METRICS_BIND", "9100", "METRICS_BIND must be host:port"),
+])
+def test_operations_settings_are_validated_naming_the_variable(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.load({"DATABASE_URL": "sqlite://", "APP_SECRET": "s" * 40, name: value})
+
+
+def _flask(url: str, *args: str, secret_value: str = "operations-test-secret-" + "o" * 32) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": url, "APP_SECRET": secret_value}
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_every_cli_command_names_its_database_on_stderr_never_the_password(tmp_path):
+    url = f"sqlite:///{tmp_path / 'named.sqlite3'}"
+    process = _flask(url, "db", "upgrade")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert f"database: sqlite {tmp_path / 'named.sqlite3'}" in err
+    process = _flask(url, "secrets", "status", "--json")
+    out, err = process.communicate(timeout=120)
+    assert json.loads(out) == {"fallbacks": []} and f"database: sqlite {tmp_path / 'named.sqlite3'}" in err
+    from app.cli import describe_database
+
+    assert describe_database("postgresql+psycopg://usher:hunter2@db.internal:5432/usher") == (
+        "postgresql db.internal:5432/usher")
+
+
+def test_two_concurrent_db_upgrades_one_waits_for_the_lock_and_none_fails(isolated_database):
+    url = isolated_database("base")  # an empty database (a PostgreSQL schema of this test's own)
+    if not url.startswith("postgresql"):
+        pytest.skip("the upgrade lock is PostgreSQL's advisory lock (make test runs this file again on PostgreSQL)")
+    from app.cli import UPGRADE_LOCK
+
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as holder:  # another host's upgrade, holding the lock
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+        holder.commit()
+        waiting = [_flask(url, "db", "upgrade"), _flask(url, "db", "upgrade")]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as probe:
+                waiters = probe.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                             "AND NOT granted")).scalar()
+            if waiters == 2:
+                break
+            assert all(p.poll() is None for p in waiting)  # nobody failed or went ahead
+            time.sleep(0.1)
+        assert waiters == 2
+        holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+        holder.commit()
+    results = [p.communicate(timeout=120) for p in waiting]
+    assert [p.returncode for p in waiting] == [0, 0], results
+    assert all("another `db upgrade` holds the upgrade lock: waiting for it" in err for _, err in results)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    engine.dispose()
