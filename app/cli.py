@@ -91,7 +91,7 @@ def _name_the_database_in(group: click.Group) -> None:
             _name_the_database_in(command_)
         elif command_.callback is not None and not getattr(command_.callback, "usher_names_db", False):
             wrapped = _naming_the_database(command_.callback)
-            wrapped.usher_names_db = True  # type: ignore[attr-defined]
+            wrapped.usher_names_db = True
             command_.callback = wrapped
 
 
