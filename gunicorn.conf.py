@@ -106,3 +106,36 @@ def on_exit(server):
 # units in deploy/ use signals: HUP to reload, TERM to stop).
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
+
+
+# Draining (operations contract: /readyz is 503 while draining after SIGTERM). On the first
+# SIGTERM the master marks this instance draining (a file its workers' /readyz looks at) and keeps
+# serving for GUNICORN_DRAIN_SECONDS, so a load balancer that polls /readyz takes it out of
+# rotation before the listener closes; then it stops as usual (in-flight requests finish). A
+# second SIGTERM, or SIGINT/SIGQUIT, stops at once. 0 turns draining off.
+drain_seconds = float(os.environ.get("GUNICORN_DRAIN_SECONDS", "0"))
+os.environ["USHER_DRAIN_FILE"] = os.path.join(_metrics_dir, "draining")
+if os.path.exists(os.environ["USHER_DRAIN_FILE"]):
+    os.unlink(os.environ["USHER_DRAIN_FILE"])
+
+
+def on_starting(server):
+    if drain_seconds <= 0:
+        return
+    import signal
+    import threading
+
+    stop = server.handle_term
+
+    def handle_term():
+        if os.path.exists(os.environ["USHER_DRAIN_FILE"]):
+            stop()  # the second SIGTERM (ours, after the drain, or the operator's): stop now
+            return
+        with open(os.environ["USHER_DRAIN_FILE"], "w") as handle:
+            handle.write("draining\n")
+        server.log.info("draining for %.1f s before stopping (/readyz answers 503)", drain_seconds)
+        timer = threading.Timer(drain_seconds, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+
+    server.handle_term = handle_term

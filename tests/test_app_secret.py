@@ -10,6 +10,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +23,7 @@ from app.models import ApiKey, AuthSession, WebhookEndpoint
 from app.security.crypto import short_fingerprint
 from app.services.orgs import create_organization
 from app.services.webhooks import signing_secrets
+from tests.artifacts import record
 from tests.helpers import publishable, secret
 from tests.live import ROOT, LiveServer, http
 
@@ -197,6 +200,117 @@ def test_rotation_end_to_end_every_credential_kind_then_the_fallback_is_dropped(
         assert signing_secrets(session.get(WebhookEndpoint, endpoint["id"]), NEW,
                                datetime.now(UTC)) == [endpoint["secret"]]
     final.extensions["usher"].db.dispose()
+    assert _status(url, NEW, "") == {"fallbacks": []}
+    with pytest.raises(ConfigError, match="APP_SECRET does not match"):
+        app_on(url, OLD)
+
+
+class Load:
+    """Client threads cycling through the hosts currently in `targets`: a secret-key read, a guest
+    sign-in and a refresh of each thread's own session (its token moving host to host)."""
+
+    def __init__(self, keys: dict, refresh_tokens: list[str], targets: list[str]):
+        self.keys, self.refresh_tokens = keys, refresh_tokens
+        self.targets = targets
+        self.done, self.failures = threading.Event(), []
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(len(refresh_tokens))]
+
+    def _run(self, index: int) -> None:
+        pk, sk = self.keys["publishableKey"], self.keys["secretKey"]
+        turn = 0
+        while not self.done.is_set():
+            url = self.targets[turn % len(self.targets)]
+            turn += 1
+            for method, path, headers, body, expected in (
+                    ("GET", "/api/v1/experiences", secret(sk), None, 200),
+                    ("POST", "/api/v1/auth/guest", publishable(pk), None, 201),
+                    ("POST", "/api/v1/auth/refresh", publishable(pk),
+                     {"refreshToken": self.refresh_tokens[index]}, 200)):
+                try:
+                    reply = http(method, url + path, headers, body, timeout=30)
+                    status = reply.status
+                except OSError as exc:
+                    status = repr(exc)
+                with self.lock:
+                    self.requests += 1
+                    if status != expected:
+                        self.failures.append((url, path, status))
+                if path.endswith("refresh") and status == 200:
+                    self.refresh_tokens[index] = reply.body["refreshToken"]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.mark.gunicorn
+def test_a_secret_rotated_under_load_with_zero_failed_requests_then_the_fallback_dropped(isolated_database_url,
+                                                                                          tmp_path):
+    """The README's three steps, each switch made while four clients keep reading, signing in and
+    refreshing across the hosts: host A (old secret) → host P (old, the new one as fallback: it
+    can check what new hosts hash) → host B (new, old as fallback) → `secrets rotate` → host C
+    (new only). A host with the old secret alone beside one writing with the new would refuse
+    the keys and refresh tokens the new one re-hashed."""
+    url = isolated_database_url
+    seeder = app_on(url, OLD)
+    with seeder.extensions["usher"].db.transaction() as session:
+        keys = create_organization(session, OLD, "Under load")["keys"]["test"]
+    client = seeder.test_client()
+    tokens = [client.post("/api/v1/auth/guest", headers=publishable(keys["publishableKey"])).json["refreshToken"]
+              for _ in range(4)]
+    seeder.extensions["usher"].db.dispose()
+
+    def host(name: str, **env: str) -> LiveServer:
+        server = LiveServer({"DATABASE_URL": url, "WEB_CONCURRENCY": "2", "GUEST_RATE_LIMIT": "100000 per minute",
+                             **env}, tmp_path / f"{name}.log")
+        server.start(timeout=120)
+        return server
+
+    started = time.monotonic()
+    host_a = host("a", APP_SECRET=OLD)
+    host_p = host_b = host_c = None
+    try:
+        with Load(keys, tokens, [host_a.url]) as load:
+            time.sleep(1)
+            # 1. every host learns the new secret as a fallback (hashes and seals still old)
+            host_p = host("p", APP_SECRET=OLD, APP_SECRET_FALLBACKS=NEW)
+            load.targets[:] = [host_a.url, host_p.url]
+            time.sleep(1)
+            load.targets[:] = [host_p.url]
+            time.sleep(0.5)  # requests already sent to A finish
+            host_a.stop()
+            # 2. every host writes with the new secret, the old one as fallback
+            host_b = host("b", APP_SECRET=NEW, APP_SECRET_FALLBACKS=OLD)
+            load.targets[:] = [host_p.url, host_b.url]
+            time.sleep(1)
+            load.targets[:] = [host_b.url]
+            time.sleep(0.5)
+            host_p.stop()
+            rotated = cli({"DATABASE_URL": url, "APP_SECRET": NEW, "APP_SECRET_FALLBACKS": OLD}, "secrets", "rotate")
+            assert rotated.returncode == 0, rotated.stderr
+            # 3. the fallback dropped
+            host_c = host("c", APP_SECRET=NEW)
+            load.targets[:] = [host_b.url, host_c.url]
+            time.sleep(1)
+            load.targets[:] = [host_c.url]
+            time.sleep(1.5)
+        figures = {"requests": load.requests, "failed": len(load.failures),
+                   "seconds": round(time.monotonic() - started, 1), "resealed": json.loads(rotated.stdout)["resealed"]}
+        record("operations.json", "APP_SECRET rotated under load", figures)
+        assert load.failures == [], load.failures[:10]
+        assert load.requests > 30, figures
+    finally:
+        for server in (host_a, host_p, host_b, host_c):
+            if server is not None:
+                server.stop()
     assert _status(url, NEW, "") == {"fallbacks": []}
     with pytest.raises(ConfigError, match="APP_SECRET does not match"):
         app_on(url, OLD)

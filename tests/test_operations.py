@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,8 +16,9 @@ from sqlalchemy.pool import NullPool
 
 from app import create_app
 from app.config import ConfigError, Settings
+from tests.artifacts import record
 from tests.helpers import Actions, publishable
-from tests.live import ROOT
+from tests.live import ROOT, free_port, http
 
 
 def _guest_statuses(app, peer: str, forwarded: list[str]) -> list[int]:
@@ -110,3 +112,114 @@ def test_two_concurrent_db_upgrades_one_waits_for_the_lock_and_none_fails(isolat
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()
+
+
+@pytest.mark.gunicorn
+@pytest.mark.services
+def test_rolling_restart_behind_nginx_under_load_loses_no_request(database_url, tmp_path):
+    """Two gunicorn masters behind the repo's nginx; deploy/rolling-restart.sh restarts both in
+    turn while four clients keep signing in through nginx: every answer is a 201."""
+    from tests.conftest import APP_SECRET
+    from tests.live import NginxServer, https
+
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "2",
+           "TRUSTED_PROXY_COUNT": "1", "GUEST_RATE_LIMIT": "100000 per minute"}
+    if os.environ.get("USHER_TEST_REDIS_URL"):
+        env["RATELIMIT_STORAGE_URI"] = os.environ["USHER_TEST_REDIS_URL"]
+    start = (f"BIND=127.0.0.1:{{port}} {sys.executable} -m gunicorn -c gunicorn.conf.py wsgi:app --daemon "
+             f"--pid {tmp_path}/gunicorn-{{port}}.pid --error-logfile {tmp_path}/gunicorn-{{port}}.log")
+    stop = (f"kill -TERM $(cat {tmp_path}/gunicorn-{{port}}.pid); "
+            f"while [ -e {tmp_path}/gunicorn-{{port}}.pid ]; do sleep 0.1; done")
+
+    def ready(port: int) -> bool:
+        try:
+            return http("GET", f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    for port in ports:
+        subprocess.run(["sh", "-c", start.replace("{port}", str(port))], cwd=ROOT, env=env, check=True)
+    nginx = NginxServer(tmp_path, ports[0])
+    config = nginx.config()
+    text = config.read_text().replace(f"server 127.0.0.1:{ports[0]} max_fails=0;",
+                                      f"server 127.0.0.1:{ports[0]} max_fails=0;\n"
+                                      f"        server 127.0.0.1:{ports[1]} max_fails=0;")
+    nginx.config = lambda: (config.write_text(text), config)[1]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(ready(port) for port in ports):
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        nginx.start()
+        client = create_app_for(database_url)
+        pk = Actions(client, client.test_client()).create_org()["keys"]["test"]["publishableKey"]
+        client.extensions["usher"].db.dispose()
+        statuses: list = []
+        done = threading.Event()
+
+        def load() -> None:
+            while not done.is_set():
+                try:
+                    statuses.append(https("POST", nginx.url + "/api/v1/auth/guest", publishable(pk)).status)
+                except OSError as exc:
+                    statuses.append(repr(exc))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        started = time.monotonic()
+        script = subprocess.run([str(ROOT / "deploy" / "rolling-restart.sh"), *map(str, ports)], cwd=ROOT, env={
+            **env, "UPSTREAM": str(config), "SETTLE": "2",
+            "NGINX_RELOAD": f"nginx -c {config} -p {tmp_path} -s reload",
+            "RESTART": f"{stop}; {start}"}, capture_output=True, text=True, timeout=300, check=False)
+        took = time.monotonic() - started
+        time.sleep(1)
+        done.set()
+        for thread in threads:
+            thread.join()
+        assert script.returncode == 0, script.stderr
+        failed = [s for s in statuses if s != 201]
+        record("operations.json", "rolling restart behind nginx", {
+            "requests": len(statuses), "client_errors": len(failed), "restart_seconds": round(took, 1),
+            "instances": 2})
+        assert failed == [] and len(statuses) > 20, (failed[:10], len(statuses))
+        assert "down" not in config.read_text()  # both back in nginx's upstream
+    finally:
+        nginx.stop()
+        for port in ports:
+            subprocess.run(["sh", "-c", stop.replace("{port}", str(port))], check=False, timeout=60)
+
+
+def create_app_for(database_url: str):
+    from tests.conftest import APP_SECRET
+
+    return create_app({"TESTING": True, "DATABASE_URL": database_url, "APP_SECRET": APP_SECRET,
+                       "RATELIMIT_STORAGE_URI": "memory://"})
+
+
+@pytest.mark.gunicorn
+def test_readyz_is_503_draining_after_sigterm_while_requests_are_still_served(database_url, tmp_path):
+    import signal
+
+    from tests.conftest import APP_SECRET
+    from tests.live import LiveServer
+
+    server = LiveServer({"DATABASE_URL": database_url, "APP_SECRET": APP_SECRET, "WEB_CONCURRENCY": "2",
+                         "GUNICORN_DRAIN_SECONDS": "4"}, tmp_path / "gunicorn.log")
+    server.start(timeout=120)
+    try:
+        assert http("GET", server.url + "/readyz").status == 200
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while (reply := http("GET", server.url + "/readyz")).status == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert reply.status == 503 and reply.body["status"] == "draining" and reply.headers["Retry-After"]
+        assert http("GET", server.url + "/healthz").status == 200  # still serving while it drains
+        assert server.process.poll() is None
+        assert server.process.wait(timeout=30) == 0  # then it stops by itself, gracefully
+        assert "draining for 4.0 s before stopping" in server.log()
+    finally:
+        server.stop()
