@@ -78,8 +78,10 @@ WRITER = {"usher_write": True}  # the execution option of write transactions
 
 
 def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
+    """`hide_parameters`: a database error's message (in a traceback, the worker's log) never
+    carries the statement's values, which can be hashes, sealed secrets or addresses."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
+        engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -103,7 +105,7 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000) -> Engine:
     # No pool_pre_ping: it costs a round trip per checkout. A connection that died with the
     # server fails its first use (503) and SQLAlchemy then invalidates the whole pool; the
     # PostgreSQL restart fault test shows recovery within a second.
-    return create_engine(url, pool_size=5, max_overflow=5, pool_timeout=5)
+    return create_engine(url, pool_size=5, max_overflow=5, pool_timeout=5, hide_parameters=True)
 
 
 def private_file(path: str) -> None:

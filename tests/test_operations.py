@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -223,3 +225,68 @@ def test_readyz_is_503_draining_after_sigterm_while_requests_are_still_served(da
         assert "draining for 4.0 s before stopping" in server.log()
     finally:
         server.stop()
+
+
+def test_database_errors_never_carry_the_statements_values(app_config):
+    """What a worker's traceback prints on a database error: the SQL, not its parameters."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.models import ApiKey
+
+    app = create_app(app_config)
+    db = app.extensions["usher"].db
+    with pytest.raises(IntegrityError) as raised, db.write() as connection:
+        connection.execute(ApiKey.__table__.insert().values(id="key_x", organization_id="org_missing", mode="test",
+                                                             type="secret", lookup="looked-up-value-9f2c",
+                                                             last4="9f2c"))
+    assert "looked-up-value-9f2c" not in str(raised.value)
+    assert "hidden due to hide_parameters" in str(raised.value)
+    db.dispose()
+
+
+UNITS = ("usher-web@.service", "usher-worker.service", "usher-purge.service")
+HARDENING = {"NoNewPrivileges": "true", "CapabilityBoundingSet": "", "PrivateTmp": "true", "PrivateDevices": "true",
+             "ProtectSystem": "strict", "ProtectHome": "true", "ProtectKernelTunables": "true",
+             "ProtectKernelModules": "true", "ProtectControlGroups": "true", "RestrictNamespaces": "true",
+             "RestrictSUIDSGID": "true", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+             "SystemCallArchitectures": "native", "LockPersonality": "true", "UMask": "0077"}
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in (ROOT / "deploy" / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_every_unit_is_hardened_and_scores_ok_or_better(name, tmp_path):
+    unit = _unit(name)
+    for key, expected in HARDENING.items():
+        assert unit.get(key) == [expected], (name, key, unit.get(key))
+    assert unit["EnvironmentFile"] == ["/etc/usher/usher.env"]
+    if name.startswith("usher-web"):
+        assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"] and unit["KillSignal"] == ["SIGTERM"]
+        assert unit["Type"] == ["notify"]
+        assert "PROMETHEUS_MULTIPROC_DIR=/run/usher-web-%i/metrics" in unit["Environment"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:  # the real score where systemd is installed
+        copy = tmp_path / name.replace("@.", "@8000.")
+        copy.write_text((ROOT / "deploy" / name).read_text())
+        result = subprocess.run([analyze, "security", "--offline=true", str(copy)], capture_output=True, text=True,
+                                check=False)
+        score = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+        assert score and float(score.group(1)) < 2.0 and score.group(2) in ("OK", "SAFE"), result.stdout[-300:]
+
+
+def test_the_environment_template_lists_every_setting_and_the_procfile_upgrades_first():
+    template = (ROOT / "deploy" / "usher.env.example").read_text()
+    listed = {line.split("=", 1)[0] for line in template.splitlines() if "=" in line and not line.startswith("#")}
+    settings = {name.upper() for name in Settings.__dataclass_fields__}
+    assert settings <= listed, settings - listed
+    gunicorn = set(re.findall(r'"((?:GUNICORN|WEB)_[A-Z_]+)"', (ROOT / "gunicorn.conf.py").read_text()))
+    assert gunicorn <= listed, gunicorn - listed
+    procfile = (ROOT / "deploy" / "Procfile").read_text()
+    assert "release: flask --app wsgi db upgrade" in procfile
