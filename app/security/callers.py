@@ -239,13 +239,16 @@ class CallerResolver:
         query = _KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY
         row = reader().execute(query, params).first()
         stale = None  # the lookup an earlier APP_SECRET made, found on a miss only (rotation)
-        if row is None and key_type != "publishable":
+        if row is None and key_type != "publishable" and self.fallbacks:
             for fallback in self.fallbacks:
                 params["lookup"] = lookup = key_lookup(fallback, key_type, value)
                 row = reader().execute(query, params).first()
                 if row is not None:
                     stale = lookup
                     break
+            else:  # another request may have re-hashed it between our two reads: look once more
+                params["lookup"] = lookup = key_lookup(self.app_secret, key_type, value)
+                row = reader().execute(query, params).first()
         if row is None or not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode:
             return None
         if stale is not None and (row.revoked_at is None and (row.expires_at is None or row.expires_at > self.clock())):

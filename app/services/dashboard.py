@@ -56,7 +56,7 @@ class DashboardSessions:
         token_hash = self._hash(token)
         row = reader.execute(_FIND, {"token_hash": token_hash}).first()
         if row is None and self.fallbacks:  # a session made under an earlier APP_SECRET: re-keyed on use
-            row = self._rehash(token)
+            row = self._rehash(token) or reader.execute(_FIND, {"token_hash": token_hash}).first()
         if row is None:
             return None
         now = self.clock()
