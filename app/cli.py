@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import create_engine, make_url, select, text
 from sqlalchemy.pool import NullPool
 
@@ -77,12 +77,13 @@ def describe_database(url: str) -> str:
 
 def _naming_the_database(callback):
     """Wrap a command: it first says on stderr which database it works on (stdout stays the
-    command's own, e.g. one JSON object)."""
+    command's own, e.g. one JSON object). In the app's context, as the command itself is, however
+    it is invoked (the flask command, or a test runner)."""
     @functools.wraps(callback)
     def wrapper(*args, **kwargs):
         click.echo(f"database: {describe_database(current_app.extensions['usher'].settings.database_url)}", err=True)
         return callback(*args, **kwargs)
-    return wrapper
+    return with_appcontext(wrapper)
 
 
 def _name_the_database_in(group: click.Group) -> None:
