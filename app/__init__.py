@@ -8,7 +8,6 @@ from typing import Any, cast
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 __version__ = "0.1.0"
 
@@ -51,16 +50,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.inputs import register_input_guards
     from app.jobs import register_jobs
     from app.oauth import build_oauth_server
-    from app.observability import register_observability
+    from app.observability import register_metrics, register_observability
     from app.openapi import (
         Api,
         docs_config,
         document_registered,
         swagger_assets_blueprint,
     )
+    from app.proxies import TrustedProxyFix
     from app.ratelimit import RateLimits, build_storage
     from app.registry import SenderContext, load_registry
     from app.security.callers import CallerResolver
+    from app.services.app_secret import check_fingerprint
     from app.services.events import Events, register_events
     from app.state import Usher
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
@@ -75,16 +76,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                        and key.lower() not in Settings.__dataclass_fields__})
     cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's own provider
 
-    if settings.trusted_proxy_count:
-        n = settings.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
+    if settings.trusted_proxy_count:  # forwarded headers from the listed proxies only (app/proxies.py)
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxy_count,  # type: ignore[method-assign]
+                                       settings.trusted_proxies)
 
     clock = Clock()
     db = Database(settings.database_url, settings.sqlite_busy_timeout_ms, Pooling.of(settings))
-    access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock)
+    try:
+        check_fingerprint(db, settings)  # a host with another APP_SECRET refuses to start
+    except Exception:
+        db.dispose()
+        raise
+    access_keys, refresh_keys = (Keyring(db, settings.app_secret, settings.keyring_cache_seconds, purpose, clock,
+                                         settings.app_secret_fallbacks)
                                  for purpose in (ACCESS_KEYS, REFRESH_KEYS))
     tokens = TokenService(access_keys, refresh_keys, settings.issuer, settings.token_leeway_seconds, clock)
-    callers = CallerResolver(db, tokens, settings.app_secret, clock, settings.publishable_key_cache_seconds)
+    callers = CallerResolver(db, tokens, settings.app_secret, clock, settings.publishable_key_cache_seconds,
+                             settings.app_secret_fallbacks)
     callers.forget_on_change(db.sessionmaker)
     limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
     auth = AuthServer(db, tokens, limits, settings, callers, clock)
@@ -116,6 +124,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)
+    register_metrics(app)
     register_cors(app)
     register_cli(app)
     return app

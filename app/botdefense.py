@@ -25,7 +25,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast, runtime_checkable
@@ -34,8 +34,9 @@ from altcha import ChallengeOptionsV1, create_challenge_v1, extract_params_v1, v
 from altcha.v1 import PayloadType
 
 from app.errors import ApiError
+from app.metrics import current_metrics
 from app.ratelimit import RateLimits
-from app.security.crypto import Sealer
+from app.security.crypto import BOT_DEFENSE_SECRET_SEAL, Sealer
 
 log = logging.getLogger("usher.botdefense")
 
@@ -50,7 +51,6 @@ SITEVERIFY_TIMEOUT_SECONDS = 3.0
 #: The mode's protected requests are counted in the limit storage's sliding window, against a
 #: budget nobody reaches: only the count is read.
 RATE_WINDOW = f"{10 ** 9} per 1 minute"
-SECRET_PURPOSE = "bot-defense-secret"
 
 
 def secret_context(organization_id: str, mode: str) -> str:
@@ -59,7 +59,8 @@ def secret_context(organization_id: str, mode: str) -> str:
 
 
 def seal_secret(app_secret: str, organization_id: str, mode: str, value: str) -> bytes:
-    return Sealer(app_secret, SECRET_PURPOSE).seal(value.encode(), secret_context(organization_id, mode))
+    """A captcha secret as stored: sealed with APP_SECRET (`secrets rotate` re-seals it)."""
+    return Sealer(app_secret, BOT_DEFENSE_SECRET_SEAL).seal(value.encode(), secret_context(organization_id, mode))
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,13 @@ class BotCheckPlugin:
     api_version: str = "1.0"  # the plugin API it was written for (app.registry.API_VERSION)
 
 
+def _count(provider: str, outcome: str) -> None:
+    """`usher_challenges_total{provider,outcome}`: issued, passed, refused, unavailable."""
+    metrics = current_metrics()
+    if metrics is not None:
+        metrics.count_challenge(provider, outcome)
+
+
 def refused(provider: str) -> ApiError:
     return ApiError("challenge_required", details={"provider": provider})
 
@@ -132,12 +140,15 @@ class AltchaCheck:
 
     name = "altcha"
 
-    def __init__(self, app_secret: str, limits: RateLimits):
-        self._secret = app_secret.encode()
+    def __init__(self, app_secret: str, limits: RateLimits, fallbacks: Sequence[str] = ()):
+        self._secrets = [secret.encode() for secret in (app_secret, *fallbacks)]
         self.limits = limits
 
-    def _key(self, organization_id: str, mode: str) -> str:
-        return hmac.new(self._secret, f"altcha:{organization_id}:{mode}".encode(), hashlib.sha256).hexdigest()
+    def _key(self, organization_id: str, mode: str, secret: bytes | None = None) -> str:
+        """The signing key of one mode's challenges: from APP_SECRET (or, to verify during a
+        rotation, a fallback), the organization and the mode."""
+        message = f"altcha:{organization_id}:{mode}".encode()
+        return hmac.new(secret or self._secrets[0], message, hashlib.sha256).hexdigest()
 
     def complexity(self, attempt: Attempt) -> int:
         setting = attempt.settings.altcha_complexity
@@ -158,8 +169,8 @@ class AltchaCheck:
         payload = _altcha_payload(proof)
         if payload is None:
             raise refused(self.name)
-        key = self._key(attempt.organization_id, attempt.mode)
-        ok, _ = verify_solution_v1(cast(PayloadType, payload), key, check_expires=False)
+        keys = (self._key(attempt.organization_id, attempt.mode, secret) for secret in self._secrets)
+        ok = any(verify_solution_v1(cast(PayloadType, payload), key, check_expires=False)[0] for key in keys)
         expires = _expiry(payload)
         if not ok or expires is None or expires <= attempt.now.timestamp():
             raise refused(self.name)
@@ -199,9 +210,10 @@ class SiteverifyCheck:
     with the mode's secret and the client address, within 3 s. The provider keeps each token
     single-use. An unreachable or failing provider is 503, never a pass."""
 
-    def __init__(self, name: str, verify_url: str, app_secret: str, timeout: float = SITEVERIFY_TIMEOUT_SECONDS):
+    def __init__(self, name: str, verify_url: str, app_secret: str, timeout: float = SITEVERIFY_TIMEOUT_SECONDS,
+                 fallbacks: Sequence[str] = ()):
         self.name, self.verify_url, self.timeout = name, verify_url, timeout
-        self._sealer = Sealer(app_secret, SECRET_PURPOSE)
+        self._sealer = Sealer(app_secret, BOT_DEFENSE_SECRET_SEAL, fallbacks)
 
     def challenge(self, attempt: Attempt) -> dict:
         return {"provider": self.name, "siteKey": attempt.settings.bot_defense_site_key}
@@ -239,7 +251,9 @@ class BotDefense:
         provider = attempt.settings.bot_defense
         if provider == "off":
             return {"provider": "off"}
-        return self._check(provider).challenge(attempt)
+        body = self._check(provider).challenge(attempt)
+        _count(provider, "issued")
+        return body
 
     def guard(self, route: str, attempt: Attempt, proof: str | None) -> None:
         """Before any work on a protected route: pass, or 403 `challenge_required` (503 when
@@ -251,9 +265,14 @@ class BotDefense:
         check = self._check(settings.bot_defense)
         if check.name == "altcha" and settings.altcha_complexity == "auto":
             self.limits.count("bot_defense_rate", RATE_WINDOW, attempt.organization_id, attempt.mode)
-        if not proof or len(proof) > 8192:
-            raise refused(check.name)
-        check.verify(attempt, proof)
+        try:
+            if not proof or len(proof) > 8192:
+                raise refused(check.name)
+            check.verify(attempt, proof)
+        except ApiError as error:
+            _count(check.name, "refused" if error.error == "challenge_required" else "unavailable")
+            raise
+        _count(check.name, "passed")
 
     def _check(self, provider: str) -> BotCheck:
         check = self.checks.get(provider)
@@ -269,15 +288,19 @@ def build_bot_defense(registry, context: BotCheckContext) -> BotDefense:
 
 
 def _altcha(context: BotCheckContext) -> BotCheck:
-    return AltchaCheck(context.settings.app_secret, context.limits)
+    return AltchaCheck(context.settings.app_secret, context.limits, context.settings.app_secret_fallbacks)
 
 
 def _turnstile(context: BotCheckContext) -> BotCheck:
-    return SiteverifyCheck("turnstile", context.settings.turnstile_verify_url, context.settings.app_secret)
+    settings = context.settings
+    return SiteverifyCheck("turnstile", settings.turnstile_verify_url, settings.app_secret,
+                           fallbacks=settings.app_secret_fallbacks)
 
 
 def _hcaptcha(context: BotCheckContext) -> BotCheck:
-    return SiteverifyCheck("hcaptcha", context.settings.hcaptcha_verify_url, context.settings.app_secret)
+    settings = context.settings
+    return SiteverifyCheck("hcaptcha", settings.hcaptcha_verify_url, settings.app_secret,
+                           fallbacks=settings.app_secret_fallbacks)
 
 
 #: The built-in checks, declared as a plugin package declares its own (app.registry.BUILTINS).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,13 +16,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from flask import current_app
-from flask.cli import AppGroup
-from sqlalchemy import select
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy.pool import NullPool
 
 from app.errors import ApiError
+from app.metrics import security_event
 from app.models import Organization
 from app.models.base import MODES
-from app.services import audit
+from app.services import app_secret, audit
+from app.services.app_secret import check_fingerprint
 from app.services.orgs import create_key_by_cli, create_organization
 from app.tokens.keyring import REFRESH_KEYS, SigningKeyError
 
@@ -48,9 +52,63 @@ def alembic_config(url: str, plugin_locations: list[str] | None = None) -> Confi
     return config
 
 
+#: pg_advisory_lock key of `db upgrade` (any constant of our own: "usher-up").
+UPGRADE_LOCK = 0x7573686572_7570 & 0x7FFFFFFFFFFFFFFF
+
+
 def upgrade_database(url: str) -> None:
-    """Every branch to its head: Usher's and the installed plugins'."""
-    command.upgrade(alembic_config(url), "heads")
+    """Every branch to its head (Usher's and the installed plugins'). On PostgreSQL under an
+    advisory lock, so hosts upgrading at once take turns: the second waits (saying so), then finds
+    the schema at its heads and does nothing."""
+    if make_url(url).get_backend_name() != "postgresql":
+        command.upgrade(alembic_config(url), "heads")
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK}).scalar():
+                click.echo("another `db upgrade` holds the upgrade lock: waiting for it", err=True)
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+            connection.commit()
+            try:
+                command.upgrade(alembic_config(url), "heads")
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def describe_database(url: str) -> str:
+    """Which database a command works on: backend, host and database (a SQLite file's path);
+    never the user or password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite {parsed.database or ':memory:'}"
+    where = f"{parsed.host or 'localhost'}{f':{parsed.port}' if parsed.port else ''}"
+    return f"{parsed.get_backend_name()} {where}/{parsed.database or ''}"
+
+
+def _naming_the_database(callback):
+    """Wrap a command: it first says on stderr which database it works on (stdout stays the
+    command's own, e.g. one JSON object). In the app's context, as the command itself is, however
+    it is invoked (the flask command, or a test runner)."""
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        click.echo(f"database: {describe_database(current_app.extensions['usher'].settings.database_url)}", err=True)
+        return callback(*args, **kwargs)
+    return with_appcontext(wrapper)
+
+
+def _name_the_database_in(group: click.Group) -> None:
+    for command_ in group.commands.values():
+        if isinstance(command_, click.Group):
+            _name_the_database_in(command_)
+        elif command_.callback is not None and not getattr(command_.callback, "usher_names_db", False):
+            wrapped = _naming_the_database(command_.callback)
+            wrapped.usher_names_db = True
+            command_.callback = wrapped
+
 
 
 def next_revision_id(config: Config) -> str:
@@ -89,7 +147,9 @@ def create_revision(url: str, message: str, autogenerate: bool, rev_id: str | No
 @db_cli.command("upgrade")
 def db_upgrade():
     """Apply the migrations in migrations/ (idempotent)."""
-    upgrade_database(current_app.extensions["usher"].settings.database_url)
+    usher = current_app.extensions["usher"]
+    upgrade_database(usher.settings.database_url)
+    check_fingerprint(usher.db, usher.settings)  # the first upgrade records APP_SECRET's fingerprint
     click.echo("database is at the latest revision", err=True)
 
 
@@ -245,6 +305,7 @@ def audit_verify(checkpoints_file):
     with usher.db.reader() as connection:
         for _org, _mode, count, broken in audit.verify_chains(connection):
             if broken is not None:
+                security_event("audit_chain_broken", at=str(broken))
                 click.echo(f"audit chain broken: {broken}", err=True)
                 raise SystemExit(1)
             chains, events = chains + 1, events + count
@@ -277,6 +338,40 @@ def audit_checkpoint():
             click.echo(json.dumps(checkpoint))
 
 
+secrets_cli = AppGroup("secrets", help="APP_SECRET rotation.")
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate():
+    """Re-seal with APP_SECRET everything an APP_SECRET_FALLBACKS entry sealed, and record APP_SECRET
+    as the database's secret (hosts without it then refuse to start). Prints one JSON object.
+
+    Keyed hashes of values stored nowhere (secret and restricted keys, refresh tokens) move on
+    their next use: watch `secrets status` before dropping a fallback."""
+    usher = current_app.extensions["usher"]
+    try:
+        result = app_secret.rotate(usher.db, usher.settings)
+    except app_secret.RotationError as exc:
+        raise click.ClickException(str(exc)) from None
+    with usher.db.transaction() as session:
+        audit.record(session, *audit.PLATFORM, audit.CLI, "app_secret.rotated", None,
+                     {"fingerprint": result["fingerprint"], "resealed": result["resealed"]}, usher.clock())
+    click.echo(json.dumps(result))
+
+
+@secrets_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def secrets_status(as_json: bool):
+    """How many rows still depend on each APP_SECRET_FALLBACKS entry (drop one at 0)."""
+    usher = current_app.extensions["usher"]
+    result = app_secret.status(usher.db, usher.settings)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for fallback in result["fallbacks"] or [{"fingerprint": "(no fallbacks)", "rows": 0}]:
+        click.echo(f"{fallback['fingerprint']}  {fallback['rows']} rows")
+
+
 def register_cli(app) -> None:
     from app.jobs.cli import register_job_commands
 
@@ -285,3 +380,5 @@ def register_cli(app) -> None:
     app.cli.add_command(org_cli)
     app.cli.add_command(signing_key_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(secrets_cli)
+    _name_the_database_in(app.cli)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Mapping
@@ -64,6 +65,8 @@ class Settings:
 
     database_url: str
     app_secret: str
+    #: Earlier secrets, still accepted for checks and unseals while a rotation is under way.
+    app_secret_fallbacks: tuple[str, ...] = field(default_factory=tuple)
     ratelimit_storage_uri: str = "memory://"
     issuer: str = "http://127.0.0.1:8000"
     trusted_proxy_count: int = 0
@@ -122,12 +125,22 @@ class Settings:
     # Bot defense (issue 25): where Turnstile and hCaptcha tokens are checked.
     turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
     hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
+    # Running on many hosts (issue 24).
+    #: host:port of a separate /metrics listener (gunicorn's master); unset: /metrics on the main
+    #: port, to loopback clients that forward nobody.
+    metrics_bind: str | None = None
+    #: CIDRs of the proxies whose X-Forwarded-* headers are believed (empty: loopback only).
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if len(self.app_secret) < MIN_APP_SECRET_LENGTH:
             raise ConfigError(f"APP_SECRET must be at least {MIN_APP_SECRET_LENGTH} characters "
                               f"(got {len(self.app_secret)}); generate one with "
                               "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        for fallback in self.app_secret_fallbacks:
+            if len(fallback) < MIN_APP_SECRET_LENGTH:
+                raise ConfigError(f"every APP_SECRET_FALLBACKS entry must be at least {MIN_APP_SECRET_LENGTH} "
+                                  "characters (they are earlier APP_SECRET values, comma-separated)")
         for name in ("guest_rate_limit", "exchange_rate_limit", "dashboard_sign_in_rate_limit"):
             try:
                 parse_limit(getattr(self, name))
@@ -137,6 +150,15 @@ class Settings:
             raise ConfigError("OTP_SMS_SENDER=webhook needs SMS_WEBHOOK_URL")
         if self.trusted_proxy_count < 0:
             raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+        from app.proxies import parse_networks
+
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"TRUSTED_PROXIES has {exc} which is not an address or CIDR "
+                              "(comma-separated, such as 10.0.0.0/8,192.0.2.10)") from None
+        if self.metrics_bind is not None and not re.fullmatch(r"\[?[0-9A-Za-z.:-]*\]?:\d{1,5}", self.metrics_bind):
+            raise ConfigError("METRICS_BIND must be host:port, such as 127.0.0.1:9100")
         if self.job_broker_url is not None and not self.job_broker_url.startswith(("redis://", "rediss://",
                                                                                     "unix://")):
             raise ConfigError("JOB_BROKER_URL must be a Redis URL (redis://host:6379/1)")
@@ -169,6 +191,12 @@ class Settings:
             return self.database_url.startswith("sqlite:///") and ":memory:" not in self.database_url
         return self.webhook_private_targets == "allow"
 
+    @property
+    def app_secrets(self) -> tuple[str, ...]:
+        """APP_SECRET first, then its fallbacks: what checks and unseals try, in that order."""
+        return (self.app_secret, *(f for f in self.app_secret_fallbacks if f != self.app_secret))
+
+
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `environ` (default: the process environment), then `overrides`, both
@@ -188,6 +216,10 @@ class Settings:
             values[item.name] = _coerce(name, item.type, raw)
         if "issuer" not in values:
             values["issuer"] = issuer_from_bind(environ.get("BIND"))
+        if "app_secret" not in values and not is_sqlite_file(values.get("database_url")):
+            raise ConfigError("APP_SECRET is not set: it is required when DATABASE_URL is not a SQLite file "
+                              "(every host sharing a database must use the same APP_SECRET; a generated one "
+                              "would not open what the others sealed)")
         if "database_url" not in values or "app_secret" not in values:
             instance_dir = ensure_instance_dir(default_instance_dir())
             values.setdefault("database_url", f"sqlite:///{instance_dir / 'usher.sqlite3'}")
@@ -209,6 +241,9 @@ def issuer_from_bind(bind: str | None) -> str:
     if host in ("0.0.0.0", "[::]", "::"):  # noqa: S104 - a listening address, read to name the issuer
         host = "127.0.0.1"
     return f"http://{host}:{port}"
+def is_sqlite_file(url: str | None) -> bool:
+    """None (the embedded default) or a `sqlite:///path` URL: a database of this host only."""
+    return url is None or (url.startswith("sqlite") and ":memory:" not in url and url.count("/") >= 3)
 
 
 def _coerce(name: str, annotation: Any, raw: Any) -> Any:

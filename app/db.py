@@ -108,8 +108,10 @@ def _prepare_threshold(raw: str | None) -> int | None:
 
 
 def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000, pooling: Pooling | None = None) -> Engine:
+    """`hide_parameters`: a database error's message (in a traceback, the worker's log) never
+    carries the statement's values, which can be hashes, sealed secrets or addresses."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000})
+        engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -140,7 +142,7 @@ def make_engine(url: str, sqlite_busy_timeout_ms: int = 10000, pooling: Pooling 
     parsed = parsed.difference_update_query(["prepare_threshold"])
     engine = create_engine(parsed, pool_size=pooling.pool_size, max_overflow=pooling.max_overflow,
                            pool_timeout=pooling.pool_timeout_seconds,
-                           connect_args={"prepare_threshold": threshold})
+                           connect_args={"prepare_threshold": threshold}, hide_parameters=True)
     settings = [f"SET statement_timeout = {int(pooling.statement_timeout_ms)}",
                 f"SET lock_timeout = {int(pooling.lock_timeout_ms)}"]
 

@@ -86,8 +86,9 @@ class UsherToken:
         if self.session is None or self.session.revoked_at is not None:
             return True
         if self.claims["tokenType"] == REFRESH:  # a rotated refresh token is used up
-            current = refresh_hash(current_app.extensions["usher"].settings.app_secret, self.claims["jti"])
-            return not constant_time_equal(current, self.session.refresh_hash)
+            settings = current_app.extensions["usher"].settings
+            return not any(constant_time_equal(refresh_hash(secret, self.claims["jti"]), self.session.refresh_hash)
+                           for secret in settings.app_secrets)
         return False
 
     def check_client(self, client: MerchantClient) -> bool:

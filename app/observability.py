@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 log = logging.getLogger("usher.access")
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -28,6 +28,26 @@ def printable(text: str) -> str:
     `\\n`, `\\x1b`, `\\u2028`, a backslash doubled, so no input can start a line of its own."""
     return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                                                           else f"\\u{ord(m.group()):04x}"), text)
+
+
+def register_metrics(app: Flask) -> None:
+    """GET /metrics on the main port: only with METRICS_BIND unset, and only to a loopback peer
+    that forwards nobody (see `app.metrics.is_loopback_direct`); anyone else gets the JSON 404
+    of a route that does not exist."""
+    from app.errors import ApiError
+    from app.metrics import CONTENT_TYPE, Metrics, SharedState, is_loopback_direct
+
+    usher = app.extensions["usher"]
+    metrics = app.extensions["usher_metrics"] = Metrics()
+    usher.limits.refused = lambda name: metrics.rate_limited.labels(name).inc()
+    shared = SharedState(lambda: usher.db.engine, usher.limits.ping, usher.settings.job_broker_url)
+
+    def metrics_view():
+        if usher.settings.metrics_bind or not is_loopback_direct(request.environ):
+            raise ApiError("not_found")
+        return app.response_class(metrics.render(shared), mimetype=None, content_type=CONTENT_TYPE)
+
+    app.add_url_rule("/metrics", "usher_metrics", metrics_view, methods=["GET"])
 
 
 def register_observability(app: Flask) -> None:
@@ -52,6 +72,11 @@ def register_observability(app: Flask) -> None:
         started = g.get("request_started")
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
         ctx = g.get("usher_ctx")
+        metrics = current_app.extensions.get("usher_metrics")
+        if metrics is not None and request.endpoint != "usher_metrics":
+            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.observe_request(rule, request.method, response.status_code, duration_ms / 1000,
+                                    ctx.mode if ctx else None)
         log.info("%s %s %s %.1fms request_id=%s org=%s", printable(request.method), printable(request.path),
                  response.status_code, duration_ms, request_id, ctx.organization_id if ctx else "-")
         return response

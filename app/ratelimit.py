@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from flask import request
 from limits import RateLimitItem, parse
@@ -96,6 +97,7 @@ class RateLimits:
 
     def __init__(self, storage: Storage):
         self.storage = storage
+        self.refused: Callable[[str], None] | None = None  # told each refusal's limit name (metrics)
         self.strategy = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}
 
@@ -126,6 +128,8 @@ class RateLimits:
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
+        if self.refused is not None:
+            self.refused(name)
         raise error
 
     def check(self, name: str, rate: str, organization_id: str, mode: str, key: str, *,
@@ -139,6 +143,8 @@ class RateLimits:
         except Exception as exc:  # noqa: BLE001 - any limit-storage failure
             self._storage_down(name, exc, fail_closed)
             return
+        if self.refused is not None:
+            self.refused(name)
         raise error
 
     def spend(self, name: str, rate: str, organization_id: str, mode: str, key: str) -> None:

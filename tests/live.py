@@ -91,7 +91,10 @@ class LiveServer:
     def __init__(self, env: dict, log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}"}
+        # One ISSUER for every server a test starts, and for the apps it builds in process: the
+        # documented default. (Unset, ISSUER follows BIND, i.e. each server's own port; hosts of
+        # one deployment share one ISSUER, as the README says.)
+        self.env = {**os.environ, "ISSUER": "http://127.0.0.1:8000", **env, "BIND": f"127.0.0.1:{self.port}"}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 

@@ -277,3 +277,47 @@ def test_auto_complexity_at_least_doubles_under_a_burst(tenant):
     for _ in range(1300):  # a flood of protected requests without proofs: each counts
         assert guest(tenant).status_code == 403
     assert challenge(tenant)["challenge"]["maxnumber"] >= 2 * calm
+
+
+def test_bot_defense_survives_an_app_secret_rotation(isolated_database_url):
+    """The captcha secret is re-sealed by `secrets rotate` (and counted by `secrets status` until
+    then); an ALTCHA challenge issued under the old secret still verifies on a host that has it
+    as a fallback."""
+    from app.services.app_secret import rotate, status
+    from app.services.orgs import create_organization
+    from tests.test_app_secret import NEW, OLD, app_on
+
+    Siteverify.forms, Siteverify.delay, Siteverify.status = [], 0.0, 200
+    with LoopbackHTTPServer(Siteverify) as provider:
+        url = f"http://127.0.0.1:{provider.port}/siteverify"
+
+        def host(app_secret: str, fallbacks: str = ""):
+            app = app_on(isolated_database_url, app_secret, fallbacks)
+            app.config.update(TESTING=True)
+            app.extensions["usher"].bot_defense.checks["turnstile"].verify_url = url
+            return app
+
+        old = host(OLD)
+        with old.extensions["usher"].db.transaction() as session:
+            keys = create_organization(session, OLD, "Rotating")["keys"]
+        turnstile = TenantActions(old.test_client(), keys["test"])
+        altcha_mode = TenantActions(old.test_client(), keys["live"])
+        assert settings(turnstile, botDefense="turnstile", botDefenseSiteKey="site",
+                        botDefenseSecret="rotating-s3cret").status_code == 200
+        assert settings(altcha_mode, botDefense="altcha", altchaComplexity=1000).status_code == 200
+        issued_under_old = solve(altcha_mode)
+        old.extensions["usher"].db.dispose()
+
+        rotating = host(NEW, OLD)
+        assert guest(TenantActions(rotating.test_client(), keys["test"]), "good").status_code == 201
+        assert Siteverify.forms[-1]["secret"] == "rotating-s3cret"  # opened with the fallback
+        assert guest(TenantActions(rotating.test_client(), keys["live"]), issued_under_old).status_code == 201
+        usher = rotating.extensions["usher"]
+        assert status(usher.db, usher.settings)["fallbacks"][0]["rows"] >= 1
+        assert rotate(usher.db, usher.settings)["resealed"] >= 1
+        rotating.extensions["usher"].db.dispose()
+
+        new = host(NEW)
+        assert guest(TenantActions(new.test_client(), keys["test"]), "good").status_code == 201
+        assert Siteverify.forms[-1]["secret"] == "rotating-s3cret"  # re-sealed with the new secret
+        new.extensions["usher"].db.dispose()

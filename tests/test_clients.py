@@ -74,6 +74,7 @@ def sdk(live_server, tmp_path):
 
 def test_generated_sdk_runs_guest_otp_upgrade_refresh_and_logout(sdk, live_server, actions):
     from usher_client import AuthenticatedClient, Client
+
     # Modules by who calls (the document's tags): the shop, the merchant's server, its admin.
     from usher_client.api.admin import list_test_otp_messages
     from usher_client.api.merchant_server import create_exchange_code, create_queue

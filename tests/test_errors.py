@@ -70,7 +70,7 @@ def test_oversized_body_is_413(client, org, app):
 
 def test_unknown_route_is_404_json(client):
     assert_error(client.get("/api/v1/nothing-here"), 404, "not_found")
-    assert_error(client.get("/favicon.ico"), 404, "not_found")
+    assert_error(client.get("/robots.txt"), 404, "not_found")  # (/favicon.ico is served: an icon)
 
 
 def test_unknown_id_is_404_json(client, org):

@@ -60,7 +60,9 @@ def test_settings_read_patch_and_ranges(client, org):
     defaults = {"accessTokenTtl": 3600, "refreshTokenTtl": 2592000, "otpTtl": 300, "otpLength": 6,
                 "otpCooldown": 30, "otpRequestsPerHour": 5, "otpRequestsPerIpPerHour": 20,
                 "otpVerifiesPerIpPerHour": 30, "allowedOrigins": ["http://localhost:*", "http://127.0.0.1:*"],
-                "smsAllowedCountries": [], "smsPerHour": 1000}
+                "smsAllowedCountries": [], "smsPerHour": 1000, "botDefense": "off",
+                "botDefenseRoutes": ["guest", "otp_request", "queue_enter"], "botDefenseSiteKey": None,
+                "botDefenseSecretSet": False, "altchaComplexity": "auto"}
     assert client.get("/api/v1/settings", headers=secret(sk)).json == defaults
     patched = client.patch("/api/v1/settings", headers=secret(sk), json={"accessTokenTtl": 900, "otpLength": 8})
     assert patched.json == {**defaults, "accessTokenTtl": 900, "otpLength": 8}

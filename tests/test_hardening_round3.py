@@ -85,7 +85,7 @@ def test_key_revocation_follows_the_create_rule_and_the_last_secret_key_stays(ap
     result = app.test_cli_runner().invoke(args=["org", "keys", "create", "--org", org["organizationId"],
                                                 "--mode", "test", "--type", "secret", "--json"])
     assert result.exit_code == 0, result.output
-    made = json.loads(result.output)
+    made = json.loads(result.stdout)
     assert made["type"] == "secret" and made["mode"] == "test" and made["key"].startswith("sk_test_")
     assert client.get("/api/v1/keys", headers=secret(made["key"])).status_code == 200
     # Now the first secret key is no longer the last one: it can go.
@@ -239,7 +239,7 @@ def test_audit_verify_catches_truncation_swaps_and_recomputation(app_config, iso
     app = create_app({**app_config, "DATABASE_URL": isolated_database_url})
     try:
         runner = app.test_cli_runner()
-        org = json.loads(runner.invoke(args=["org", "create", "--name", "Audited", "--json"]).output)
+        org = json.loads(runner.invoke(args=["org", "create", "--name", "Audited", "--json"]).stdout)
         client = app.test_client()
         for mode in ("test", "live"):
             for _ in range(2):
@@ -253,13 +253,14 @@ def test_audit_verify_catches_truncation_swaps_and_recomputation(app_config, iso
         assert verify()[0] == 0
         checkpoint = runner.invoke(args=["audit", "checkpoint"])
         assert checkpoint.exit_code == 0, checkpoint.output
-        lines = [json.loads(line) for line in checkpoint.output.splitlines()]
+        lines = [json.loads(line) for line in checkpoint.stdout.splitlines()]
         mine = {line["mode"]: line for line in lines if line["organizationId"] == org["organizationId"]}
         assert mine["test"]["seq"] == 4 and set(mine["test"]) >= {"hash", "signature"}  # 2 by `org create` + 2
         saved = tmp_path / "checkpoints.jsonl"
-        saved.write_text(checkpoint.output)
+        saved.write_text(checkpoint.stdout)
         code, output = verify("--checkpoints", str(saved))
-        assert code == 0 and json.loads(output)["checkpoints"] == len(lines), output
+        # The JSON line comes after the line naming the database.
+        assert code == 0 and json.loads(output.splitlines()[-1])["checkpoints"] == len(lines), output
 
         engine = create_engine(isolated_database_url)
         events, chains = AuditEvent.__table__, AuditChain.__table__
@@ -348,7 +349,7 @@ def test_rotate_now_withdraws_keys_still_waiting_to_sign(app_config, isolated_da
 
 def test_cli_keys_are_audited_and_audit_details_drop_webhook_queries(app, client):
     result = app.test_cli_runner().invoke(args=["org", "create", "--name", "Audited", "--json"])
-    org = json.loads(result.output)
+    org = json.loads(result.stdout)
     for mode in ("test", "live"):
         sk = org["keys"][mode]["secretKey"]
         created = _audit(client, sk, "key.created")

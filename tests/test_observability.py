@@ -42,18 +42,24 @@ def test_one_access_line_per_request_without_credentials(client, org, tenant, ca
 
 def test_healthz_and_readyz(client):
     assert client.get("/healthz").json == {"status": "ok"}
-    assert client.get("/readyz").json == {"status": "ok", "database": "ok", "limits": "ok"}
+    assert client.get("/readyz").json == {"status": "ok", "database": "ok", "signingKeys": "ok", "limits": "ok"}
 
 
-def test_readyz_is_503_when_a_dependency_is_down(app_config):
-    for override, down in (({"DATABASE_URL": f"postgresql+psycopg://127.0.0.1:{free_port()}/x"}, "database"),
-                           ({"RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{free_port()}/0"}, "limits")):
-        app = create_app({**app_config, **override})
-        response = app.test_client().get("/readyz")
-        assert response.status_code == 503
-        assert response.json["status"] == "unavailable" and response.json[down] == "unavailable"
-        assert response.headers["Retry-After"]
-        app.extensions["usher"].db.dispose()
+def test_readyz_is_503_when_the_database_is_down_and_200_degraded_without_limit_storage(app_config):
+    app = create_app({**app_config, "DATABASE_URL": f"postgresql+psycopg://127.0.0.1:{free_port()}/x"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == "unavailable" and response.json["database"] == "unavailable"
+    assert response.json["signingKeys"] == "unavailable"
+    assert response.headers["Retry-After"]
+    app.extensions["usher"].db.dispose()
+
+    app = create_app({**app_config, "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{free_port()}/0"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok", "signingKeys": "ok", "limits": "degraded"}
+    assert "Retry-After" not in response.headers
+    app.extensions["usher"].db.dispose()
 
 
 @pytest.mark.gunicorn

@@ -187,7 +187,7 @@ _SMS_BY_PLUGIN = textwrap.dedent("""
     import json, os
     from app import create_app
     app = create_app()
-    keys = json.loads(app.test_cli_runner().invoke(args=["org", "create", "--name", "Sms", "--json"]).output)
+    keys = json.loads(app.test_cli_runner().invoke(args=["org", "create", "--name", "Sms", "--json"]).stdout)
     pk = {"X-Publishable-Key": keys["keys"]["live"]["publishableKey"]}
     sent = app.test_client().post("/api/v1/auth/otp/request", json={"phone": "+12025551234"}, headers=pk)
     line = json.loads(open(os.environ["TEST_SMS_FILE"]).read().splitlines()[-1])

@@ -113,7 +113,8 @@ class Aged:
 def run_purge(app, *args: str) -> dict:
     result = app.test_cli_runner().invoke(args=["purge", *args])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    assert result.stderr.startswith("database: ")  # every command names its database, apart from its JSON
+    return json.loads(result.stdout)  # stderr names the database
 
 
 def test_purge_deletes_only_what_nobody_can_use(app, org, tenant):

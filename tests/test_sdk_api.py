@@ -24,7 +24,7 @@ MAY_BE_ABSENT = {
     "TokenResponse": {"issued_token_type"},  # token exchange only
     "Introspection": {"consumerId", "organizationId", "sessionId", "iat", "exp", "iss", "sub", "aud", "jti",
                       "mode", "tokenType", "token_type", "client_id"},  # an inactive token is {"active": false}
-    "Health": {"database", "limits"},  # /healthz says only its status
+    "Health": {"database", "limits", "signingKeys"},  # /healthz says only its status
     "SettingsOut": {"plugins", "botDefenseSecret"},  # plugins: only with plugin settings; the secret: write-only
     "ChallengeOut": {"siteKey", "challenge"},  # the provider's own: a site key (captcha) or a challenge (ALTCHA)
 }

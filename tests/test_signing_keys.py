@@ -87,7 +87,7 @@ def test_staged_rotation_publishes_the_new_key_before_it_signs(isolated, isolate
     new_kid = rotated["access"]["kid"]
     assert new_kid.startswith("sig_") and new_kid != old_kid
     states = {key["kid"]: key for key in json.loads(app.test_cli_runner().invoke(
-        args=["signing-key", "list", "--json"]).output)}
+        args=["signing-key", "list", "--json"]).stdout)}
     assert states[new_kid]["state"] == "next" and states[old_kid]["state"] == "current"
     assert states[rotated["refresh"]["kid"]]["purpose"] == "refresh"
     assert states[rotated["refresh"]["kid"]]["state"] == "current"  # never published: no lead needed
@@ -117,7 +117,7 @@ def test_staged_rotation_publishes_the_new_key_before_it_signs(isolated, isolate
         assert jwt.get_unverified_header(refreshed.json["accessToken"])["kid"] == new_kid
         assert jwt.get_unverified_header(refreshed.json["refreshToken"])["kid"] == rotated["refresh"]["kid"]
         states = {key["kid"]: key["state"] for key in json.loads(app.test_cli_runner().invoke(
-            args=["signing-key", "list", "--json"]).output)}
+            args=["signing-key", "list", "--json"]).stdout)}
         assert states[new_kid] == "current" and states[old_kid] == "previous"
     finally:
         clock.advance(-clock.offset.total_seconds())
@@ -146,7 +146,7 @@ def test_rotate_now_signs_at_once_and_retire_kills_the_old_tokens_everywhere(iso
     assert unknown.exit_code != 0 and "no signing key" in unknown.output
     states = {key["kid"]: key["state"] for key in json.loads(cli(isolated_database_url, "list", "--json").stdout)}
     assert states[old_access] == states[old_refresh] == "retired"
-    text = runner.invoke(args=["signing-key", "list"]).output
+    text = runner.invoke(args=["signing-key", "list"]).stdout
     assert old_access in text and "retired" in text
 
     # Another process retired them: this app sees it within its keyring cache (1 s here, 5 s by default).
@@ -225,7 +225,7 @@ def test_keys_made_before_the_split_keep_their_tokens_working(isolated_database,
         assert rotated.status_code == 200, rotated.json
         assert jwt.get_unverified_header(rotated.json["refreshToken"])["kid"] == refresh_kid
         states = {key["kid"]: key for key in json.loads(app.test_cli_runner().invoke(
-            args=["signing-key", "list", "--json"]).output)}
+            args=["signing-key", "list", "--json"]).stdout)}
         assert states[kid]["purpose"] == "legacy" and states[kid]["state"] == "current"
     finally:
         app.extensions["usher"].db.dispose()

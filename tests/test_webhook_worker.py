@@ -141,7 +141,8 @@ def test_worker_killed_mid_delivery_delivers_exactly_once(stack):
         "seconds_from_kill_to_delivered": round(settled_at - killed_at, 2), "requests_received": len(received),
         "processed_by_receiver": len(receiver.processed), "JOB_HEARTBEAT_TIMEOUT_SECONDS": 3})
     assert delivered == [{"id": received[0]["headers"]["webhook-id"], "eventType": "session.created",
-                          "status": "succeeded", "attempts": 1, "lastResponseStatus": 200, "nextAttemptAt": None}]
+                          "status": "succeeded", "attempts": 1, "lastResponseStatus": 200, "lastError": None,
+                          "nextAttemptAt": None}]
     assert len(received) == 2  # the killed attempt and the one after the restart
     assert all(r["event"] is not None for r in received)  # both verified by the standardwebhooks library
     assert {r["headers"]["webhook-id"] for r in received} == {delivered[0]["id"]}

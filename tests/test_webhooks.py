@@ -204,13 +204,15 @@ def test_a_failing_receiver_is_retried_and_each_attempt_recorded(client, org):
         [delivery] = _settled(client, keys["secretKey"], endpoint["id"], 1)
     assert len({r["headers"]["webhook-id"] for r in received}) == 1  # the same message each time
     assert delivery == {"id": received[0]["headers"]["webhook-id"], "eventType": "session.created",
-                        "status": "succeeded", "attempts": 3, "lastResponseStatus": 200, "nextAttemptAt": None}
+                        "status": "succeeded", "attempts": 3, "lastResponseStatus": 200, "lastError": None,
+                        "nextAttemptAt": None}
     assert len(receiver.processed) == 1
     gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(received)]
     assert all(gap >= 0.15 for gap in gaps), gaps  # waited the (compressed) backoff between attempts
 
 
-def test_a_receiver_that_never_succeeds_ends_failed_after_the_schedule(client, org):
+def test_a_receiver_that_never_succeeds_ends_failed_after_the_schedule(client, org, caplog):
+    """The reason of each failed attempt is logged (WARNING) and the last one is in the API (`lastError`)."""
     keys = org["keys"]["test"]
     with Receiver(statuses=[500] * 20) as receiver:
         endpoint = _endpoint(client, keys["secretKey"], receiver.url, events=["session.created"])
@@ -221,6 +223,11 @@ def test_a_receiver_that_never_succeeds_ends_failed_after_the_schedule(client, o
         assert len(receiver.received) == 1 + len(FAST)  # the first attempt and six retries, no more
     assert delivery["status"] == "failed" and delivery["attempts"] == 7
     assert delivery["lastResponseStatus"] == 500 and delivery["nextAttemptAt"] is None
+    assert delivery["lastError"] == "HTTP 500"
+    failures = [r.getMessage() for r in caplog.records if r.name == "usher.webhooks" and r.levelname == "WARNING"
+                and delivery["id"] in r.getMessage()]
+    assert len(failures) == 7 and failures[-1].endswith("attempt 7 failed for good: HTTP 500"), failures
+    assert all(message.endswith("will be retried: HTTP 500") for message in failures[:-1])
 
 
 def test_the_contract_backoff_is_the_default(app):

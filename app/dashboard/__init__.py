@@ -43,6 +43,8 @@ def init_dashboard(app: Flask) -> None:
     settings = usher.settings
     if not app.config.get("SECRET_KEY"):  # signs the cookie; derived, so every worker agrees
         app.config["SECRET_KEY"] = keyed_hash(settings.app_secret, "flask-session-cookie")
+        app.config["SECRET_KEY_FALLBACKS"] = [keyed_hash(fallback, "flask-session-cookie")
+                                              for fallback in settings.app_secret_fallbacks]
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_PATH="/dashboard",
@@ -55,7 +57,8 @@ def init_dashboard(app: Flask) -> None:
     )
     app.session_interface = DashboardCookieSession()
     CSRFProtect(app)  # kept by Flask-WTF in app.extensions["csrf"]
-    app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock)
+    app.extensions["dashboard"] = DashboardSessions(usher.db, settings.app_secret, usher.clock,
+                                                        settings.app_secret_fallbacks)
     app.register_blueprint(bp)
     # Browsers ask every page's origin for /favicon.ico (a 404 is a console error on every page).
     icon = (Path(bp.static_folder or "") / "favicon.ico").read_bytes()

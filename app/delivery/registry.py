@@ -12,7 +12,7 @@ from app.delivery.smtp import SmtpSender
 from app.delivery.webhook import WebhookSender
 from app.errors import ApiError
 from app.registry import Registry, SenderContext, SenderPlugin
-from app.security.crypto import Sealer
+from app.security.crypto import CAPTURE_SEAL, Sealer
 
 log = logging.getLogger("usher.delivery")
 
@@ -42,7 +42,8 @@ def _smtp(ctx: SenderContext) -> Sender:
 
 
 def _capture(ctx: SenderContext) -> CaptureSender:
-    return CaptureSender(ctx.db, Sealer(ctx.settings.app_secret, "usher outbox v1"), ctx.clock)
+    return CaptureSender(ctx.db, Sealer(ctx.settings.app_secret, CAPTURE_SEAL, ctx.settings.app_secret_fallbacks),
+                         ctx.clock)
 
 
 # Usher's own senders, registered as `usher.senders` entry points (see `app.registry.BUILTINS`).

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
 from app.grants.identified import insert_consumer, sign_in
+from app.metrics import security_event
 from app.models import ExchangeCode, ExternalIdentity
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal, keyed_hash
@@ -51,9 +52,15 @@ class ExternalExchangeGrant(BaseGrant):
         ctx, data, now = self.request.ctx, self.request.data, self.server.clock()
         code_hash = exchange_hash(self.server.app_secret, data["exchange_code"])
         outcome: str | None = None
+        replayed: str | None = None
         finish: Callable[[], dict] | None = None
         with self.server.db.write() as connection:
             row = connection.execute(_SELECT_CODE, {"code_hash": code_hash}).first()
+            for fallback in self.server.settings.app_secret_fallbacks if row is None else ():  # rotation: on a miss
+                fallback_hash = exchange_hash(fallback, data["exchange_code"])
+                row = connection.execute(_SELECT_CODE, {"code_hash": fallback_hash}).first()
+                if row is not None:
+                    break
             if row is None or row.organization_id != ctx.organization_id or row.mode != ctx.mode:
                 outcome = "exchange_code_invalid"  # unknown, or another tenant's: no session, code untouched
             elif row.consumed_at is not None:
@@ -65,7 +72,7 @@ class ExternalExchangeGrant(BaseGrant):
                              {"provider": row.provider, "sessionRevoked": bool(row.session_id)}, now)
                 events.record(connection, row.organization_id, row.mode, "exchange_code.replayed",
                               {"sessionId": row.session_id, "consumerId": ended.consumer_id if ended else None})
-                outcome = "exchange_code_invalid"
+                outcome = replayed = "exchange_code_invalid"
             elif row.expires_at <= now:
                 outcome = "exchange_code_expired"
             elif row.code_challenge is None and data.get("code_verifier"):
@@ -79,7 +86,9 @@ class ExternalExchangeGrant(BaseGrant):
             else:
                 consumer_id = self._consumer(connection, row, now)
                 session_row, finish = sign_in(self, connection, consumer_id, now)
-                connection.execute(_CONSUME, {"code": code_hash, "now": now, "made_session": session_row.id})
+                connection.execute(_CONSUME, {"code": row.code_hash, "now": now, "made_session": session_row.id})
+        if replayed and row is not None:  # after the commit: the session it made is revoked
+            security_event("exchange_code_replayed", session=row.session_id, org=row.organization_id)
         if outcome:
             raise ApiError(outcome)
         assert finish is not None  # no failed outcome: the session was made

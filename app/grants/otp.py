@@ -69,7 +69,7 @@ class OtpGrant(BaseGrant):
             code = connection.execute(_SELECT_CODE, {"organization_id": ctx.organization_id, "mode": ctx.mode,
                                                      "identifier": identifier.value}).first()
             now = self.server.clock()
-            outcome = _outcome(presented, code, now)
+            outcome = _outcome(self._as_stored(presented, code), code, now)
             if outcome == "otp_invalid":
                 _count_wrong_try(connection, code, identifier.value, ctx)
             elif outcome is None:
@@ -83,6 +83,21 @@ class OtpGrant(BaseGrant):
         assert finish is not None  # no failed outcome: the session was made
         return 200, finish()
 
+    def _as_stored(self, presented: str, code: Row | None) -> str:
+        """The presented code's hash under the secret the stored code was hashed with: APP_SECRET,
+        or a fallback during a rotation (every fallback is hashed whatever is stored: same work)."""
+        fallbacks = self.server.settings.app_secret_fallbacks
+        if not fallbacks:
+            return presented
+        ctx, stored = self.request.ctx, code.code_hash if code is not None else _NO_CODE
+        found = presented
+        for fallback in fallbacks:
+            candidate = code_hash(fallback, ctx.organization_id, ctx.mode, self.identifier.value,
+                                  self.request.data["code"])
+            if constant_time_equal(candidate, stored) and not constant_time_equal(presented, stored):
+                found = candidate
+        return found
+
     def _in_two_round_trips(self, presented: str) -> dict | None:
         """The PostgreSQL path (see the module's docstring): the body, an `ApiError` for a
         wrong or dead code, or None when the locked path must decide."""
@@ -93,7 +108,7 @@ class OtpGrant(BaseGrant):
             code = connection.execute(_READ_CODE[identifier.kind], {
                 "organization_id": ctx.organization_id, "mode": ctx.mode, "identifier": identifier.value}).first()
             now = self.server.clock()
-            outcome = _outcome(presented, code, now)
+            outcome = _outcome(self._as_stored(presented, code), code, now)
             if outcome == "otp_invalid":
                 _count_wrong_try(connection, code, identifier.value, ctx)
             if outcome:

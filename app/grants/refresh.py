@@ -18,6 +18,7 @@ from typing import TypeGuard
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
+from app.metrics import security_event
 from app.models import AuthSession
 from app.security.keys import constant_time_equal
 from app.services import audit, events
@@ -66,6 +67,7 @@ class RefreshTokenGrant(BaseGrant):
             row = lock_session(connection, claims["sessionId"])
             if not _live_session_of(row, claims):
                 raise ApiError("refresh_token_invalid")
+            presented = _presented_hash(row, presented, claims["jti"], self.server.settings.app_secret_fallbacks)
             if constant_time_equal(presented, row.refresh_hash):
                 generation = rotate(row, kids, secret, self.request.ctx.organization, claims["jti"], now)
                 save_rotation(connection, row)
@@ -82,6 +84,7 @@ class RefreshTokenGrant(BaseGrant):
                               {"sessionId": row.id, "consumerId": row.consumer_id})
                 generation = None
         if generation is None:
+            security_event("refresh_token_reused", session=claims["sessionId"], org=claims["organizationId"])
             raise ApiError("refresh_token_reused")
         return generation
 
@@ -95,6 +98,19 @@ class RefreshTokenGrant(BaseGrant):
                 return None
             generation = rotate(row, kids, self.server.app_secret, self.request.ctx.organization, claims["jti"], now)
             return generation if save_rotation_if_current(connection, row) else None
+
+
+def _presented_hash(row: AuthSession, presented: str, jti: str, fallbacks: tuple[str, ...]) -> str:
+    """The presented token's hash as the row holds it: APP_SECRET's, or (a session last rotated
+    before an APP_SECRET rotation) the first fallback's that matches the current or previous hash."""
+    stored = (row.refresh_hash, row.previous_refresh_hash or "")
+    if not fallbacks or any(constant_time_equal(presented, value) for value in stored):
+        return presented
+    for fallback in fallbacks:
+        candidate = refresh_hash(fallback, jti)
+        if any(constant_time_equal(candidate, value) for value in stored):
+            return candidate
+    return presented
 
 
 def _live_session_of(row: AuthSession | None, claims: dict) -> TypeGuard[AuthSession]:

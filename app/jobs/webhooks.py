@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from standardwebhooks.webhooks import Webhook
 
+from app.metrics import count_webhook_delivery
 from app.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.services.webhooks import Target, UrlRefused, resolve, signing_secrets
 
@@ -106,7 +107,7 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         attempt = session.get(WebhookDelivery, (endpoint_id, event_id)).attempts + 1
         endpoint = session.get(WebhookEndpoint, endpoint_id)
         event = session.get(WebhookEvent, event_id)
-        secrets = signing_secrets(endpoint, settings.app_secret, now)
+        secrets = signing_secrets(endpoint, settings.app_secret, now, settings.app_secret_fallbacks)
     response_status, error = None, None
     try:
         target = resolve(endpoint.url, endpoint.mode,  # again at each delivery (DNS rebinding)
@@ -133,7 +134,13 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         session.execute(_RECORD, {"k_endpoint": endpoint_id, "k_event": event_id, "new_status": status,
                                   "response_status": response_status, "error": error and error[:200], "now": done,
                                   "next_at": next_at})
-    log.info("webhook %s to %s: attempt %d %s", event_id, endpoint_id, attempt, status)
+    with app.app_context():
+        count_webhook_delivery("retrying" if status == "pending" else status)
+    if succeeded:
+        log.info("webhook %s to %s: attempt %d succeeded", event_id, endpoint_id, attempt)
+    else:
+        log.warning("webhook %s to %s: attempt %d %s: %s", event_id, endpoint_id, attempt,
+                    "will be retried" if status == "pending" else "failed for good", error)
     if status == "pending":
         raise dramatiq.Retry(f"attempt {attempt} failed ({error})", delay=int(schedule[attempt - 1] * 1000))
 

@@ -1,5 +1,6 @@
 """Typed models, one module per aggregate. No Flask imports here."""
 
+from app.models.app_secret import AppSecretFingerprint
 from app.models.audit import AuditChain, AuditEvent
 from app.models.base import new_id
 from app.models.consumer import AuthSession, Consumer
@@ -17,7 +18,8 @@ from app.models.webhook import (
            WebhookSubscription,
 )
 
-__all__ = ["ApiKey", "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "DashboardSession",
+__all__ = ["ApiKey", "AppSecretFingerprint",
+           "AuditChain", "AuditEvent", "AuthSession", "CapturedMessage", "Consumer", "DashboardSession",
            "ExchangeCode", "Experience", "ExternalIdentity", "Organization", "OrganizationSettings", "OtpCode", "Queue",
            "QueueCount", "QueueEntry",
            "SigningKey", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookSubscription",

@@ -54,6 +54,8 @@ class AuthSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     refresh_hash: Mapped[str] = mapped_column(String(64))
     previous_refresh_hash: Mapped[str | None] = mapped_column(String(64))
+    #: Which APP_SECRET made `refresh_hash` (a short fingerprint), for `secrets status`.
+    refresh_fingerprint: Mapped[str | None] = mapped_column(String(16))
     rotated_at: Mapped[datetime | None]
     generation_kid: Mapped[str] = mapped_column(String(40))
     generation_refresh_kid: Mapped[str | None] = mapped_column(String(40))  # None: signed before refresh keys

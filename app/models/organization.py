@@ -75,6 +75,9 @@ class ApiKey(Base):
     mode: Mapped[str] = mapped_column(String(4))
     type: Mapped[str] = mapped_column(String(11))
     lookup: Mapped[str] = mapped_column(String(100), unique=True)
+    #: Which APP_SECRET made `lookup` (a short fingerprint; None for publishable keys), so
+    #: `secrets status` can count the keys still hashed with a fallback.
+    lookup_fingerprint: Mapped[str | None] = mapped_column(String(16))
     last4: Mapped[str] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]

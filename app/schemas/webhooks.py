@@ -62,6 +62,9 @@ class DeliveryOut(Schema):
     status = fields.String(metadata={"enum": ["pending", "succeeded", "failed"]})
     attempts = fields.Integer()
     last_response_status = fields.Integer(data_key="lastResponseStatus", allow_none=True)
+    last_error = fields.String(data_key="lastError", allow_none=True, metadata={
+        "description": "Why the last attempt failed (`HTTP 500`, `timeout`, `connection: …`, `refused: …`); "
+                       "null after a success or before any attempt.", "example": "HTTP 503"})
     next_attempt_at = Instant(data_key="nextAttemptAt", allow_none=True)
 
 

@@ -7,7 +7,7 @@ OAuth endpoints, or by a test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import chain
@@ -19,6 +19,7 @@ from app.db import Database
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Organization, OrganizationSettings
 from app.security.credentials import CredentialKind, Credentials
+from app.security.crypto import short_fingerprint
 from app.security.keys import constant_time_equal, key_lookup, parse_key
 from app.security.scopes import key_scopes
 from app.tokens.service import ACCESS, TokenError, TokenService
@@ -164,10 +165,11 @@ class CallerResolver:
     session liveness are read on every request."""
 
     def __init__(self, db: Database, tokens: TokenService, app_secret: str, clock: Callable[[], datetime],
-                 publishable_key_cache_seconds: float = 0.0):
+                 publishable_key_cache_seconds: float = 0.0, fallbacks: Sequence[str] = ()):
         self.db = db
         self.tokens = tokens
         self.app_secret = app_secret
+        self.fallbacks = tuple(fallbacks)
         self.clock = clock
         self.publishable_key_cache_seconds = publishable_key_cache_seconds
         self._cache_for = timedelta(seconds=publishable_key_cache_seconds)
@@ -239,14 +241,35 @@ class CallerResolver:
         params = {"lookup": lookup}
         if session_claims is not None:
             params.update(live_session_id=session_claims["sessionId"], live_consumer_id=session_claims["consumerId"])
-        row = reader().execute(_KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY, params).first()
+        query = _KEY_QUERY if session_claims is None else _KEY_AND_SESSION_QUERY
+        row = reader().execute(query, params).first()
+        stale = None  # the lookup an earlier APP_SECRET made, found on a miss only (rotation)
+        if row is None and key_type != "publishable" and self.fallbacks:
+            for fallback in self.fallbacks:
+                params["lookup"] = lookup = key_lookup(fallback, key_type, value)
+                row = reader().execute(query, params).first()
+                if row is not None:
+                    stale = lookup
+                    break
+            else:  # another request may have re-hashed it between our two reads: look once more
+                params["lookup"] = lookup = key_lookup(self.app_secret, key_type, value)
+                row = reader().execute(query, params).first()
         if row is None or not constant_time_equal(row.lookup, lookup) or row.type != key_type or row.mode != mode:
             return None
+        if stale is not None and (row.revoked_at is None and (row.expires_at is None or row.expires_at > self.clock())):
+            self._rehash(row.key_id, stale, key_lookup(self.app_secret, key_type, value))
         if cacheable and row.revoked_at is None:
             self._remember(lookup, row)
         if session_claims is not None and not row.session_live:
             return None
         return self._caller_of(row)
+
+    def _rehash(self, key_id: str, stale: str, lookup: str) -> None:
+        """Move a key's lookup to APP_SECRET's hash on its first use after a rotation (only the
+        presented value can be hashed again: it is stored nowhere)."""
+        with self.db.write() as connection:
+            connection.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.lookup == stale)
+                               .values(lookup=lookup, lookup_fingerprint=short_fingerprint(self.app_secret)))
 
     def resolve_key_id(self, reader: Reader, key_id: str) -> RequestContext | None:
         """The caller of a key known by id (the dashboard's session refers to its key this way),

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from app.db import Database
 from app.models import DashboardSession
-from app.security.crypto import Sealer
+from app.security.crypto import DASHBOARD_REVEAL_SEAL, Sealer
 from app.security.keys import keyed_hash
 
 IDLE_EXPIRY = timedelta(hours=8)
@@ -29,11 +29,12 @@ _FIND = select(_T_C.key_id, _T_C.last_seen_at).where(_T_C.token_hash == bindpara
 
 
 class DashboardSessions:
-    def __init__(self, db: Database, app_secret: str, clock: Callable[[], datetime]):
+    def __init__(self, db: Database, app_secret: str, clock: Callable[[], datetime], fallbacks: Sequence[str] = ()):
         self.db = db
         self.app_secret = app_secret
+        self.fallbacks = tuple(fallbacks)
         self.clock = clock
-        self._sealer = Sealer(app_secret, "dashboard-reveal")
+        self._sealer = Sealer(app_secret, DASHBOARD_REVEAL_SEAL, fallbacks)
 
     def _hash(self, token: str) -> str:
         return keyed_hash(self.app_secret, "dashboard-session", token)
@@ -54,6 +55,8 @@ class DashboardSessions:
         8 hours (then removed)."""
         token_hash = self._hash(token)
         row = reader.execute(_FIND, {"token_hash": token_hash}).first()
+        if row is None and self.fallbacks:  # a session made under an earlier APP_SECRET: re-keyed on use
+            row = self._rehash(token) or reader.execute(_FIND, {"token_hash": token_hash}).first()
         if row is None:
             return None
         now = self.clock()
@@ -64,6 +67,24 @@ class DashboardSessions:
             with self.db.write() as connection:
                 connection.execute(update(_T).where(_T_C.token_hash == token_hash).values(last_seen_at=now))
         return row.key_id
+
+    def _rehash(self, token: str):
+        """The row of a session hashed with a fallback secret, moved to the APP_SECRET hash (its
+        held reveal re-sealed under the new hash), or None."""
+        for fallback in self.fallbacks:
+            old_hash = keyed_hash(fallback, "dashboard-session", token)
+            with self.db.write() as connection:
+                found = connection.execute(select(_T_C.key_id, _T_C.last_seen_at, _T_C.reveal)
+                                           .where(_T_C.token_hash == old_hash).with_for_update()).first()
+                if found is None:
+                    continue
+                reveal = found.reveal
+                if reveal is not None:
+                    reveal = self._sealer.seal(self._sealer.open(reveal, old_hash), self._hash(token))
+                connection.execute(update(_T).where(_T_C.token_hash == old_hash)
+                                   .values(token_hash=self._hash(token), reveal=reveal))
+                return found
+        return None
 
     def end(self, token: str) -> None:
         with self.db.write() as connection:

@@ -14,6 +14,7 @@ from app.errors import ApiError
 from app.models import ApiKey, Organization, OrganizationSettings, new_id
 from app.models.base import MODES
 from app.schemas.admin import SettingsSchema
+from app.security.crypto import short_fingerprint
 from app.security.keys import generate_key_value, key_lookup
 from app.security.scopes import insufficient_scope, key_scopes, missing
 from app.services import audit
@@ -26,6 +27,7 @@ def create_key(session: Session, app_secret: str, organization_id: str, mode: st
     value = generate_key_value(key_type, mode)
     key = ApiKey(id=new_id("key"), organization_id=organization_id, mode=mode, type=key_type,
                  lookup=key_lookup(app_secret, key_type, value), last4=value[-4:],
+                 lookup_fingerprint=None if key_type == "publishable" else short_fingerprint(app_secret),
                  created_at=utcnow(), rolled_from_id=rolled_from_id,
                  scopes=sorted(scopes or ()) if key_type == "restricted" else None)
     session.add(key)

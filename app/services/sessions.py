@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Consumer, new_id
+from app.security.crypto import short_fingerprint
 from app.security.keys import keyed_hash
 from app.services import events
 from app.tokens.service import Generation, Kids, TokenService
@@ -60,8 +61,8 @@ SESSIONS = AuthSession.__table__
 _INSERT_SESSION = insert(SESSIONS)
 _SELECT_SESSION = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
 _SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update()
-_ROTATED = ("previous_refresh_hash", "refresh_hash", "rotated_at", "generation_kid", "generation_refresh_kid",
-            "generation_iat",
+_ROTATED = ("previous_refresh_hash", "refresh_hash", "refresh_fingerprint", "rotated_at", "generation_kid",
+            "generation_refresh_kid", "generation_iat",
             "generation_access_exp", "generation_refresh_exp", "expires_at")
 _UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
                    .values({name: bindparam(name) for name in _ROTATED}))
@@ -124,7 +125,8 @@ def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consum
     """A new session row (not yet stored) and the generation its first pair is signed from."""
     access_jti, refresh_jti = random_jti(), random_jti()
     row = AuthSession(id=new_id("sess"), organization_id=organization.id, mode=mode, consumer_id=consumer_id,
-                      type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti))
+                      type=session_type, created_at=now, refresh_hash=refresh_hash(app_secret, refresh_jti),
+                      refresh_fingerprint=short_fingerprint(app_secret))
     _stamp(row, kids, now, organization)
     return row, generation_of(row, access_jti, refresh_jti)
 
@@ -166,6 +168,7 @@ def rotate(row: AuthSession, kids: Kids, app_secret: str, organization, presente
     access_jti, refresh_jti = successor_jtis(app_secret, presented_jti)
     row.previous_refresh_hash = row.refresh_hash
     row.refresh_hash = refresh_hash(app_secret, refresh_jti)
+    row.refresh_fingerprint = short_fingerprint(app_secret)
     row.rotated_at = now
     _stamp(row, kids, now, organization)
     return generation_of(row, access_jti, refresh_jti)

@@ -103,5 +103,6 @@ def endpoint_deliveries(session: Session, ctx: RequestContext, endpoint_id: str,
                            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id.desc())
                            .limit(limit))
     return endpoint, [{"id": r.event_id, "event_type": r.event_type, "status": r.status, "attempts": r.attempts,
-                       "last_response_status": r.last_response_status, "next_attempt_at": r.next_attempt_at}
+                       "last_response_status": r.last_response_status, "last_error": r.last_error,
+                       "next_attempt_at": r.next_attempt_at}
                       for r in rows]

@@ -18,6 +18,7 @@ import base64
 import ipaddress
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +27,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from app.models import WebhookEndpoint, WebhookSubscription, new_id
-from app.security.crypto import Sealer
+from app.security.crypto import WEBHOOK_SECRET_SEAL, Sealer
 
 SECRET_PREFIX = "whsec_"
 
@@ -125,13 +126,14 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def sealer(app_secret: str) -> Sealer:
-    return Sealer(app_secret, "webhook-endpoint-secret")
+def sealer(app_secret: str, fallbacks: Sequence[str] = ()) -> Sealer:
+    return Sealer(app_secret, WEBHOOK_SECRET_SEAL, fallbacks)
 
 
-def signing_secrets(endpoint: WebhookEndpoint, app_secret: str, now: datetime) -> list[str]:
+def signing_secrets(endpoint: WebhookEndpoint, app_secret: str, now: datetime,
+                    fallbacks: Sequence[str] = ()) -> list[str]:
     """The secrets that sign a delivery now: the current one, and the previous one during a rotation."""
-    box = sealer(app_secret)
+    box = sealer(app_secret, fallbacks)
     found = [box.open(endpoint.secret_sealed, endpoint.id).decode()]
     previous, until = endpoint.previous_secret_sealed, endpoint.previous_expires_at
     if previous is not None and until is not None and until > now:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
 from app.models import SigningKey, new_id
-from app.security.crypto import Sealer
+from app.security.crypto import SIGNING_KEY_SEAL, Sealer
 
 # A replaced key stays published for the longest token lifetime the settings allow (1 year).
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -86,7 +86,7 @@ class Keyring:
     """The keys of one purpose. `signs` and `verifies` name the purposes it signs and verifies with."""
 
     def __init__(self, db: Database, app_secret: str, cache_seconds: float, purpose: str,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, fallbacks: Sequence[str] = ()):
         self.db = db
         self.purpose = purpose
         self.cache_seconds = cache_seconds
@@ -94,7 +94,7 @@ class Keyring:
         self.verifies = (purpose, LEGACY_KEYS)
         self.signs = (ACCESS_KEYS, LEGACY_KEYS) if purpose == ACCESS_KEYS else (purpose,)
         self.published = purpose == ACCESS_KEYS
-        self._sealer = Sealer(app_secret, "usher signing keys v1")
+        self._sealer = Sealer(app_secret, SIGNING_KEY_SEAL, fallbacks)
         self._lock = threading.Lock()
         self._keys: dict[str, KeyEntry] = {}
         self._loaded_at = float("-inf")

@@ -9,6 +9,7 @@ from app.api.grants import GrantView
 from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.grants.otp import OtpGrant
+from app.metrics import count_otp_message
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.otp import sms
 from app.otp.identifiers import identifier_from
@@ -58,7 +59,9 @@ class OtpRequest(MethodView):
                                       identifier, usher.clock())
         except DeliveryFailed:
             limits.clear("otp_request_cooldown", cooldown, *tenant, identifier.value)
+            count_otp_message(identifier.channel, "failed")
             raise
+        count_otp_message(identifier.channel, "sent")
         return {"sent": True, "expires_at": expires_at}
 
 

@@ -37,7 +37,7 @@ def client(app):
 def tenant(app, client):
     """A new organization's test mode, with the shop's origin allowed: (publishable, secret)."""
     result = app.test_cli_runner().invoke(args=["org", "create", "--name", "Acme", "--json"])
-    keys = json.loads(result.output)["keys"]["test"]
+    keys = json.loads(result.stdout)["keys"]["test"]
     pk, sk = keys["publishableKey"], keys["secretKey"]
     response = client.patch("/api/v1/settings", json={"allowedOrigins": [SHOP]},
                             headers={"Authorization": f"Bearer {sk}"})

@@ -133,7 +133,7 @@ def test_unknown_and_foreign_tokens_are_invalid(app, client, tenant):
     request_link(client, pk, "mine@example.com")
     token = emailed_token(client, sk, "mine@example.com")
     result = app.test_cli_runner().invoke(args=["org", "create", "--name", "Other", "--json"])
-    other_pk = json.loads(result.output)["keys"]["test"]["publishableKey"]
+    other_pk = json.loads(result.stdout)["keys"]["test"]["publishableKey"]
     for key, presented in ((pk, "ml_" + "A" * 43), (other_pk, token)):
         response = verify(client, key, presented)
         assert response.status_code == 401 and response.json["error"] == "magic_link_invalid"
