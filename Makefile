@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 RUFF_ARGS = $(shell $(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join("--config %s" % repr(k + "=" + v.strip()) for k, v in c["ruff"].items()))')
 
-.PHONY: run test test-fast test-sqlite test-postgres lint lock fuzz bench profile clean sdk
+.PHONY: run keys test test-fast test-sqlite test-postgres lint lock fuzz bench profile clean sdk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(VENV)/.runtime
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/flask --app wsgi org ensure-dev
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# New test keys for the development organization `make run` made (its first keys are printed once).
+keys: $(VENV)/.runtime
+	$(BIN)/flask --app wsgi org ensure-dev --new-keys
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations examples wsgi.py gunicorn.conf.py

@@ -210,16 +210,25 @@ def org_keys_create(organization_id: str, mode: str, key_type: str, as_json: boo
 
 
 @org_cli.command("ensure-dev")
-def org_ensure_dev():
+@click.option("--new-keys", is_flag=True, help="The development organization exists: issue it new test keys "
+                                                "(`make keys`), shown once.")
+def org_ensure_dev(new_keys: bool):
     """Create the development organization once, printing its test keys that one time."""
-    with current_app.extensions["usher"].db.transaction() as session:
-        if session.scalar(select(Organization.id).limit(1)) is not None:
-            click.echo("an organization exists already; its keys were printed when it was created", err=True)
+    usher = current_app.extensions["usher"]
+    with usher.db.transaction() as session:
+        existing = session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
+        if existing is not None and not new_keys:
+            click.echo(f"an organization exists already ({existing}); its keys were printed when it was created. "
+                       "New test keys: make keys", err=True)
             return
-        result = create_organization(session, current_app.extensions["usher"].settings.app_secret, "Development",
-                                     actor=audit.CLI)
-    keys = result["keys"]["test"]
-    click.echo(f"development organization {result['organizationId']} (test mode keys, shown once):")
+        if existing is None:
+            result = create_organization(session, usher.settings.app_secret, "Development", actor=audit.CLI)
+            keys, organization_id = result["keys"]["test"], result["organizationId"]
+        else:
+            organization_id = existing
+            keys = {name: create_key_by_cli(session, usher.settings.app_secret, existing, "test", key_type)[1]
+                    for name, key_type in (("publishableKey", "publishable"), ("secretKey", "secret"))}
+    click.echo(f"development organization {organization_id} (test mode keys, shown once):")
     click.echo(f"  X-Publishable-Key: {keys['publishableKey']}")
     click.echo(f"  Authorization: Bearer {keys['secretKey']}")
 

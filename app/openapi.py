@@ -374,8 +374,10 @@ def docs_config(version: str, server_url: str, swagger_ui: bool = True) -> dict:
                     "endpoints. Every error is `{\"error\", \"message\"?, \"details\"?}` with a stable "
                     "`error` code: the catalogue is the **Error** schema's description, at the bottom."),
             },
-            # Absolute (its ISSUER): clients imported elsewhere (Postman, generators) need a host.
-            "servers": [{"url": server_url, "description": "This Usher (its `ISSUER`)."}],
+            # Absolute first (its ISSUER): clients imported elsewhere (Postman, generators) need a
+            # host. Then relative: whatever name this document was fetched under (Swagger UI).
+            "servers": [{"url": server_url, "description": "This Usher (its `ISSUER`)."},
+                        {"url": "/", "description": "The host this document was fetched from."}],
             "components": {"securitySchemes": SECURITY_SCHEMES},
         },
     }

@@ -42,6 +42,15 @@ def test_swagger_ui_authorizes_and_executes_a_guest_session(live_server, actions
         page.goto(live_server.url + "/docs")
         page.locator(".swagger-ui .info .title").wait_for(timeout=20000)
         assert "Usher" in page.locator(".swagger-ui .info .title").inner_text()
+        # The first screen (a 1280 x 720 laptop) shows "Authorize"; sections are who calls.
+        page.set_viewport_size({"width": 1280, "height": 720})
+        box = page.locator("button.authorize").first.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 720, box
+        sections = [text.strip() for text in page.locator(".opblock-tag-section h3 .nostyle span").all_inner_texts()]
+        assert sections == ["Shop", "Merchant server", "Admin", "OAuth and discovery", "Health"], sections
+        page.set_viewport_size({"width": 1280, "height": 1800})
+        # The test's ISSUER (http://usher.test) is not this gunicorn: use the document's own host.
+        page.locator(".servers select").select_option("/")
 
         page.locator("button.authorize").first.click()
         scheme = page.locator(".auth-container").filter(has_text="X-Publishable-Key")
@@ -49,7 +58,7 @@ def test_swagger_ui_authorizes_and_executes_a_guest_session(live_server, actions
         scheme.locator("button.authorize").click()
         page.locator(".auth-btn-wrapper button.btn-done").first.click()
 
-        operation = page.locator("#operations-auth-createGuestSession")
+        operation = page.locator("#operations-Shop-createGuestSession")
         operation.locator(".opblock-summary").click()
         # tryItOutEnabled is on: operations open ready to execute, without a "Try it out" step.
         operation.locator("button.execute").click()

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+from app import create_app
 from tests.helpers import publishable, secret
 
 KEY = r"[A-Za-z0-9]{32}"
@@ -69,3 +70,28 @@ def test_ensure_dev_prints_test_keys_once(tmp_path):
     second = flask(url, "org", "ensure-dev")
     assert second.returncode == 0
     assert "sk_" not in second.stdout + second.stderr
+    assert "New test keys: make keys" in second.stderr
+
+
+def test_make_keys_issues_new_test_keys_for_the_development_organization(tmp_path):
+    """A newcomer who missed the first `make run`'s keys: `make keys` (`ensure-dev --new-keys`)
+    prints a working new pair for the same organization; the old keys keep working."""
+    url = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
+    flask(url, "db", "upgrade")
+    first = flask(url, "org", "ensure-dev").stdout
+    again = flask(url, "org", "ensure-dev", "--new-keys")
+    assert again.returncode == 0, again.stderr
+    org = re.search(r"development organization (org_\w+)", first).group(1)
+    assert f"development organization {org} " in again.stdout
+    new_secret = re.search(rf"Bearer (sk_test_{KEY})", again.stdout).group(1)
+    new_publishable = re.search(rf"X-Publishable-Key: (pk_test_{KEY})", again.stdout).group(1)
+    assert new_secret not in first and new_publishable not in first
+    app = create_app({"DATABASE_URL": url, "APP_SECRET": CLI_SECRET, "TESTING": True})
+    try:
+        client = app.test_client()
+        assert client.get("/api/v1/keys", headers=secret(new_secret)).status_code == 200
+        assert client.post("/api/v1/auth/guest", headers=publishable(new_publishable)).status_code == 201
+        old_secret = re.search(rf"Bearer (sk_test_{KEY})", first).group(1)
+        assert client.get("/api/v1/keys", headers=secret(old_secret)).status_code == 200
+    finally:
+        app.extensions["usher"].db.dispose()

@@ -343,6 +343,13 @@ def test_settings_page_reads_as_prose(dash, org):
         assert hint.strip().rstrip(".").lower() != labels[key].strip().lower(), key
 
 
+def test_the_keys_table_has_no_column_that_repeats_the_pages_mode(dash, org):
+    dash.sign_in(org["keys"]["test"]["secretKey"])
+    page = dash.get("/dashboard/keys").text
+    assert "Keys of test mode" in page
+    assert re.findall(r"<th[^>]*>([^<]+)</th>", page)[:3] == ["Type", "Key", "Scopes"]
+
+
 def test_consumers_search_and_ending_sessions(dash, client, tenant, org):
     first, second = tenant.guest(), tenant.guest()
     dash.sign_in(org["keys"]["test"]["secretKey"])
