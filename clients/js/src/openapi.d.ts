@@ -836,8 +836,11 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description 200 when the database and the rate-limit storage answer; 503 otherwise (take the instance
-         *     out of rotation until it recovers).
+         * @description 200 when the database answers and the signing keys open; 503 otherwise (take the instance
+         *     out of rotation until it recovers), and 503 `"status": "draining"` from the SIGTERM that
+         *     stops it (it still serves for `GUNICORN_DRAIN_SECONDS`). A rate-limit storage outage is `"limits": "degraded"`
+         *     with 200: guest sign-in, refresh and queues do not need it, and failing every host at once
+         *     over it would be a total outage.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -1673,6 +1676,11 @@ export interface components {
             attempts: number;
             lastResponseStatus: number | null;
             /**
+             * @description Why the last attempt failed (`HTTP 500`, `timeout`, `connection: …`, `refused: …`); null after a success or before any attempt.
+             * @example HTTP 503
+             */
+            lastError: string | null;
+            /**
              * Format: date-time
              * @example 2024-12-01T09:00:00Z
              */
@@ -1750,11 +1758,19 @@ export interface components {
         Revoked: Record<string, never>;
         Health: {
             /** @enum {string} */
-            status: "ok" | "unavailable";
+            status: "ok" | "unavailable" | "draining";
             /** @enum {string} */
             database?: "ok" | "unavailable";
-            /** @enum {string} */
-            limits?: "ok" | "unavailable";
+            /**
+             * @description unavailable: the signing keys cannot be opened (another APP_SECRET), or not read
+             * @enum {string}
+             */
+            signingKeys?: "ok" | "unavailable";
+            /**
+             * @description degraded: the rate-limit storage does not answer; only OTP and exchange need it, so the instance stays ready
+             * @enum {string}
+             */
+            limits?: "ok" | "degraded";
         };
     };
     responses: never;
@@ -4329,7 +4345,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The database or the limit storage does not answer */
+            /** @description The database does not answer, the signing keys cannot be opened, or the instance is draining (stopping) */
             503: {
                 headers: {
                     [name: string]: unknown;
