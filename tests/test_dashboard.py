@@ -657,7 +657,8 @@ def test_an_endpoints_deliveries_are_listed(app, dash, client, org, tenant):
         first = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint["id"])
                                 .order_by(WebhookDelivery.created_at, WebhookDelivery.event_id)).first()
         session.execute(update(WebhookDelivery).where(WebhookDelivery.event_id == first.event_id)
-                        .values(status="failed", attempts=7, last_response_status=503, next_attempt_at=None))
+                        .values(status="failed", attempts=7, last_response_status=503, next_attempt_at=None,
+                                last_error="HTTP 503 from the receiver"))
     api = client.get(f"/api/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=secret(sk)).json["data"]
     assert [(d["eventType"], d["status"], d["attempts"], d["lastResponseStatus"]) for d in api] == [
         ("session.created", "pending", 0, None), ("session.created", "failed", 7, 503)]
@@ -669,7 +670,9 @@ def test_an_endpoints_deliveries_are_listed(app, dash, client, org, tenant):
     assert '<td data-label="Attempts">0</td>' in pending and '<td data-label="Last response">—</td>' in pending
     assert api[0]["nextAttemptAt"][:16].replace("T", " ") + " UTC" in pending
     assert api[1]["id"] in failed and '<span class="tag status-failed">failed</span>' in failed
-    assert '<td data-label="Attempts">7</td>' in failed and '<td data-label="Last response">503</td>' in failed
+    assert '<td data-label="Attempts">7</td>' in failed
+    # A failed delivery says why (the deliveries API's lastError).
+    assert '<td data-label="Last response">503<div class="hint">HTTP 503 from the receiver</div></td>' in failed
     assert '<td data-label="Next attempt">—</td>' in failed
     assert f'href="/dashboard/webhooks/{endpoint["id"]}"' in dash.get("/dashboard/webhooks").text
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -85,3 +86,14 @@ def test_db_revision_autogenerates_the_missing_table_and_the_result_applies(tmp_
     assert "exchange_codes" in inspect(engine).get_table_names()
     engine.dispose()
     assert schema_diff(url) == []
+
+
+def test_migration_files_sort_in_chain_order():
+    """Reading migrations/versions/ top to bottom is reading the chain (ids stay as shipped)."""
+    from alembic.script import ScriptDirectory
+
+    from app.cli import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://", plugin_locations=[]))
+    chain = [Path(revision.path).name for revision in reversed(list(script.walk_revisions()))]
+    assert chain == sorted(chain), chain
