@@ -42,7 +42,8 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def app_on(url: str, secret_value: str, fallbacks: str = ""):
     return create_app({"TESTING": True, "DATABASE_URL": url, "APP_SECRET": secret_value,
-                       "APP_SECRET_FALLBACKS": fallbacks, "RATELIMIT_STORAGE_URI": "memory://"})
+                       "APP_SECRET_FALLBACKS": fallbacks, "RATELIMIT_STORAGE_URI": "memory://",
+                       "WEBHOOK_PRIVATE_TARGETS": "allow"})  # a loopback receiver on PostgreSQL too
 
 
 def test_a_shared_database_without_app_secret_refuses_to_start_naming_it(tmp_path):
