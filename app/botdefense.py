@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast, runtime_checkable
 
-from altcha import ChallengeOptionsV1, create_challenge_v1, extract_params_v1, verify_solution_v1
+from altcha import (
+    ChallengeOptionsV1,
+    create_challenge_v1,
+    extract_params_v1,
+    verify_solution_v1,
+)
 from altcha.v1 import PayloadType
 
 from app.errors import ApiError

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -237,10 +238,10 @@ def issuer_from_bind(bind: str | None) -> str:
     host, _, port = bind.strip().rpartition(":")
     if not port.isdigit():
         return str(default)
-    host = host or "127.0.0.1"
-    if host in ("0.0.0.0", "[::]", "::"):  # noqa: S104 - a listening address, read to name the issuer
-        host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    with contextlib.suppress(ValueError):  # a wildcard address is reached as 127.0.0.1
+        if not host or ipaddress.ip_address(host.strip("[]")).is_unspecified:
+            host = "127.0.0.1"
+    return f"http://{host or '127.0.0.1'}:{port}"
 def is_sqlite_file(url: str | None) -> bool:
     """None (the embedded default) or a `sqlite:///path` URL: a database of this host only."""
     return url is None or (url.startswith("sqlite") and ":memory:" not in url and url.count("/") >= 3)

@@ -23,7 +23,14 @@ from webargs import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from app import inputs
-from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError, ErrorCode, lookup
+from app.errors import (
+    AUTHENTICATION_REQUIRED,
+    CATALOGUE,
+    SECRET_KEY_REQUIRED,
+    ApiError,
+    ErrorCode,
+    lookup,
+)
 
 if TYPE_CHECKING:
     from app.registry import Registry

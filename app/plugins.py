@@ -34,7 +34,14 @@ from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 
 from app.api.grants import GrantView
 from app.api.security import current_context, requires
-from app.botdefense import Attempt, BotCheck, BotCheckContext, BotCheckPlugin, refused, unavailable
+from app.botdefense import (
+    Attempt,
+    BotCheck,
+    BotCheckContext,
+    BotCheckPlugin,
+    refused,
+    unavailable,
+)
 from app.config import ConfigError
 from app.cors import origin_allowed
 from app.db import UTCDateTime

@@ -18,7 +18,13 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.botdefense import auto_complexity
-from app.models import AuditEvent, CapturedMessage, Consumer, OrganizationSettings, QueueEntry
+from app.models import (
+    AuditEvent,
+    CapturedMessage,
+    Consumer,
+    OrganizationSettings,
+    QueueEntry,
+)
 from tests.helpers import TenantActions, consumer, publishable, secret
 from tests.live import LoopbackHTTPServer
 

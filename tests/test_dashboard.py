@@ -12,7 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app
-from app.models import DashboardSession, OrganizationSettings, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    DashboardSession,
+    OrganizationSettings,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
@@ -334,12 +339,12 @@ def test_settings_page_reads_as_prose(dash, org):
     days and hours as well as seconds."""
     dash.sign_in(org["keys"]["test"]["secretKey"])
     page = dash.get("/dashboard/settings").text
-    hints = re.findall(r'<p class="hint" id="[^"]+">(.*?)</p>', page, re.S)
+    hints = re.findall(r'<p class="hint" id="[^"]+">(.*?)</p>', page, re.DOTALL)
     assert hints and not any("`" in hint for hint in hints)
     assert "<code>https://shop.example.com</code>" in page
     assert '<span class="duration">= 30 days</span>' in page and '<span class="duration">= 1 hour</span>' in page
     labels = dict(re.findall(r'<label for="([^"]+)">([^<]+?) <span class="api-name">', page))
-    for key, hint in re.findall(r'<p class="hint" id="([^"]+)-hint">(.*?)</p>', page, re.S):
+    for key, hint in re.findall(r'<p class="hint" id="([^"]+)-hint">(.*?)</p>', page, re.DOTALL):
         assert hint.strip().rstrip(".").lower() != labels[key].strip().lower(), key
 
 

@@ -168,8 +168,8 @@ def test_the_example_plugins_own_tests_pass_on_this_database(site, isolated_data
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"ENABLED_GRANTS": "guest,passkey"},
-     "ENABLED_GRANTS names unknown grant types ['passkey']; installed: external, guest, magic_link, otp, "
-     "refresh_token"),
+     ("ENABLED_GRANTS names unknown grant types ['passkey']; installed: external, guest, magic_link, otp, "
+      "refresh_token")),
     ({"OTP_SMS_SENDER": "twilio"},
      "OTP_SMS_SENDER names 'twilio', which is not an installed sms sender; installed: console, test_sms, webhook"),
     ({"OTP_EMAIL_SENDER": "test_sms"},

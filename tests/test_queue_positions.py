@@ -207,20 +207,19 @@ def _bulk_queue(db, org_id: str, queue_id: str, total: int) -> None:
     """`total` guests queued in one statement per table (the bench's way), then counted as the
     migration counts them."""
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
-    if db.engine.dialect.name == "postgresql":
-        numbers = "SELECT g AS n FROM generate_series(0, :last) AS g"
-    else:
-        numbers = "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < :last) SELECT n FROM s"
     values = {"prefix": f"guest_bulk{queue_id[-8:]}_", "org": org_id, "queue": queue_id, "now": now,
               "last": total - 1}
     engine = create_engine(db.url)  # not the app's: no statement timeout for a bulk load
     with engine.begin() as connection:
+        # 0 … last, the same recursive CTE on both databases.
         connection.execute(text(
-            f"INSERT INTO consumers (id, organization_id, mode, created_at) "  # noqa: S608 (fixed forms above)
-            f"SELECT :prefix || n, :org, 'test', :now FROM ({numbers}) AS numbers"), values)
+            "WITH RECURSIVE numbers(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM numbers WHERE n < :last) "
+            "INSERT INTO consumers (id, organization_id, mode, created_at) "
+            "SELECT :prefix || n, :org, 'test', :now FROM numbers"), values)
         connection.execute(text(
-            f"INSERT INTO queue_entries (queue_id, consumer_id, sequence, status, entered_at) "  # noqa: S608
-            f"SELECT :queue, :prefix || n, n, 'QUEUED', :now FROM ({numbers}) AS numbers"), values)
+            "WITH RECURSIVE numbers(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM numbers WHERE n < :last) "
+            "INSERT INTO queue_entries (queue_id, consumer_id, sequence, status, entered_at) "
+            "SELECT :queue, :prefix || n, n, 'QUEUED', :now FROM numbers"), values)
         connection.execute(text("UPDATE queues SET next_sequence = :last + 1 WHERE id = :queue"), values)
         queues.recount(connection, queue_id)
         if db.engine.dialect.name == "postgresql":

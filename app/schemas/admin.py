@@ -4,7 +4,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from flask import current_app
-from marshmallow import ValidationError, fields, missing, validate, validates, validates_schema
+from marshmallow import (
+    ValidationError,
+    fields,
+    missing,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from app.cors import MAX_ORIGINS, parse_origin_pattern
 from app.inputs import FullMatch
