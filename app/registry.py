@@ -28,7 +28,7 @@ from app.config import ConfigError, Settings
 from app.delivery.base import Sender
 from app.errors import ErrorCode
 from app.models import OrganizationSettings
-from app.models.webhook import EVENT_TYPES
+from app.events import EVENT_TYPES
 
 if TYPE_CHECKING:
     from flask.views import MethodView

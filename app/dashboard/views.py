@@ -57,7 +57,6 @@ from app.services.consumers import (
     end_consumer_sessions,
     end_session,
 )
-from app.services.events import events_of
 from app.services.orgs import (
     create_key_for,
     live_keys_query,
@@ -573,7 +572,7 @@ def end_consumer_sessions_view(consumer_id: str):
     if asking is not None:
         return asking
     with transaction() as db:
-        count = end_consumer_sessions(db, ctx(), tenant_get(db, Consumer, consumer_id, ctx()), now())
+        count = end_consumer_sessions(db, _usher().events, ctx(), tenant_get(db, Consumer, consumer_id, ctx()), now())
     flash(f"Ended {count} session{'s' if count != 1 else ''}.", "info")
     return redirect(url_for("dashboard.consumer", consumer_id=consumer_id), 303)
 
@@ -584,7 +583,7 @@ def end_session_view(session_id: str):
     with transaction() as db:
         row = tenant_get(db, AuthSession, session_id, ctx())
         consumer_id = row.consumer_id
-        count = end_session(db, ctx(), row, now())
+        count = end_session(db, _usher().events, ctx(), row, now())
     flash("Ended the session." if count else "The session had already ended.", "info")
     return redirect(url_for("dashboard.consumer", consumer_id=consumer_id), 303)
 
@@ -652,7 +651,7 @@ def create_webhook_view():
     data, errors = _load(WebhookEndpointIn(), form)
     if data is not None:
         try:
-            endpoint, secret = create_endpoint_for(_usher(), events_of(current_app), ctx(), data)
+            endpoint, secret = create_endpoint_for(_usher(), _usher().events, ctx(), data)
         except ApiError as error:
             if error.error != "validation_error":
                 raise
@@ -698,6 +697,6 @@ def delete_webhook_view(endpoint_id: str):
                           url_for("dashboard.webhooks"))
     if asking is not None:
         return asking
-    endpoint = delete_endpoint_for(_usher(), events_of(current_app), ctx(), endpoint_id)
+    endpoint = delete_endpoint_for(_usher(), _usher().events, ctx(), endpoint_id)
     flash(f"Deleted the endpoint for {endpoint.url}.", "info")
     return redirect(url_for("dashboard.webhooks"), 303)

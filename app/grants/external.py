@@ -11,13 +11,14 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlalchemy import bindparam, insert, select, update
 
 from app.errors import ApiError
+from app.events import ExchangeCodeReplayed
 from app.grants.base import AuthServer, BaseGrant
 from app.grants.identified import insert_consumer, sign_in
 from app.metrics import security_event
 from app.models import ExchangeCode, ExternalIdentity
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal, keyed_hash
-from app.services import audit, events
+from app.services import audit
 from app.services.sessions import revoke_one
 
 EXCHANGE_CODE_LIFETIME = timedelta(seconds=60)  # fixed by the contract
@@ -65,13 +66,14 @@ class ExternalExchangeGrant(BaseGrant):
                 outcome = "exchange_code_invalid"  # unknown, or another tenant's: no session, code untouched
             elif row.consumed_at is not None:
                 # A replayed code has leaked (RFC 6749 §4.1.2): end the session it made.
-                ended = (revoke_one(connection, row.session_id, "exchange_code_replayed", now)
+                ended = (revoke_one(connection, self.server.events, row.session_id, "exchange_code_replayed", now)
                          if row.session_id else None)
                 audit.record(connection, row.organization_id, row.mode, audit.SYSTEM, "exchange_code.replayed",
                              ("session", row.session_id) if row.session_id else None,
                              {"provider": row.provider, "sessionRevoked": bool(row.session_id)}, now)
-                events.record(connection, row.organization_id, row.mode, "exchange_code.replayed",
-                              {"sessionId": row.session_id, "consumerId": ended.consumer_id if ended else None})
+                self.server.events.record(connection, ExchangeCodeReplayed(
+                    organization_id=row.organization_id, mode=row.mode, session_id=row.session_id,
+                    consumer_id=ended.consumer_id if ended else None))
                 outcome = replayed = "exchange_code_invalid"
             elif row.expires_at <= now:
                 outcome = "exchange_code_expired"
@@ -102,7 +104,7 @@ class ExternalExchangeGrant(BaseGrant):
                   "issuer": row.issuer, "subject": row.subject}
         identity = connection.execute(_FIND_IDENTITY, triple).first()
         if identity is None:
-            consumer_id = insert_consumer(connection, "cons", row.organization_id, row.mode, now)
+            consumer_id = insert_consumer(connection, self.server.events, "cons", row.organization_id, row.mode, now)
             connection.execute(_INSERT_IDENTITY, {**triple, "consumer_id": consumer_id, "claims": row.claims or {},
                                                   "created_at": now, "updated_at": now})
             return consumer_id

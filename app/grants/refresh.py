@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from typing import TypeGuard
 
 from app.errors import ApiError
+from app.events import RefreshTokenReused
 from app.grants.base import BaseGrant
 from app.metrics import security_event
 from app.models import AuthSession
 from app.security.keys import constant_time_equal
-from app.services import audit, events
+from app.services import audit
 from app.services.sessions import (
     lock_session,
     read_session,
@@ -77,11 +78,12 @@ class RefreshTokenGrant(BaseGrant):
                                           row.refresh_hash)):
                 generation = successor_generation(row, secret, claims["jti"])
             else:
-                revoke_one(connection, row.id, "refresh_token_reused", now)
+                revoke_one(connection, self.server.events, row.id, "refresh_token_reused", now)
                 audit.record(connection, row.organization_id, row.mode, audit.SYSTEM, "refresh_token.reused",
                              ("session", row.id), {"consumerId": row.consumer_id, "sessionRevoked": True}, now)
-                events.record(connection, row.organization_id, row.mode, "refresh_token.reused",
-                              {"sessionId": row.id, "consumerId": row.consumer_id})
+                self.server.events.record(connection, RefreshTokenReused(
+                    organization_id=row.organization_id, mode=row.mode, session_id=row.id,
+                    consumer_id=row.consumer_id))
                 generation = None
         if generation is None:
             security_event("refresh_token_reused", session=claims["sessionId"], org=claims["organizationId"])

@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 from app.models import AuthSession, Consumer, new_id
 from app.security.crypto import short_fingerprint
 from app.security.keys import keyed_hash
-from app.services import events
 from app.tokens.service import Generation, Kids, TokenService
 
 if TYPE_CHECKING:
     from app.security.callers import OrganizationSnapshot
+    from app.services.events import Events
 
 
 def random_jti() -> str:
@@ -73,7 +73,7 @@ _REVOKE_ONE = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"), 
                .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")).returning(*_REVOKED))
 
 
-def revoke_one(connection: Connection, session_id: str, reason: str, now: datetime):
+def revoke_one(connection: Connection, events: Events, session_id: str, reason: str, now: datetime):
     """End one session (a prebuilt statement, for the grants' hot paths); returns the ended
     session's (id, consumer_id, organization_id, mode), or None. Emits `session.revoked`."""
     rows = connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": now, "reason": reason}).all()
@@ -81,7 +81,7 @@ def revoke_one(connection: Connection, session_id: str, reason: str, now: dateti
     return rows[0] if rows else None
 
 
-def revoke_sessions(connection: Connection, reason: str, now: datetime, *criteria) -> int:
+def revoke_sessions(connection: Connection, events: Events, reason: str, now: datetime, *criteria) -> int:
     """End every live session matching the criteria; return how many. The one revocation of
     Usher: from an ORM transaction pass `session.connection()`."""
     rows = connection.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
