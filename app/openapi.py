@@ -23,7 +23,6 @@ from webargs import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from app import inputs
-from app.events import BUILTIN_EVENTS, EVENT_TYPES
 from app.errors import (
     AUTHENTICATION_REQUIRED,
     CATALOGUE,
@@ -32,6 +31,7 @@ from app.errors import (
     ErrorCode,
     lookup,
 )
+from app.events import BUILTIN_EVENTS, EVENT_TYPES
 
 if TYPE_CHECKING:
     from app.registry import Registry

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app import create_app
+from app.events import EVENT_TYPES, SessionCreated
 from app.jobs import webhooks as delivery_job
 from app.models import AuthSession, WebhookEndpoint, WebhookEvent
-from app.events import EVENT_TYPES, SessionCreated
 from app.services import webhooks as endpoint_rules
 from tests.helpers import Actions, TenantActions, bearer, consumer, publishable, secret
 from tests.receiver import Receiver
