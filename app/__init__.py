@@ -64,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.services.app_secret import check_fingerprint
     from app.services.events import Events, register_events
     from app.state import Usher
+    from app.stores import build_stores
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
     from app.tokens.service import TokenService
 
@@ -98,7 +99,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     jobs = register_jobs(app, settings)
     events = Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock)
     register_events(app, events)
-    auth = AuthServer(db, tokens, limits, settings, callers, clock, events)
+    stores = build_stores(db, events)
+    auth = AuthServer(db, tokens, limits, settings, callers, clock, events, stores)
     registry = load_registry()  # built-ins and installed plugins, through one door
     app.extensions["usher_registry"] = registry
     grants = registry.enable_grants(settings.enabled_grants)
@@ -108,7 +110,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     senders = build_senders(registry, SenderContext(settings=settings, db=db, clock=clock,
                                                     config={**os.environ, **(config or {})}))
     usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders,
-                  events=events,
+                  events=events, stores=stores,
                   bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)

@@ -22,6 +22,7 @@ from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver, RequestContext
 from app.security.credentials import Credentials
 from app.services.events import Events
+from app.stores import Stores
 from app.tokens.service import Kids, TokenService
 
 
@@ -78,7 +79,7 @@ class AuthServer:
     """What every grant needs (database, tokens, limits, settings, clock, the events outbox) and the registry."""
 
     def __init__(self, db: Database, tokens: TokenService, limits: RateLimits, settings: Settings,
-                 callers: CallerResolver, clock: Callable[[], datetime], events: Events):
+                 callers: CallerResolver, clock: Callable[[], datetime], events: Events, stores: Stores):
         self.db = db
         self.tokens = tokens
         self.limits = limits
@@ -88,6 +89,8 @@ class AuthServer:
         self.clock = clock
         #: The webhook outbox: grants record their events through it, in their transaction.
         self.events = events
+        #: The persistence of the aggregates a grant changes (`app.stores`): grants hold no SQL.
+        self.stores = stores
         self._grants: dict[str, type[BaseGrant]] = {}
 
     def register_grant(self, grant_cls: type[BaseGrant]) -> None:
