@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from app import create_app
 from app.models import (
@@ -22,7 +22,7 @@ from app.services.dashboard import DashboardSessions  # noqa: F401 (the store th
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
 from tests.conftest import APP_SECRET
-from tests.helpers import publishable, secret
+from tests.helpers import Statements, publishable, secret
 
 # The second step of Revoke, Delete, End all sessions and Roll "now" (issue 22, row 13; the first
 # step is tested in tests/test_hardening_round3.py).
@@ -253,6 +253,77 @@ def test_rolling_the_signed_in_key_now_keeps_the_session_on_its_successor(dash, 
     assert page.status_code == 200
     value = NEW_VALUE.search(page.text).group(1)
     assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_a_roll_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """Rolling the signed-in key now: the roll, the session moving to the successor and the value
+    held for the next page are one write transaction. A database failure while holding the value
+    leaves the old key working and nothing half-written (no successor, no audit event, the
+    session on the old key); a roll that commits always has its value, shown exactly once."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    own = next(k for k in listed if k["type"] == "secret")
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        failed = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+    assert failed.status_code >= 500
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    rolled = client.get("/api/v1/audit-events?type=key.rolled", headers=secret(keys["secretKey"])).json["data"]
+    assert rolled == []
+    with app.extensions["usher"].db.transaction() as session:
+        row = session.scalars(select(DashboardSession).where(DashboardSession.key_id == own["id"])).one()
+        assert row.reveal is None
+    page = dash.get("/dashboard/keys")
+    assert page.status_code == 200 and "new-key-value" not in page.text  # still signed in, nothing to show
+
+    with Statements(app) as statements:
+        response = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys"
+    assert len(statements.begins) == 1, statements.seen  # the roll, the session's key and the reveal
+    page = dash.get("/dashboard/keys")
+    value = NEW_VALUE.search(page.text).group(1)
+    assert value.startswith("sk_test_") and "shown this once" in page.text
+    again = dash.get("/dashboard/keys")
+    assert again.status_code == 200 and value not in again.text and "new-key-value" not in again.text
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_a_created_key_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """As for a roll: a key is created only with its value held for the next page."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code >= 500
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    created = client.get("/api/v1/audit-events?type=key.created", headers=secret(keys["secretKey"])).json["data"]
+    assert created == []
+
+    with Statements(app) as statements:
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code == 303
+    assert len(statements.begins) == 1, statements.seen
+    value = NEW_VALUE.search(dash.get("/dashboard/keys").text).group(1)
+    assert "new-key-value" not in dash.get("/dashboard/keys").text
     assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
 
 

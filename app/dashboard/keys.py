@@ -10,7 +10,6 @@ from app.dashboard.common import (
     bp,
     ctx,
     dashboard_sessions,
-    hold,
     load,
     requires_scope,
     take_reveal,
@@ -43,14 +42,14 @@ def create_key_view():
     if data is None:
         return keys(), 400
 
-    def create() -> tuple[str, str]:
-        with transaction() as db:
+    def create() -> str:
+        with transaction() as db:  # the key and its value held for the next page: both or neither
             key, value = create_key_for(db, app_secret(), ctx(), data["type"], data.get("scopes"), now())
-            return key.id, value
+            dashboard_sessions().hold_reveal(session["token"], key.id, value, within=db)
+            return key.id
 
     created = unless_refused(create, 403)  # insufficient_scope: a key gives away only scopes it holds
     if created is not None:
-        hold("key", *created)
         flash(f"Created a {data['type']} key.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
@@ -71,18 +70,20 @@ def roll_key_view(key_id: str):
         if asking is not None:
             return asking
 
-    def roll() -> tuple[str, str, str]:
+    def roll() -> str:
+        """One transaction: the roll, its value held for the next page and, when the session's own
+        key is rolled, the session moved to the successor. Were the value held after the roll
+        commits, a failure in between would leave a successor whose value nobody ever saw (and,
+        for a roll "now", the session's key expired: the merchant locked out)."""
         with transaction() as db:
             old = tenant_get(db, ApiKey, key_id, ctx())
             key, value = roll_key_for(db, app_secret(), ctx(), old, data["expires_in"], now())
-            return key.id, value, f"{old.type} key ending in {old.last4}"
+            dashboard_sessions().hold_reveal(session["token"], key.id, value, within=db,
+                                             follow_key=key_id == ctx().key_id)
+            return f"{old.type} key ending in {old.last4}"
 
-    rolled = unless_refused(roll, 403)
-    if rolled is not None:
-        new_id, value, label = rolled
-        if key_id == ctx().key_id:  # the session's own key: go on with its successor
-            dashboard_sessions().follow_key(session["token"], new_id)
-        hold("key", new_id, value)
+    label = unless_refused(roll, 403)
+    if label is not None:
         flash(f"Rolled the {label}.", "info")
     return redirect(url_for("dashboard.keys"), 303)
 
