@@ -8,7 +8,6 @@ import math
 import re
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import event, select, update
 
 from app import create_app
@@ -22,50 +21,17 @@ from app.services.dashboard import DashboardSessions  # noqa: F401 (the store th
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
 from tests.conftest import APP_SECRET
-from tests.helpers import Statements, publishable, secret
+from tests.helpers import CSRF, Dashboard, Statements, as_form, publishable, secret
 
 # The second step of Revoke, Delete, End all sessions and Roll "now" (issue 22, row 13; the first
 # step is tested in tests/test_hardening_round3.py).
 CONFIRM = {"confirm": "yes"}
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
 NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
 
 
-class Dashboard:
-    """A browser-like client of the dashboard: keeps the cookie, reads the CSRF token."""
-
-    def __init__(self, client):
-        self.client = client
-        self.token = None
-
-    def get(self, path: str):
-        response = self.client.get(path)
-        match = CSRF.search(response.text)
-        if match:
-            self.token = match.group(1)
-        return response
-
-    def post(self, path: str, data: dict | None = None, csrf: bool = True):
-        if self.token is None:
-            self.get("/dashboard/sign-in")
-        return self.client.post(path, data={**(data or {}), **({"csrf_token": self.token} if csrf else {})})
-
-    def sign_in(self, key: str):
-        self.get("/dashboard/sign-in")
-        response = self.post("/dashboard/sign-in", {"key": key})
-        assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys", response.text
-        self.get("/dashboard/keys")
-        return response
-
-
 def signed_out(response) -> bool:
     return response.status_code == 303 and response.headers["Location"] == "/dashboard/sign-in"
-
-
-@pytest.fixture
-def dash(app):
-    return Dashboard(app.test_client())
 
 
 def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
@@ -357,11 +323,6 @@ def test_another_tenants_ids_are_not_found(dash, client, org, actions):
     assert response.status_code == 404 and "not_found" in response.text
     assert client.get("/api/v1/keys", headers=secret(other["secretKey"])).status_code == 200
     assert dash.get("/dashboard/consumers/cons_01HXYZ123456789ABCDEFGHJK").status_code == 404
-
-
-def as_form(settings: dict) -> dict:
-    """The settings as the page's form submits them: a list field is a textarea, one entry a line."""
-    return {key: "\n".join(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
 def test_settings_are_validated_with_the_api_messages_and_saved(dash, client, org):
