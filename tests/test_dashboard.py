@@ -4,9 +4,11 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import event, select, update
 
@@ -770,3 +772,16 @@ def test_failed_sign_ins_are_limited_per_client_address(app_config, org):
         attacker.sign_in(key)
     finally:
         limited.extensions["usher"].db.dispose()
+
+
+def test_the_dashboard_runs_no_query_of_its_own():
+    """Each page calls the service the admin API calls: no module of the dashboard imports
+    SQLAlchemy (a query there would be a rule the API does not share)."""
+    package = Path(__file__).resolve().parent.parent / "app" / "dashboard"
+    modules = sorted(package.glob("*.py"))
+    assert {m.stem for m in modules} >= {"common", "auth", "keys", "settings", "consumers", "webhooks"}
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.split(".")[0] == "sqlalchemy"], module.name
