@@ -4,12 +4,13 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from datetime import timedelta
+from pathlib import Path
 
-import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from app import create_app
 from app.models import (
@@ -22,50 +23,17 @@ from app.services.dashboard import DashboardSessions  # noqa: F401 (the store th
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
 from tests.conftest import APP_SECRET
-from tests.helpers import publishable, secret
+from tests.helpers import CSRF, Dashboard, Statements, as_form, publishable, secret
 
 # The second step of Revoke, Delete, End all sessions and Roll "now" (issue 22, row 13; the first
 # step is tested in tests/test_hardening_round3.py).
 CONFIRM = {"confirm": "yes"}
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
 NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
 
 
-class Dashboard:
-    """A browser-like client of the dashboard: keeps the cookie, reads the CSRF token."""
-
-    def __init__(self, client):
-        self.client = client
-        self.token = None
-
-    def get(self, path: str):
-        response = self.client.get(path)
-        match = CSRF.search(response.text)
-        if match:
-            self.token = match.group(1)
-        return response
-
-    def post(self, path: str, data: dict | None = None, csrf: bool = True):
-        if self.token is None:
-            self.get("/dashboard/sign-in")
-        return self.client.post(path, data={**(data or {}), **({"csrf_token": self.token} if csrf else {})})
-
-    def sign_in(self, key: str):
-        self.get("/dashboard/sign-in")
-        response = self.post("/dashboard/sign-in", {"key": key})
-        assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys", response.text
-        self.get("/dashboard/keys")
-        return response
-
-
 def signed_out(response) -> bool:
     return response.status_code == 303 and response.headers["Location"] == "/dashboard/sign-in"
-
-
-@pytest.fixture
-def dash(app):
-    return Dashboard(app.test_client())
 
 
 def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
@@ -256,6 +224,77 @@ def test_rolling_the_signed_in_key_now_keeps_the_session_on_its_successor(dash, 
     assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
 
 
+def test_a_roll_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """Rolling the signed-in key now: the roll, the session moving to the successor and the value
+    held for the next page are one write transaction. A database failure while holding the value
+    leaves the old key working and nothing half-written (no successor, no audit event, the
+    session on the old key); a roll that commits always has its value, shown exactly once."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    own = next(k for k in listed if k["type"] == "secret")
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        failed = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+    assert failed.status_code >= 500
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    rolled = client.get("/api/v1/audit-events?type=key.rolled", headers=secret(keys["secretKey"])).json["data"]
+    assert rolled == []
+    with app.extensions["usher"].db.transaction() as session:
+        row = session.scalars(select(DashboardSession).where(DashboardSession.key_id == own["id"])).one()
+        assert row.reveal is None
+    page = dash.get("/dashboard/keys")
+    assert page.status_code == 200 and "new-key-value" not in page.text  # still signed in, nothing to show
+
+    with Statements(app) as statements:
+        response = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys"
+    assert len(statements.begins) == 1, statements.seen  # the roll, the session's key and the reveal
+    page = dash.get("/dashboard/keys")
+    value = NEW_VALUE.search(page.text).group(1)
+    assert value.startswith("sk_test_") and "shown this once" in page.text
+    again = dash.get("/dashboard/keys")
+    assert again.status_code == 200 and value not in again.text and "new-key-value" not in again.text
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_a_created_key_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """As for a roll: a key is created only with its value held for the next page."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code >= 500
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    created = client.get("/api/v1/audit-events?type=key.created", headers=secret(keys["secretKey"])).json["data"]
+    assert created == []
+
+    with Statements(app) as statements:
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code == 303
+    assert len(statements.begins) == 1, statements.seen
+    value = NEW_VALUE.search(dash.get("/dashboard/keys").text).group(1)
+    assert "new-key-value" not in dash.get("/dashboard/keys").text
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
 def test_create_and_revoke_keys_with_the_api_rules(dash, client, org):
     keys = org["keys"]["test"]
     dash.sign_in(keys["secretKey"])
@@ -286,11 +325,6 @@ def test_another_tenants_ids_are_not_found(dash, client, org, actions):
     assert response.status_code == 404 and "not_found" in response.text
     assert client.get("/api/v1/keys", headers=secret(other["secretKey"])).status_code == 200
     assert dash.get("/dashboard/consumers/cons_01HXYZ123456789ABCDEFGHJK").status_code == 404
-
-
-def as_form(settings: dict) -> dict:
-    """The settings as the page's form submits them: a list field is a textarea, one entry a line."""
-    return {key: "\n".join(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
 def test_settings_are_validated_with_the_api_messages_and_saved(dash, client, org):
@@ -738,3 +772,16 @@ def test_failed_sign_ins_are_limited_per_client_address(app_config, org):
         attacker.sign_in(key)
     finally:
         limited.extensions["usher"].db.dispose()
+
+
+def test_the_dashboard_runs_no_query_of_its_own():
+    """Each page calls the service the admin API calls: no module of the dashboard imports
+    SQLAlchemy (a query there would be a rule the API does not share)."""
+    package = Path(__file__).resolve().parent.parent / "app" / "dashboard"
+    modules = sorted(package.glob("*.py"))
+    assert {m.stem for m in modules} >= {"common", "auth", "keys", "settings", "consumers", "webhooks"}
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.split(".")[0] == "sqlalchemy"], module.name

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Consumer, ExternalIdentity
 from app.services import audit
+from app.services.paging import page
 from app.services.sessions import revoke_sessions
 
 if TYPE_CHECKING:
@@ -24,6 +25,14 @@ def consumer_query(organization_id: str, mode: str, email: str | None = None, ph
     if phone:
         query = query.where(Consumer.phone == phone.strip())
     return query
+
+
+def consumer_page(session: Session, organization_id: str, mode: str, args: dict) -> dict:
+    """A page of a tenant's consumers (`ConsumerListArgs`: by email or phone, keyset paging),
+    as `consumer_views`: the `GET /consumers` answer."""
+    query = consumer_query(organization_id, mode, args.get("email"), args.get("phone"))
+    result = page(session, query, Consumer.id, args["limit"], args.get("starting_after"))
+    return {"data": consumer_views(session, result["data"]), "has_more": result["has_more"]}
 
 
 def consumer_views(session: Session, consumers: list[Consumer]) -> list[dict]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.errors import ApiError
 from app.models import OrganizationSettings, WebhookDelivery, WebhookEndpoint
 from app.services import audit
+from app.services.paging import page
 from app.services.tenancy import tenant_get
 from app.services.webhooks import (
     UrlRefused,
@@ -36,6 +37,11 @@ def endpoints_query(ctx: RequestContext):
     """The endpoints of the caller's organization and mode (page them by id: oldest first)."""
     return select(WebhookEndpoint).where(WebhookEndpoint.organization_id == ctx.organization_id,
                                          WebhookEndpoint.mode == ctx.mode)
+
+
+def endpoints_page(session: Session, ctx: RequestContext, limit: int, starting_after: str | None) -> dict:
+    """A page of the caller's endpoints, oldest first (the `GET /webhook-endpoints` answer)."""
+    return page(session, endpoints_query(ctx), WebhookEndpoint.id, limit, starting_after)
 
 
 MAX_ENDPOINTS = 16  # per organization and mode: one event fans out to at most this many POSTs
