@@ -9,9 +9,11 @@ on both databases; a new implementation joins `REFRESH` or `EXCHANGE` and must p
 
 from __future__ import annotations
 
+import ast
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -342,3 +344,17 @@ def test_concurrent_redemptions_of_one_code_consume_it_once(app, codes):
     assert len(made) == 1
     with codes.store.redeem([code_hash]) as redemption:
         assert redemption.code is not None and redemption.code.session_id == made[0]
+
+
+# -- the grants hold the policy only ----------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["app/grants/refresh.py", "app/grants/external.py"])
+def test_the_grants_hold_no_sql_and_one_path(module):
+    """Their persistence is the stores': no SQLAlchemy, no transaction of their own, no choice
+    of path by database."""
+    source = (Path(__file__).parent.parent / module).read_text()
+    imported = {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import | ast.ImportFrom)
+                for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    assert not {name for name in imported if name.split(".")[0] == "sqlalchemy"}
+    for needle in ("db.write(", "db.autocommit(", "db.transaction(", "one_statement_writes", ".execute("):
+        assert needle not in source
