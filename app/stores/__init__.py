@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.stores.exchange import ExchangeStore, SqlExchangeStore
+from app.stores.refresh import PostgresRefreshStore, RefreshStore, SqlRefreshStore
+
 if TYPE_CHECKING:
     from app.db import Database
     from app.services.events import Events
@@ -24,9 +27,16 @@ if TYPE_CHECKING:
 class Stores:
     """The stores of one app (each field: an interface, with the implementation chosen)."""
     # Each aggregate adds its field here: `sign_in: SignInStore`, `refresh: RefreshStore`, ...
+    #: Refresh-token rotation (`app.stores.refresh`).
+    refresh: RefreshStore
+    #: Exchange codes (`app.stores.exchange`).
+    exchange: ExchangeStore
 
 
 def build_stores(db: Database, events: Events) -> Stores:
     """The implementations for this database: PostgreSQL's where one exists, else the generic."""
-    postgresql = db.one_statement_writes  # noqa: F841  (each aggregate below picks by it)
-    return Stores()
+    postgresql = db.one_statement_writes
+    return Stores(
+        refresh=(PostgresRefreshStore if postgresql else SqlRefreshStore)(db, events),
+        exchange=SqlExchangeStore(db, events),
+    )
