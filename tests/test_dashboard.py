@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from app.models import (
     OrganizationSettings,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookSubscription,
 )
 from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
 from app.services.orgs import SELF_REVOKE
@@ -34,6 +36,29 @@ NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
 
 def signed_out(response) -> bool:
     return response.status_code == 303 and response.headers["Location"] == "/dashboard/sign-in"
+
+
+@contextmanager
+def failing_reveal(app):
+    """A database failure at the statement that holds a shown-once value for the next page."""
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+
+
+def held_reveals(app, key_id: str) -> list:
+    """The values held for a next page by the dashboard's sessions of a key."""
+    with app.extensions["usher"].db.transaction() as session:
+        return [row.reveal for row in session.scalars(select(DashboardSession).where(DashboardSession.key_id == key_id))
+                if row.reveal is not None]
 
 
 def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
@@ -233,17 +258,8 @@ def test_a_roll_and_its_shown_once_value_are_one_transaction(app, dash, client, 
     dash.sign_in(keys["secretKey"])
     listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
     own = next(k for k in listed if k["type"] == "secret")
-    engine = app.extensions["usher"].db.engine
-
-    def fail_holding(_conn, _cursor, statement, *_args):
-        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
-            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
-
-    event.listen(engine, "before_cursor_execute", fail_holding)
-    try:
+    with failing_reveal(app):
         failed = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_holding)
     assert failed.status_code >= 500
     assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
     rolled = client.get("/api/v1/audit-events?type=key.rolled", headers=secret(keys["secretKey"])).json["data"]
@@ -272,17 +288,8 @@ def test_a_created_key_and_its_shown_once_value_are_one_transaction(app, dash, c
     keys = org["keys"]["test"]
     dash.sign_in(keys["secretKey"])
     listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
-    engine = app.extensions["usher"].db.engine
-
-    def fail_holding(_conn, _cursor, statement, *_args):
-        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
-            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
-
-    event.listen(engine, "before_cursor_execute", fail_holding)
-    try:
+    with failing_reveal(app):
         assert dash.post("/dashboard/keys", {"type": "secret"}).status_code >= 500
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_holding)
     assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
     created = client.get("/api/v1/audit-events?type=key.created", headers=secret(keys["secretKey"])).json["data"]
     assert created == []
@@ -656,6 +663,67 @@ def test_rotate_a_webhook_secret_with_an_expiry(app, dash, client, org):
     [event] = audit_events(client, sk, "webhook_endpoint.secret_rotated")
     assert event["actor"] == {"type": "key", "id": key_id_of(client, sk)}
     assert event["details"] == {"expiresIn": 3600} and event["target"]["id"] == endpoint["id"]
+
+
+def test_a_created_endpoint_and_its_shown_once_secret_are_one_transaction(app, dash, client, org):
+    """As for a key: an endpoint is created only with its signing secret held for the next page.
+    A database failure while holding the secret leaves no endpoint, no subscription and no audit
+    event; an endpoint that commits always has its secret, shown exactly once."""
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    with failing_reveal(app):
+        assert dash.post("/dashboard/webhooks", HOOK).status_code >= 500
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"] == []
+    assert audit_events(client, sk, "webhook_endpoint.created") == []
+    with app.extensions["usher"].db.transaction() as session:
+        mine = org["organizationId"]
+        assert session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == mine)).all() == []
+        assert session.scalars(select(WebhookSubscription)
+                               .where(WebhookSubscription.organization_id == mine)).all() == []
+    assert held_reveals(app, key_id_of(client, sk)) == []
+    page = dash.get("/dashboard/webhooks")
+    assert page.status_code == 200 and "No endpoint yet." in page.text and "new-secret-value" not in page.text
+
+    with Statements(app) as statements:
+        created = dash.post("/dashboard/webhooks", HOOK)
+    assert created.status_code == 303 and created.headers["Location"] == "/dashboard/webhooks"
+    assert len(statements.begins) == 1, statements.seen  # the endpoint, its audit event and the reveal
+    value = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(endpoint_row(app, endpoint["id"]), APP_SECRET, now) == [value]
+    assert "new-secret-value" not in dash.get("/dashboard/webhooks").text
+    assert len(audit_events(client, sk, "webhook_endpoint.created")) == 1
+
+
+def test_a_rotated_secret_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """A rotation commits only with its new secret held for the next page: a failure while
+    holding it leaves the old secret the only one (no previous secret, no audit event)."""
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    assert dash.post("/dashboard/webhooks", HOOK).status_code == 303
+    first = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    rotate = f"/dashboard/webhooks/{endpoint['id']}/rotate-secret"
+    with failing_reveal(app):
+        assert dash.post(rotate, {"expiresIn": "3600"}).status_code >= 500
+    row = endpoint_row(app, endpoint["id"])
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(row, APP_SECRET, now + timedelta(hours=2)) == [first]
+    assert row.previous_secret_sealed is None and row.previous_expires_at is None
+    assert audit_events(client, sk, "webhook_endpoint.secret_rotated") == []
+    assert held_reveals(app, key_id_of(client, sk)) == []
+    assert "new-secret-value" not in dash.get("/dashboard/webhooks").text
+
+    with Statements(app) as statements:
+        rotated = dash.post(rotate, {"expiresIn": "3600"})
+    assert rotated.status_code == 303 and rotated.headers["Location"] == "/dashboard/webhooks"
+    assert len(statements.begins) == 1, statements.seen  # the rotation, its audit event and the reveal
+    second = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    assert second != first and "new-secret-value" not in dash.get("/dashboard/webhooks").text
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(endpoint_row(app, endpoint["id"]), APP_SECRET, now) == [second, first]
+    assert len(audit_events(client, sk, "webhook_endpoint.secret_rotated")) == 1
 
 
 def test_delete_a_webhook_endpoint(dash, client, org, actions):

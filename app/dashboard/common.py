@@ -34,6 +34,7 @@ from app.security.scopes import has_scope
 
 if TYPE_CHECKING:
     from app.services.dashboard import DashboardSessions
+    from app.services.webhook_endpoints import Reveal
     from app.state import Usher
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
@@ -223,9 +224,14 @@ def unconfirmed(question: str, consequence: str, verb: str, back: str):
 
 
 # -- values shown once ------------------------------------------------------------------------
-def hold(kind: str, object_id: str, value: str) -> None:
-    """Keep a new value for the next page only (see `DashboardSessions.hold_reveal`)."""
-    dashboard_sessions().hold_reveal(session["token"], object_id, value, kind)
+def holding(kind: str) -> Reveal:
+    """A service's `reveal` hook: the new value kept for the next page only, in the transaction
+    that made it (see `DashboardSessions.hold_reveal`), so the change commits only with it."""
+    token = session["token"]
+
+    def reveal(within, made, value: str) -> None:
+        dashboard_sessions().hold_reveal(token, made.id, value, kind, within=within)
+    return reveal
 
 
 def take_reveal(kind: str) -> dict | None:

@@ -1,12 +1,13 @@
 """Webhooks: the tenant's endpoints, one endpoint's deliveries, and creating, rotating and
-deleting them (a new signing secret is shown once)."""
+deleting them (a new signing secret is shown once: held for the next page in the transaction
+that makes it, so no endpoint or rotation commits with a secret nobody saw)."""
 
 from __future__ import annotations
 
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
 from app.api.helpers import db_session, now, tenant_get
-from app.dashboard.common import bp, ctx, hold, load, requires_scope, take_reveal, unconfirmed, usher, when
+from app.dashboard.common import bp, ctx, holding, load, requires_scope, take_reveal, unconfirmed, usher, when
 from app.errors import ApiError
 from app.models import WebhookEndpoint
 from app.schemas.common import PageArgs
@@ -52,7 +53,7 @@ def create_webhook_view():
     data, errors = load(WebhookEndpointIn(), form)
     if data is not None:
         try:
-            endpoint, secret = create_endpoint_for(usher(), usher().events, ctx(), data)
+            endpoint, _ = create_endpoint_for(usher(), usher().events, ctx(), data, reveal=holding("webhook"))
         except ApiError as error:
             if error.error != "validation_error":
                 raise
@@ -60,7 +61,6 @@ def create_webhook_view():
     if errors:
         g.webhook_form = form
         return _webhooks_page(400, create=errors)
-    hold("webhook", endpoint.id, secret)
     flash(f"Created the endpoint for {endpoint.url}.", "info")
     return redirect(url_for("dashboard.webhooks"), 303)
 
@@ -80,8 +80,7 @@ def rotate_webhook_secret_view(endpoint_id: str):
     data, errors = load(SecretRotation(), {"expiresIn": request.form.get("expiresIn", "")})
     if data is None:
         return _webhooks_page(400, rotate={endpoint_id: errors})
-    endpoint, secret = rotate_secret_for(usher(), ctx(), endpoint_id, data["expires_in"])
-    hold("webhook", endpoint.id, secret)
+    endpoint, _ = rotate_secret_for(usher(), ctx(), endpoint_id, data["expires_in"], reveal=holding("webhook"))
     until = endpoint.previous_expires_at
     flash(f"Rotated the signing secret of {endpoint.url}. "
           + (f"The old secret signs too until {when(until)}." if until and until > now()

@@ -92,22 +92,18 @@ class DashboardSessions:
             connection.execute(delete(_T).where(_T_C.token_hash == self._hash(token)))
 
     def hold_reveal(self, token: str, object_id: str, value: str, kind: str = "key", *,
-                    within: Session | None = None, follow_key: bool = False) -> None:
+                    within: Session, follow_key: bool = False) -> None:
         """Keep a new value (a key's, or a webhook endpoint's signing secret: `kind`), sealed,
         for the one page that shows it. `within`: the transaction that made the value (a key's
-        creation or roll), so the value is held if and only if that change commits: never a key
-        whose value is lost. `follow_key`: the value is the successor of the session's own key
-        (rolled), which the session goes on with."""
+        creation or roll, an endpoint's creation or secret rotation), so the value is held if and
+        only if that change commits: never a key or secret whose value is lost. `follow_key`:
+        the value is the successor of the session's own key (rolled), which the session goes on
+        with."""
         token_hash = self._hash(token)
         blob = self._sealer.seal(json.dumps({"kind": kind, "id": object_id, "value": value}).encode(), token_hash)
-        statement = update(_T).where(_T_C.token_hash == token_hash).values(
-            reveal=blob, **({"key_id": object_id} if follow_key else {}))
-        if within is None:
-            with self.db.write() as connection:
-                connection.execute(statement)
-            return
-        within.flush()  # the new key's row first: the session may now refer to it
-        within.execute(statement)
+        within.flush()  # the new row first: the session may now refer to it
+        within.execute(update(_T).where(_T_C.token_hash == token_hash).values(
+            reveal=blob, **({"key_id": object_id} if follow_key else {})))
 
     def take_reveal(self, token: str) -> dict | None:
         """The held value, cleared in the same transaction: whoever takes it, takes it once."""
