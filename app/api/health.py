@@ -9,6 +9,7 @@ from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import text
 
+from app.api.security import public
 from app.openapi import Blueprint
 
 blp = Blueprint("health", __name__, url_prefix="/", description="Health checks for load balancers (no credential).")
@@ -33,6 +34,7 @@ def _draining() -> bool:
 
 @blp.route("/healthz")
 class Liveness(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Health)
@@ -46,6 +48,7 @@ class Liveness(MethodView):
 
 @blp.route("/readyz")
 class Readiness(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Health)

@@ -7,6 +7,7 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from app.api.security import public
 from app.openapi import Blueprint, ErrorSchema
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
@@ -92,6 +93,7 @@ class OAuthError(ma.Schema):
 
 @blp.route("/token")
 class Token(MethodView):
+    @public
     @blp.doc(security=[], requestBody=TOKEN_FORM)
     @blp.response(200, TokenResponse, headers={"Cache-Control": {"schema": {"type": "string"}}})
     @blp.alt_response(400, schema=OAuthError, description="`invalid_grant` (a refresh token or exchange code that "
@@ -119,6 +121,7 @@ class Token(MethodView):
 
 @blp.route("/introspect")
 class Introspect(MethodView):
+    @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("An access or refresh token."))
     @blp.response(200, Introspection)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
@@ -137,6 +140,7 @@ class Introspect(MethodView):
 
 @blp.route("/revoke")
 class Revoke(MethodView):
+    @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("The token whose session ends."))
     @blp.response(200, Revoked)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")

@@ -6,6 +6,7 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from app.api.security import public
 from app.oauth import oauth_grants
 from app.openapi import Blueprint
 from app.schemas.common import always_sent
@@ -40,6 +41,7 @@ class Jwks(ma.Schema):
 
 @blp.route("/jwks.json")
 class JwksDocument(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Jwks, headers={"Cache-Control": {"schema": {"type": "string"}}})
@@ -74,6 +76,7 @@ class ServerMetadata(ma.Schema):
 
 @blp.route("/oauth-authorization-server")
 class Metadata(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, ServerMetadata)
