@@ -65,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.services.app_secret import check_fingerprint
     from app.services.events import Events, register_events
     from app.state import Usher
+    from app.stores.queues import queue_store_for
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
     from app.tokens.service import TokenService
 
@@ -106,7 +107,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     senders = build_senders(registry, SenderContext(settings=settings, db=db, clock=clock,
                                                     config={**os.environ, **(config or {})}))
     usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders,
-                  bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)))
+                  bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)),
+                  queues=queue_store_for(db.engine.dialect.name))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
     jobs = register_jobs(app)

@@ -1,5 +1,5 @@
 """What one app owns: its settings, clock, database, caller resolver, the auth server
-(tokens, grants), its rate limits and senders.
+(tokens, grants), its rate limits, senders and stores.
 
 Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
 """
@@ -22,6 +22,7 @@ from app.delivery.registry import Senders
 from app.grants.base import AuthServer
 from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver
+from app.stores.queues import QueueStore
 
 log = logging.getLogger("usher.db")
 
@@ -36,6 +37,8 @@ class Usher:
     limits: RateLimits
     senders: Senders
     bot_defense: BotDefense
+    #: Queues' persistence, chosen for the database once (`app.stores.queues.queue_store_for`).
+    queues: QueueStore
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

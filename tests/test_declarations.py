@@ -25,8 +25,11 @@ def test_every_api_view_declares_its_caller(app):
     assert seen_blueprints == DECLARING_BLUEPRINTS
 
 
-def test_a_view_that_declares_nothing_is_refused(app, client):
+def test_a_view_that_declares_nothing_is_refused(app_config):
     """A view added to an API blueprint without a declaration never runs."""
+    from app import create_app
+
+    app = create_app(app_config)
     ran = []
 
     class Undeclared(MethodView):
@@ -36,6 +39,9 @@ def test_a_view_that_declares_nothing_is_refused(app, client):
 
     app.view_functions["consumer.undeclared"] = Undeclared.as_view("undeclared")
     app.add_url_rule("/api/v1/undeclared", endpoint="consumer.undeclared")
-    answer = client.get("/api/v1/undeclared")
-    assert answer.status_code == 500 and answer.json["error"] == "internal_error"
-    assert ran == []
+    try:
+        answer = app.test_client().get("/api/v1/undeclared")
+        assert answer.status_code == 500 and answer.json["error"] == "internal_error"
+        assert ran == []
+    finally:
+        app.extensions["usher"].db.dispose()

@@ -7,10 +7,10 @@ import os
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
-from sqlalchemy import text
 
 from app.api.security import public
 from app.openapi import Blueprint
+from app.stores.admin import database_answers
 
 blp = Blueprint("health", __name__, url_prefix="/", description="Health checks for load balancers (no credential).")
 
@@ -64,12 +64,7 @@ class Readiness(MethodView):
         over it would be a total outage.
         """
         usher = current_app.extensions["usher"]
-        try:
-            with usher.db.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            database = "unavailable"
+        database = "ok" if database_answers(usher.db) else "unavailable"
         try:
             usher.auth.tokens.current_kids()  # cached for KEYRING_CACHE_SECONDS: opens what it loads
             signing_keys = "ok"
