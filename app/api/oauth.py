@@ -1,5 +1,5 @@
-"""The RFC 6749 token endpoint and the RFC 7662 / RFC 7009 endpoints (outside /api/v1),
-answered by the app's Authlib server (app/oauth.py)."""
+"""The RFC 6749 token endpoint (the app's grant registry through `app.oauth.token_response`) and
+the RFC 7662 / RFC 7009 endpoints (the app's Authlib server), outside /api/v1."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.security import public
+from app.oauth import token_response
 from app.openapi import Blueprint, ErrorSchema
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
@@ -116,7 +117,7 @@ class Token(MethodView):
         origin check: a browser `Origin` outside the mode's `allowedOrigins` is `invalid_client`
         and nothing is done (a form POST needs no preflight).
         """
-        return current_app.extensions["oauth"].create_token_response()
+        return token_response(current_app.extensions["usher"])
 
 
 @blp.route("/introspect")

@@ -96,7 +96,7 @@ class Metadata(MethodView):
         return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
                 "token_endpoint": f"{issuer}/oauth/token",
                 "token_endpoint_auth_methods_supported": ["none"],
-                "grant_types_supported": [grant.GRANT_TYPE for grant in oauth_grants(usher.auth)],
+                "grant_types_supported": [grant.grant_type for grant in oauth_grants(usher.auth)],
                 "response_types_supported": ["none"],
                 "introspection_endpoint": f"{issuer}/oauth/introspect",
                 "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
