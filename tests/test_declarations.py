@@ -3,9 +3,10 @@ request step refuses a view that does not: no view can skip the caller's resolut
 
 from __future__ import annotations
 
+import pytest
 from flask.views import MethodView
 
-from app.api.security import DECLARING_BLUEPRINTS, view_requirement
+from app.api.security import DECLARING_BLUEPRINTS, requires, view_requirement
 
 
 def test_every_api_view_declares_its_caller(app):
@@ -45,3 +46,8 @@ def test_a_view_that_declares_nothing_is_refused(app_config):
         assert ran == []
     finally:
         app.extensions["usher"].db.dispose()
+
+
+def test_a_declaration_names_a_credential_or_is_public():
+    with pytest.raises(ValueError, match="@public"):
+        requires()

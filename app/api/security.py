@@ -109,6 +109,8 @@ def requires(*names: str, scope: str | None = None, session_check: str = "before
     same, only slower.
     """
     kinds = tuple(CredentialKind(name) for name in names)
+    if not kinds:
+        raise ValueError("requires() names at least one credential; a view open to anyone is @public")
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; the scopes are {SCOPES}")
     if session_check not in ("before_view", "in_view"):
@@ -172,8 +174,8 @@ def _resolve_caller() -> None:
             log.error("view %s declares no requirement (requires or public): refused", request.endpoint)
             raise ApiError("internal_error")
         return  # outside the API (dashboard, SDK files): not ours to check
-    if requirement is PUBLIC or not requirement.kinds:
-        return
+    if not requirement.kinds:
+        return  # public
     credentials = request_credentials()
     usher = current_app.extensions["usher"]
     kind = requirement.choose(credentials)
