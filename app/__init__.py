@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.api.health import blp as health_blp
     from app.api.oauth import blp as oauth_blp
     from app.api.sdk import register_sdk
+    from app.api.security import register_caller_step
     from app.api.wellknown import blp as wellknown_blp
     from app.botdefense import BotCheckContext, build_bot_defense
     from app.cli import register_cli
@@ -131,4 +132,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_metrics(app)
     register_cors(app)
     register_cli(app)
+    register_caller_step(app)  # last: the caller is resolved after the other request hooks
     return app

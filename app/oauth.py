@@ -1,11 +1,13 @@
-"""Standard endpoints, on an Authlib `AuthorizationServer` built per app (in `create_app`):
+"""Standard OAuth endpoints:
 
 - the RFC 6749 token endpoint for public clients (`client_id` = a publishable key, auth method
-  `none`), with the `refresh_token` grant and RFC 8693 token exchange for exchange codes. Each
-  is an Authlib grant that hands the request to the *same* Usher grant as the JSON endpoints
-  (`app/grants/refresh.py`, `app/grants/external.py`): one implementation, two dialects;
-- RFC 7662 introspection and RFC 7009 revocation, whose client is an organization × mode
-  authenticated by one of its secret keys, or a restricted key with scope `introspect`: as
+  `none`), with the `refresh_token` grant and RFC 8693 token exchange for exchange codes: a thin
+  adapter (`token_response`) that reads the form into the request of the *same* Usher grant as
+  the JSON endpoints, run by the app's one grant registry (`AuthServer`), and answers in the
+  RFC's shape: one implementation, two dialects, one set of limits (`apply_grant_limits`);
+- on an Authlib `AuthorizationServer` built per app (in `create_app`), where its endpoint
+  classes earn their place: RFC 7662 introspection and RFC 7009 revocation, whose client is an
+  organization × mode authenticated by one of its secret keys, or a restricted key with scope `introspect`: as
   `Authorization: Bearer sk_…`/`rk_…`, or HTTP Basic with the organization id and the key. A
   restricted key without the scope is answered 403 `insufficient_scope` (RFC 6750 §3.1's code,
   with Usher's `details.required`).
@@ -15,30 +17,36 @@ Errors here keep the RFC 6749 shape (`{"error": "invalid_grant", …}`), as thos
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import jwt
+from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import (
+    InsecureTransportError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
+    UnsupportedGrantTypeError,
 )
-from authlib.oauth2.rfc6749.grants import BaseGrant as OAuthGrant
-from authlib.oauth2.rfc6749.grants import TokenEndpointMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, json
 from flask import request as flask_request
-from marshmallow import ValidationError
-from werkzeug.datastructures import Authorization
+from marshmallow import Schema, ValidationError
+from werkzeug.datastructures import Authorization, MultiDict
 
+from app.api.grants import apply_grant_limits
 from app.cors import origin_allowed
 from app.errors import ApiError
-from app.grants.base import TokenRequest
+from app.grants.base import AuthServer, TokenRequest
 from app.grants.external import ExternalExchangeGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession, Organization
-from app.ratelimit import client_ip, client_key
+from app.ratelimit import client_ip
 from app.schemas.auth import RefreshIn
 from app.schemas.external import ExchangeIn
 from app.security.callers import RequestContext
@@ -48,6 +56,9 @@ from app.security.scopes import has_scope
 from app.services import audit
 from app.services.sessions import refresh_hash, revoke_sessions
 from app.tokens.service import ACCESS, REFRESH, TokenError
+
+if TYPE_CHECKING:
+    from app.state import Usher
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 EXCHANGE_CODE_TOKEN_TYPE = "urn:usher:params:oauth:token-type:exchange-code"
@@ -174,9 +185,6 @@ class PublicClient:
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == "none" and endpoint == "token"
 
-    def check_grant_type(self, grant_type: str) -> bool:
-        return True  # the server offers only the grants this app enables
-
 
 def _query_client(client_id: str) -> MerchantClient | PublicClient | None:
     if not client_id.isprintable():  # form and Basic values may carry what no id holds (NUL, …)
@@ -190,12 +198,24 @@ def _query_client(client_id: str) -> MerchantClient | PublicClient | None:
     return MerchantClient(client_id)
 
 
-class TemporarilyUnavailableError(OAuth2Error):
+class _RetryLater(OAuth2Error):
+    """An error that says when to ask again (`Retry-After`, as the JSON endpoints' does)."""
+
+    def __init__(self, description: str | None = None, retry_after: str | None = None):
+        super().__init__(description=description)
+        self.retry_after = retry_after
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers = super().get_headers()
+        return [*headers, ("Retry-After", self.retry_after)] if self.retry_after else headers
+
+
+class TemporarilyUnavailableError(_RetryLater):
     error = "temporarily_unavailable"
     status_code = 503
 
 
-class RateLimitedError(OAuth2Error):
+class RateLimitedError(_RetryLater):
     """The JSON endpoints' `rate_limited`, in the RFC 6749 error shape (no registered code says it)."""
 
     error = "rate_limited"
@@ -214,114 +234,121 @@ def _oauth_error(exc: ApiError) -> OAuth2Error:
         return InvalidClientError(description="The publishable key is not valid.")
     retry = exc.headers.get("Retry-After")
     if exc.status == 429:
-        error: OAuth2Error = RateLimitedError(description=exc.message)
-    elif exc.status == 503:
-        error = TemporarilyUnavailableError(description=exc.message)
-    else:
-        return InvalidRequestError(description=exc.message)
-    if retry:
-        error.get_headers = lambda: [*OAuth2Error.get_headers(error), ("Retry-After", retry)]  # type: ignore[method-assign]
-    return error
+        return RateLimitedError(exc.message, retry)
+    if exc.status == 503:
+        return TemporarilyUnavailableError(exc.message, retry)
+    return InvalidRequestError(description=exc.message)
 
 
-class _SharedGrant(OAuthGrant, TokenEndpointMixin):
-    """An Authlib token grant that runs one of Usher's own grants: the same validation, limits,
+@dataclass(frozen=True)
+class FormGrant:
+    """How `/oauth/token` speaks one of Usher's grants: the form's `grant_type`, the grant it
+    runs from the app's one registry (`AuthServer`), how the form becomes that grant's request
+    data (its JSON endpoint's field names, checked by the same schema), and what the RFC adds
+    to its answer."""
+
+    grant_type: str
+    usher_grant: str
+    schema: type[Schema]
+    read: Callable[[MultiDict[str, str]], dict]
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _refresh_form(form: MultiDict[str, str]) -> dict:
+    if not form.get("refresh_token"):
+        raise InvalidRequestError(description="Missing 'refresh_token' parameter.")
+    if form.get("scope"):
+        raise InvalidRequestError(description="Usher tokens carry no scope.")
+    return {"refreshToken": form["refresh_token"]}
+
+
+def _exchange_form(form: MultiDict[str, str]) -> dict:
+    if not form.get("subject_token"):
+        raise InvalidRequestError(description="Missing 'subject_token' parameter.")
+    if form.get("subject_token_type") != EXCHANGE_CODE_TOKEN_TYPE:
+        raise InvalidRequestError(description=f"subject_token_type must be {EXCHANGE_CODE_TOKEN_TYPE}.")
+    if form.get("requested_token_type") not in (None, "", ACCESS_TOKEN_TYPE):
+        raise InvalidRequestError(description=f"requested_token_type can only be {ACCESS_TOKEN_TYPE}.")
+    if form.get("actor_token"):
+        raise InvalidRequestError(description="Delegation (actor_token) is not supported.")
+    if form.get("audience") or form.get("resource") or form.get("scope"):
+        raise InvalidTargetError(description="Usher issues tokens for the client's organization and mode only.")
+    data = {"exchangeCode": form["subject_token"]}
+    if form.get("code_verifier"):
+        data["codeVerifier"] = form["code_verifier"]
+    return data
+
+
+#: `grant_type=refresh_token` is `POST /api/v1/auth/refresh`; RFC 8693 token exchange of an
+#: exchange code is `POST /api/v1/auth/external/exchange`.
+FORM_GRANTS = (
+    FormGrant("refresh_token", RefreshTokenGrant.GRANT_TYPE, RefreshIn, _refresh_form),
+    FormGrant(TOKEN_EXCHANGE, ExternalExchangeGrant.GRANT_TYPE, ExchangeIn, _exchange_form,
+              {"issued_token_type": ACCESS_TOKEN_TYPE}),
+)
+_NONE_ONLY = "The client cannot authenticate with methods: ['none']"
+
+
+def oauth_grants(auth: AuthServer) -> list[FormGrant]:
+    """The token endpoint's grants whose Usher grant this app enables."""
+    return [grant for grant in FORM_GRANTS if auth.enabled(grant.usher_grant)]
+
+
+def _public_client(values: MultiDict[str, str]) -> PublicClient:
+    """RFC 6749 §2.3 auth method `none`: `client_id` is a publishable key and no secret comes along."""
+    client_id = values.get("client_id")
+    if not client_id or values.get("client_secret"):
+        raise InvalidClientError(description=_NONE_ONLY)
+    client = _query_client(client_id)
+    if client is None:
+        raise InvalidClientError(description="The client does not exist on this server.")
+    if not isinstance(client, PublicClient):  # an organization id: a confidential client, not here
+        raise InvalidClientError(description=_NONE_ONLY)
+    return client
+
+
+def _rfc_response(status: int, body: dict, headers: list[tuple[str, str]]) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+def token_response(usher: Usher) -> Response:
+    """`POST /oauth/token`: the form read into the request of one of the app's grants, run by
+    the one registry (`AuthServer.create_token_response`) with the same validation, limits,
     rotation, replay and binding rules as its JSON endpoint, answered in RFC 6749 §5.1/§5.2."""
-
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 (Authlib declares it per instance)
-    USHER_GRANT: str
-    SCHEMA: type
-
-    def form_data(self, form) -> dict:
-        raise NotImplementedError
-
-    def validate_token_request(self):
-        client = self.authenticate_token_endpoint_client()
-        if not isinstance(client, PublicClient):
-            raise InvalidClientError(description="client_id must be a publishable key.")
+    InsecureTransportError.check(flask_request.url)  # OAuth over plain HTTP only on loopback
+    values, form = flask_request.values, flask_request.form
+    try:
+        grant = next((g for g in oauth_grants(usher.auth) if g.grant_type == values.get("grant_type")), None)
+        if grant is None:
+            raise UnsupportedGrantTypeError(values.get("grant_type"))
+        client = _public_client(values)
         origin = flask_request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, client.ctx.organization.allowed_origins or []):
             # As the JSON grant routes (`check_origin`): a simple form POST needs no preflight,
             # so the refusal must come before any work (nothing rotated, nothing consumed).
             raise InvalidClientError(status_code=401,
                                      description="This origin is not in the mode's allowedOrigins.")
-        self.request.client = client
         try:
-            data = self.SCHEMA().load(self.form_data(self.request.form))
+            data = grant.schema().load(grant.read(form))
         except ValidationError as exc:
             fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "the request"
             raise InvalidRequestError(description=f"Invalid parameters: {fields}.") from None
         # No bearer credentials: a guest is upgraded only through the JSON endpoints.
-        self.token_request = TokenRequest(ctx=client.ctx, data=data, client_ip=client_ip(),
-                                          credentials=Credentials(publishable_key=client.client_id))
-
-    def apply_limits(self, usher) -> None:
-        """The limits of the grant's JSON endpoint, with the same keys (one budget for both):
-        this is the view layer of /oauth/token, where limits are applied (see `app.ratelimit`)."""
-
-    def create_token_response(self):
-        usher = current_app.extensions["usher"]
+        token_request = TokenRequest(ctx=client.ctx, data=data, client_ip=client_ip(),
+                                     credentials=Credentials(publishable_key=client.client_id))
         try:
-            self.apply_limits(usher)
-            _status, body = usher.auth.create_token_response(self.USHER_GRANT, self.token_request)
+            apply_grant_limits(usher, grant.usher_grant, client.ctx)
+            _status, body = usher.auth.create_token_response(grant.usher_grant, token_request)
         except ApiError as exc:
             raise _oauth_error(exc) from None
-        access = body["accessToken"]
-        expires = jwt.decode(access, options={"verify_signature": False})["exp"]  # signed just now, by us
-        token = {"access_token": access, "token_type": "Bearer",
-                 "expires_in": max(0, expires - int(usher.clock().timestamp())),
-                 "refresh_token": body["refreshToken"], **self.extra_fields()}
-        return 200, token, self.TOKEN_RESPONSE_HEADER
-
-    def extra_fields(self) -> dict:
-        return {}
-
-
-class OAuthRefreshGrant(_SharedGrant):
-    """`grant_type=refresh_token`: `RefreshTokenGrant`, as `POST /api/v1/auth/refresh`."""
-
-    GRANT_TYPE = "refresh_token"
-    USHER_GRANT = RefreshTokenGrant.GRANT_TYPE
-    SCHEMA = RefreshIn
-
-    def form_data(self, form) -> dict:
-        if not form.get("refresh_token"):
-            raise InvalidRequestError(description="Missing 'refresh_token' parameter.")
-        if form.get("scope"):
-            raise InvalidRequestError(description="Usher tokens carry no scope.")
-        return {"refreshToken": form["refresh_token"]}
-
-
-class OAuthTokenExchangeGrant(_SharedGrant):
-    """RFC 8693 for exchange codes: `ExternalExchangeGrant`, as `POST /api/v1/auth/external/exchange`."""
-
-    GRANT_TYPE = TOKEN_EXCHANGE
-    USHER_GRANT = ExternalExchangeGrant.GRANT_TYPE
-    SCHEMA = ExchangeIn
-
-    def form_data(self, form) -> dict:
-        if not form.get("subject_token"):
-            raise InvalidRequestError(description="Missing 'subject_token' parameter.")
-        if form.get("subject_token_type") != EXCHANGE_CODE_TOKEN_TYPE:
-            raise InvalidRequestError(description=f"subject_token_type must be {EXCHANGE_CODE_TOKEN_TYPE}.")
-        if form.get("requested_token_type") not in (None, "", ACCESS_TOKEN_TYPE):
-            raise InvalidRequestError(description=f"requested_token_type can only be {ACCESS_TOKEN_TYPE}.")
-        if form.get("actor_token"):
-            raise InvalidRequestError(description="Delegation (actor_token) is not supported.")
-        if form.get("audience") or form.get("resource") or form.get("scope"):
-            raise InvalidTargetError(description="Usher issues tokens for the client's organization and mode only.")
-        data = {"exchangeCode": form["subject_token"]}
-        if form.get("code_verifier"):
-            data["codeVerifier"] = form["code_verifier"]
-        return data
-
-    def apply_limits(self, usher) -> None:
-        ctx = self.token_request.ctx  # as POST /api/v1/auth/external/exchange
-        usher.limits.hit("exchange_ip", usher.settings.exchange_rate_limit, ctx.organization_id, ctx.mode,
-                         client_key())
-
-    def extra_fields(self) -> dict:
-        return {"issued_token_type": ACCESS_TOKEN_TYPE}
+    except OAuth2Error as error:
+        return _rfc_response(*error())
+    access = body["accessToken"]
+    expires = jwt.decode(access, options={"verify_signature": False})["exp"]  # signed just now, by us
+    token = {"access_token": access, "token_type": "Bearer",
+             "expires_in": max(0, expires - int(usher.clock().timestamp())),
+             "refresh_token": body["refreshToken"], **grant.extra}
+    return _rfc_response(200, token, default_json_headers[:])
 
 
 def _resolve_secret_key(value: str):
@@ -346,16 +373,10 @@ def _authenticate_secret_key_bearer(query_client, request):
 
 
 def build_oauth_server(app: Flask) -> AuthorizationServer:
+    """Authlib's server for the RFC 7662 and RFC 7009 endpoints only: the token endpoint runs
+    the app's own grant registry (`token_response`)."""
     server = AuthorizationServer(app, query_client=_query_client, save_token=lambda token, request: None)
     server.register_client_auth_method("secret_key_bearer", _authenticate_secret_key_bearer)
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)
-    for grant in oauth_grants(app.extensions["usher"].auth):
-        server.register_grant(grant)
     return server
-
-
-def oauth_grants(auth) -> list[type[_SharedGrant]]:
-    """The token endpoint's grants whose Usher grant this app enables."""
-    return [grant for grant in (OAuthRefreshGrant, OAuthTokenExchangeGrant) if auth.enabled(grant.USHER_GRANT)]
-

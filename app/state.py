@@ -1,5 +1,5 @@
 """What one app owns: its settings, clock, database, caller resolver, the auth server
-(tokens, grants), its rate limits and senders.
+(tokens, grants), its rate limits, senders and stores.
 
 Built in `create_app` and kept in `app.extensions["usher"]`; never a module global.
 """
@@ -24,6 +24,7 @@ from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver
 from app.services.events import Events
 from app.stores import Stores
+from app.stores.queues import QueueStore
 
 log = logging.getLogger("usher.db")
 
@@ -42,6 +43,11 @@ class Usher:
     events: Events
     #: The persistence of each aggregate (`app.stores`), for the views and services.
     stores: Stores
+
+    @property
+    def queues(self) -> QueueStore:
+        """Queues' persistence (`app.stores.queues`), as the views hand it to the services."""
+        return self.stores.queues
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

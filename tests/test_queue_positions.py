@@ -19,6 +19,7 @@ from app import create_app
 from app.cli import alembic_config
 from app.models import QueueCount, QueueEntry
 from app.services import queues
+from app.stores import queues as queue_store
 from tests.conftest import APP_SECRET
 from tests.helpers import Actions, TenantActions, bearer, consumer, publishable
 from tests.live import http
@@ -42,8 +43,8 @@ def recounted(db, queue_id: str) -> dict[tuple[int, int], int]:
                                                                       QueueEntry.status == "QUEUED")).all()
     expected: dict[tuple[int, int], int] = {}
     for sequence in sequences:
-        for level in range(1, queues.LEVELS + 1):
-            key = (level, sequence >> (queues.FANOUT_BITS * level))
+        for level in range(1, queue_store.LEVELS + 1):
+            key = (level, sequence >> (queue_store.FANOUT_BITS * level))
             expected[key] = expected.get(key, 0) + 1
     return expected
 
@@ -130,7 +131,7 @@ def together(calls: list) -> list:
 
 def _admit(db, queue_id: str, count: int) -> list[int]:
     with db.write() as connection:
-        return queues.admit(connection, queue_id, count, datetime.now(UTC))
+        return queues.admit(queue_store.SqlQueueStore(), connection, queue_id, count, datetime.now(UTC))
 
 
 def test_a_guest_upgrade_keeps_the_earlier_place_and_the_counts_exact(tenant, app):
@@ -221,7 +222,7 @@ def _bulk_queue(db, org_id: str, queue_id: str, total: int) -> None:
             "INSERT INTO queue_entries (queue_id, consumer_id, sequence, status, entered_at) "
             "SELECT :queue, :prefix || n, n, 'QUEUED', :now FROM numbers"), values)
         connection.execute(text("UPDATE queues SET next_sequence = :last + 1 WHERE id = :queue"), values)
-        queues.recount(connection, queue_id)
+        queue_store.SqlQueueStore().recount(connection, queue_id)
         if db.engine.dialect.name == "postgresql":
             connection.execute(text("ANALYZE queue_entries"))
             connection.execute(text("ANALYZE queue_counts"))
@@ -285,7 +286,7 @@ def _plan_rows(db, queue_id: str, consumer_id: str) -> list[int]:
     """Rows each node of the status statement's plan read (rows x loops), from EXPLAIN ANALYZE."""
     import json
 
-    statement = queues._STATE_QUERY.compile(db.engine, compile_kwargs={"literal_binds": False})
+    statement = queue_store.STATE_QUERY.compile(db.engine, compile_kwargs={"literal_binds": False})
     params = {k: v.value for k, v in statement.binds.items()}
     params.update({"queue_id": queue_id, "consumer_id": consumer_id})
     with db.engine.connect() as connection:

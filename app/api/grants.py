@@ -6,7 +6,8 @@ document.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 from flask import Response, current_app
 from flask.views import MethodView
@@ -14,9 +15,32 @@ from flask.views import MethodView
 from app.api.helpers import json_response
 from app.api.security import current_context, request_credentials
 from app.grants.base import BaseGrant, TokenRequest
+from app.grants.external import ExternalExchangeGrant
 from app.openapi import Blueprint
-from app.ratelimit import client_ip
+from app.ratelimit import client_ip, client_key
 from app.registry import GrantPlugin
+from app.security.callers import RequestContext
+
+if TYPE_CHECKING:
+    from app.state import Usher
+
+
+def _exchange_limit(usher: Usher, ctx: RequestContext) -> None:
+    usher.limits.hit("exchange_ip", usher.settings.exchange_rate_limit, ctx.organization_id, ctx.mode, client_key())
+
+
+#: The limits of a grant that every door to it applies (its JSON route and `/oauth/token`), with
+#: the same keys: one budget whichever dialect the client speaks.
+GRANT_LIMITS: dict[str, Callable[[Usher, RequestContext], None]] = {
+    ExternalExchangeGrant.GRANT_TYPE: _exchange_limit,
+}
+
+
+def apply_grant_limits(usher: Usher, grant_type: str, ctx: RequestContext) -> None:
+    """The grant's own limits (`GRANT_LIMITS`), before it runs: 429 `rate_limited` past one."""
+    limit = GRANT_LIMITS.get(grant_type)
+    if limit is not None:
+        limit(usher, ctx)
 
 
 class GrantView(MethodView):
@@ -27,11 +51,13 @@ class GrantView(MethodView):
 
     @classmethod
     def token_response(cls, data: dict | None = None) -> Response:
-        """Run the grant on this request and answer its body (wire form) with its status."""
-        token_request = TokenRequest(ctx=current_context(), data=data or {}, client_ip=client_ip(),
+        """Run the grant on this request, after its limits (`GRANT_LIMITS`), and answer its body
+        (wire form) with its status."""
+        ctx, usher = current_context(), current_app.extensions["usher"]
+        token_request = TokenRequest(ctx=ctx, data=data or {}, client_ip=client_ip(),
                                      credentials=request_credentials())
-        status, body = current_app.extensions["usher"].auth.create_token_response(cls.grant.GRANT_TYPE,
-                                                                                  token_request)
+        apply_grant_limits(usher, cls.grant.GRANT_TYPE, ctx)
+        status, body = usher.auth.create_token_response(cls.grant.GRANT_TYPE, token_request)
         return json_response(body, status)
 
 

@@ -7,9 +7,10 @@ import os
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
-from sqlalchemy import text
 
+from app.api.security import public
 from app.openapi import Blueprint
+from app.stores.admin import database_answers
 
 blp = Blueprint("health", __name__, url_prefix="/", description="Health checks for load balancers (no credential).")
 
@@ -33,6 +34,7 @@ def _draining() -> bool:
 
 @blp.route("/healthz")
 class Liveness(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Health)
@@ -46,6 +48,7 @@ class Liveness(MethodView):
 
 @blp.route("/readyz")
 class Readiness(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Health)
@@ -61,12 +64,7 @@ class Readiness(MethodView):
         over it would be a total outage.
         """
         usher = current_app.extensions["usher"]
-        try:
-            with usher.db.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            database = "unavailable"
+        database = "ok" if database_answers(usher.db) else "unavailable"
         try:
             usher.auth.tokens.current_kids()  # cached for KEYRING_CACHE_SECONDS: opens what it loads
             signing_keys = "ok"

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from flask import Response, current_app
-from sqlalchemy.orm import Session
 
 from app.services.events import Events
 from app.services.tenancy import ID_SHAPE, tenant_get
+
+if TYPE_CHECKING:
+    from app.db import Session
 
 __all__ = ["ID_SHAPE", "app_secret", "db_session", "json_response", "now", "tenant_get", "transaction"]
 

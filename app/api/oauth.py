@@ -1,5 +1,5 @@
-"""The RFC 6749 token endpoint and the RFC 7662 / RFC 7009 endpoints (outside /api/v1),
-answered by the app's Authlib server (app/oauth.py)."""
+"""The RFC 6749 token endpoint (the app's grant registry through `app.oauth.token_response`) and
+the RFC 7662 / RFC 7009 endpoints (the app's Authlib server), outside /api/v1."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from app.api.security import public
+from app.oauth import token_response
 from app.openapi import Blueprint, ErrorSchema
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
@@ -92,6 +94,7 @@ class OAuthError(ma.Schema):
 
 @blp.route("/token")
 class Token(MethodView):
+    @public
     @blp.doc(security=[], requestBody=TOKEN_FORM)
     @blp.response(200, TokenResponse, headers={"Cache-Control": {"schema": {"type": "string"}}})
     @blp.alt_response(400, schema=OAuthError, description="`invalid_grant` (a refresh token or exchange code that "
@@ -114,11 +117,12 @@ class Token(MethodView):
         origin check: a browser `Origin` outside the mode's `allowedOrigins` is `invalid_client`
         and nothing is done (a form POST needs no preflight).
         """
-        return current_app.extensions["oauth"].create_token_response()
+        return token_response(current_app.extensions["usher"])
 
 
 @blp.route("/introspect")
 class Introspect(MethodView):
+    @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("An access or refresh token."))
     @blp.response(200, Introspection)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
@@ -137,6 +141,7 @@ class Introspect(MethodView):
 
 @blp.route("/revoke")
 class Revoke(MethodView):
+    @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("The token whose session ends."))
     @blp.response(200, Revoked)
     @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")

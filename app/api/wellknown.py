@@ -6,6 +6,7 @@ import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from app.api.security import public
 from app.oauth import oauth_grants
 from app.openapi import Blueprint
 from app.schemas.common import always_sent
@@ -40,6 +41,7 @@ class Jwks(ma.Schema):
 
 @blp.route("/jwks.json")
 class JwksDocument(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, Jwks, headers={"Cache-Control": {"schema": {"type": "string"}}})
@@ -74,6 +76,7 @@ class ServerMetadata(ma.Schema):
 
 @blp.route("/oauth-authorization-server")
 class Metadata(MethodView):
+    @public
     @blp.doc(security=[])
     @blp.no_query
     @blp.response(200, ServerMetadata)
@@ -93,7 +96,7 @@ class Metadata(MethodView):
         return {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json",
                 "token_endpoint": f"{issuer}/oauth/token",
                 "token_endpoint_auth_methods_supported": ["none"],
-                "grant_types_supported": [grant.GRANT_TYPE for grant in oauth_grants(usher.auth)],
+                "grant_types_supported": [grant.grant_type for grant in oauth_grants(usher.auth)],
                 "response_types_supported": ["none"],
                 "introspection_endpoint": f"{issuer}/oauth/introspect",
                 "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],

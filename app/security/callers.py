@@ -1,7 +1,7 @@
 """Who is calling: resolve presented credentials into a `RequestContext`, in one query.
 
 No Flask here: `CallerResolver` is built per app in `create_app` and given the request's
-`Credentials` and read connection by the view decorator (`app.api.security.requires`), by the
+`Credentials` and read connection by the API's request step (`app.api.security`), by the
 OAuth endpoints, or by a test.
 """
 
@@ -56,7 +56,7 @@ class OrganizationSnapshot:
 class PendingSession:
     """An access token's session whose liveness is still to be read: a read-only view that asked
     for it (`requires(..., session_check="in_view")`) reads it in its own query (`LIVE_SESSION`)
-    and reports it with `confirm`; whatever the view does, its decorator reads it before any
+    and reports it with `confirm`; whatever the view does, the request step reads it before any
     answer leaves (`CallerResolver.settle`)."""
 
     session_id: str

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.stores.exchange import ExchangeStore, SqlExchangeStore
+from app.stores.queues import QueueStore, queue_store_for
 from app.stores.refresh import PostgresRefreshStore, RefreshStore, SqlRefreshStore
 
 if TYPE_CHECKING:
@@ -26,11 +27,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Stores:
     """The stores of one app (each field: an interface, with the implementation chosen)."""
-    # Each aggregate adds its field here: `sign_in: SignInStore`, `refresh: RefreshStore`, ...
     #: Refresh-token rotation (`app.stores.refresh`).
     refresh: RefreshStore
     #: Exchange codes (`app.stores.exchange`).
     exchange: ExchangeStore
+    #: Queues and their entries (`app.stores.queues`).
+    queues: QueueStore
 
 
 def build_stores(db: Database, events: Events) -> Stores:
@@ -39,4 +41,5 @@ def build_stores(db: Database, events: Events) -> Stores:
     return Stores(
         refresh=(PostgresRefreshStore if postgresql else SqlRefreshStore)(db, events),
         exchange=SqlExchangeStore(db, events),
+        queues=queue_store_for(db.engine.dialect.name),
     )

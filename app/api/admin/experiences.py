@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from sqlalchemy import select
 
 from app.api.admin import blp
 from app.api.helpers import db_session, now, tenant_get, transaction
@@ -18,6 +17,7 @@ from app.schemas.admin import (
 from app.schemas.common import PageArgs
 from app.services import audit
 from app.services.paging import page
+from app.stores.admin import experiences_of
 
 
 @blp.route("/experiences")
@@ -31,9 +31,8 @@ class Experiences(MethodView):
         Newest last; keyset paging with `limit` and `startingAfter`.
         """
         ctx = current_context()
-        query = select(Experience).where(Experience.organization_id == ctx.organization_id,
-                                         Experience.mode == ctx.mode)
-        return page(db_session(), query, Experience.id, args["limit"], args.get("starting_after"))
+        return page(db_session(), experiences_of(ctx.organization_id, ctx.mode), Experience.id, args["limit"],
+                    args.get("starting_after"))
 
     @requires("secret", scope="experiences:write")
     @blp.arguments(ExperienceIn(), example={"name": "Holiday Sale Queue", "openAt": "2024-12-01T09:00:00Z"})

@@ -1,3 +1,6 @@
+"""Queues for consumers: read one, enter, poll the place, leave. Persistence is the app's
+queue store (`Usher.queues`), handed to the services with the connection."""
+
 from __future__ import annotations
 
 from flask import current_app
@@ -5,20 +8,13 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
-from app.api.helpers import (
-    ID_SHAPE,
-    db_session,
-    json_response,
-    now,
-    tenant_get,
-    transaction,
-)
+from app.api.helpers import ID_SHAPE, json_response, now
 from app.api.security import current_context, requires
 from app.errors import ApiError
-from app.models import Experience, Queue
 from app.openapi import ErrorSchema
 from app.schemas.queues import QueueConsumerState, QueueOut
 from app.services import queues
+from app.state import Usher
 
 _UNAVAILABLE = ("`service_unavailable`: the database cannot be reached, a statement or lock wait ran past its "
                 "timeout, or every connection of the pool is busy; retry after `Retry-After`, and keep to "
@@ -32,11 +28,15 @@ def _queue_id(queue_id: str) -> str:
     return queue_id
 
 
-def _queue(session, queue_id: str) -> Queue:
-    try:
-        return tenant_get(session, Queue, queue_id, current_context())
-    except ApiError:
-        raise ApiError("not_found", "Queue not found") from None
+def _consumer_id(consumer_id: str | None) -> str:
+    """The caller's consumer (an access token always names one)."""
+    if consumer_id is None:
+        raise ApiError("not_found", "Queue not found")
+    return consumer_id
+
+
+def _usher() -> Usher:
+    return current_app.extensions["usher"]
 
 
 @blp.route("/queues/<string:queue_id>")
@@ -49,10 +49,10 @@ class QueueById(MethodView):
 
         With the publishable key (browsers) or the secret key (servers).
         """
-        session = db_session()
-        queue = _queue(session, queue_id)
-        experience = session.get(Experience, queue.experience_id)
-        return queues.queue_view(session, queue, experience.time_zone if experience else None, now())
+        ctx, usher = current_context(), _usher()
+        reader = usher.reader()
+        queue = queues.queue_for_tenant(usher.queues, reader, queue_id, ctx.organization_id, ctx.mode)
+        return queues.queue_view(usher.queues, reader, queue, now())
 
 
 @blp.route("/queues/<string:queue_id>/enter")
@@ -75,8 +75,10 @@ class EnterQueue(MethodView):
         ctx = current_context()
         guard("queue_enter")
         queue_id = _queue_id(queue_id)
-        with current_app.extensions["usher"].db.write() as connection:
-            state = queues.enter(connection, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode, now())
+        usher = _usher()
+        consumer_id = _consumer_id(ctx.consumer_id)
+        with usher.db.write() as connection:
+            state = queues.enter(usher.queues, connection, queue_id, consumer_id, ctx.organization_id, ctx.mode, now())
         return json_response(state)
 
 
@@ -93,9 +95,9 @@ class QueueStatus(MethodView):
         """
         ctx = current_context()
         queue_id = _queue_id(queue_id)
-        reader = current_app.extensions["usher"].reader()
-        state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode,
-                                      ctx.pending_session)
+        usher = _usher()
+        state = queues.consumer_state(usher.queues, usher.reader(), queue_id, _consumer_id(ctx.consumer_id),
+                                      ctx.organization_id, ctx.mode, ctx.pending_session)
         return json_response(state)
 
 
@@ -110,9 +112,9 @@ class LeaveQueue(MethodView):
         Gives the place up; the consumers behind move forward. Leaving again changes nothing.
         """
         ctx = current_context()
-        with transaction() as session:
-            queue = _queue(session, queue_id)
-            queues.leave(session, queue, ctx.consumer_id, now())
-            state = queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
-                                          ctx.mode)
+        usher = _usher()
+        consumer_id = _consumer_id(ctx.consumer_id)
+        with usher.db.write() as connection:
+            state = queues.leave(usher.queues, connection, queue_id, consumer_id, ctx.organization_id, ctx.mode,
+                                 now())
         return json_response(state)
