@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.stores.signin import GenericSignInStore, PostgresSignInStore, SignInStore
+
 if TYPE_CHECKING:
     from app.db import Database
     from app.services.events import Events
@@ -24,9 +26,13 @@ if TYPE_CHECKING:
 class Stores:
     """The stores of one app (each field: an interface, with the implementation chosen)."""
     # Each aggregate adds its field here: `sign_in: SignInStore`, `refresh: RefreshStore`, ...
+    #: One-time codes, consumers and sessions as the sign-ins make them (app/stores/signin.py).
+    sign_in: SignInStore
 
 
 def build_stores(db: Database, events: Events) -> Stores:
     """The implementations for this database: PostgreSQL's where one exists, else the generic."""
     postgresql = db.one_statement_writes  # noqa: F841  (each aggregate below picks by it)
-    return Stores()
+    return Stores(
+        sign_in=(PostgresSignInStore if postgresql else GenericSignInStore)(db, events),
+    )
