@@ -20,7 +20,12 @@ from app.otp.check import PresentedCode
 from app.otp.identifiers import Identifier
 from app.otp.service import code_hash
 from app.security.callers import organization_snapshot
-from app.stores.signin import GenericSignInStore, PostgresSignInStore, SignIn, SignInStore
+from app.stores.signin import (
+    GenericSignInStore,
+    PostgresSignInStore,
+    SignIn,
+    SignInStore,
+)
 from tests.helpers import secret
 
 IMPLEMENTATIONS = {"generic": GenericSignInStore, "postgresql": PostgresSignInStore}
@@ -229,8 +234,9 @@ def test_the_guest_upgrade_claims_the_guests_session_once(store, shop):
     assert shop.events() == ["consumer.merged", "session.revoked"]
     other = shop.email()  # the same guest token again: refused, and the code is not spent
     shop.code(other)
-    error = pytest.raises(ApiError, shop.verify, store, other, guest=claims).value
-    assert error.error == AUTHENTICATION_REQUIRED and error.status == 401
+    with pytest.raises(ApiError) as raised:
+        shop.verify(store, other, guest=claims)
+    assert raised.value.error == AUTHENTICATION_REQUIRED and raised.value.status == 401
     assert shop.stored_code(other).consumed_at is None and shop.consumers(other) == []
 
 

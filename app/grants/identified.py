@@ -11,7 +11,12 @@ from datetime import datetime
 from app.grants.base import BaseGrant
 from app.models import AuthSession
 from app.services.views import session_body
-from app.stores.signin import SIGN_IN_EVENTS, SignIn, find_or_create_consumer, insert_consumer
+from app.stores.signin import (
+    SIGN_IN_EVENTS,
+    SignIn,
+    find_or_create_consumer,
+    insert_consumer,
+)
 
 __all__ = ["SIGN_IN_EVENTS", "find_or_create_consumer", "insert_consumer", "sign_in", "sign_in_of"]
 

@@ -32,7 +32,7 @@ class Stores:
 
 def build_stores(db: Database, events: Events) -> Stores:
     """The implementations for this database: PostgreSQL's where one exists, else the generic."""
-    postgresql = db.one_statement_writes  # noqa: F841  (each aggregate below picks by it)
+    postgresql = db.one_statement_writes  # each aggregate below picks by it
     return Stores(
         sign_in=(PostgresSignInStore if postgresql else GenericSignInStore)(db, events),
     )

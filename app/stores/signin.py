@@ -35,11 +35,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import AUTHENTICATION_REQUIRED, ApiError
-from app.events import ConsumerCreated, ConsumerMerged, Event, SessionCreated, SessionRevoked
+from app.events import (
+    ConsumerCreated,
+    ConsumerMerged,
+    Event,
+    SessionCreated,
+    SessionRevoked,
+)
 from app.models import AuthSession, Consumer, OtpCode, new_id
 from app.otp.check import NO_CODE
 from app.otp.service import MAX_ATTEMPTS_PER_CODE
-from app.services.sessions import SESSIONS, insert_guest_and_session, insert_session, new_session_row
+from app.services.sessions import (
+    SESSIONS,
+    insert_guest_and_session,
+    insert_session,
+    new_session_row,
+)
 from app.services.upgrade import merge_guest
 
 if TYPE_CHECKING:
