@@ -30,8 +30,9 @@ def sign_in_of(grant: BaseGrant) -> SignIn:
 
 
 def sign_in(grant: BaseGrant, connection, consumer_id: str, now: datetime) -> tuple[AuthSession, Callable[[], dict]]:
-    """Inside the grant's transaction: the guest upgrade and the new session row. Returns a
-    function that signs the pair and makes the body, to call after the transaction."""
+    """Inside the grant's transaction (the connection of `Database.write()`): the guest upgrade
+    and the new session row. Returns a function that signs the pair and makes the body, to call
+    after the transaction."""
     server = grant.server
     row, generation = server.stores.sign_in.sign_in(connection, consumer_id, sign_in_of(grant), now)
 
