@@ -49,7 +49,6 @@ from app.delivery.base import DeliveryError, Message, Sender
 from app.errors import ApiError, ErrorCode
 from app.events import PluginEvent
 from app.grants.base import BaseGrant, TokenRequest
-from app.grants.identified import find_or_create_consumer as _find_or_create
 from app.grants.identified import sign_in as _sign_in
 from app.openapi import OPTIONAL_GUEST_TOKEN, Blueprint, ErrorSchema
 from app.otp.identifiers import normalize_email, normalize_phone
@@ -190,7 +189,7 @@ def find_or_create_consumer(connection: Connection, *, email: str | None = None,
         raise TypeError("give exactly one of email, phone")
     ctx = current_context()
     identity = {"email": email} if email is not None else {"phone": phone}
-    return _find_or_create(connection, _usher().events, ctx.organization_id, ctx.mode, now(), **identity)
+    return _usher().stores.sign_in.find_or_create_consumer(connection, ctx.organization_id, ctx.mode, now(), **identity)
 
 
 def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str) -> Callable[[], dict]:

@@ -56,7 +56,7 @@ def bulk_queue(seeder: Seeder, total: int) -> str:
     """A queue with `total` guests queued (one INSERT per table), counted as the migration does."""
     from sqlalchemy import create_engine, text
 
-    from app.stores.queues import SqlQueueStore
+    from app.stores.queues import GenericQueueStore
 
     client = seeder.app.test_client()
     secret = {"Authorization": f"Bearer {seeder.keys['secretKey']}"}
@@ -72,7 +72,7 @@ def bulk_queue(seeder: Seeder, total: int) -> str:
                                 "SELECT :queue, :prefix || g, g, 'QUEUED', now() FROM generate_series(0, :last) AS g"),
                            values)
         connection.execute(text("UPDATE queues SET next_sequence = :last + 1 WHERE id = :queue"), values)
-        SqlQueueStore().recount(connection, queue["id"])
+        GenericQueueStore().recount(connection, queue["id"])
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
     engine.dispose()

@@ -55,7 +55,7 @@ def test_otp_verify_does_not_tell_who_has_signed_in(otp, monkeypatch):
     """A wrong code answers `otp_invalid` for an identifier that used a code, one whose code
     expired or died, and one that never asked; all spend the same failure budget; the known and
     the unknown identifier both compare one keyed hash."""
-    import app.grants.otp as otp_grant
+    import app.otp.check as otp_grant  # the decision on a code (the grant's policy, called by the store)
 
     otp.request(email="known@example.com")
     code = otp.last_code("known@example.com")

@@ -131,7 +131,7 @@ def together(calls: list) -> list:
 
 def _admit(db, queue_id: str, count: int) -> list[int]:
     with db.write() as connection:
-        return queues.admit(queue_store.SqlQueueStore(), connection, queue_id, count, datetime.now(UTC))
+        return queues.admit(queue_store.GenericQueueStore(), connection, queue_id, count, datetime.now(UTC))
 
 
 def test_a_guest_upgrade_keeps_the_earlier_place_and_the_counts_exact(tenant, app):
@@ -222,7 +222,7 @@ def _bulk_queue(db, org_id: str, queue_id: str, total: int) -> None:
             "INSERT INTO queue_entries (queue_id, consumer_id, sequence, status, entered_at) "
             "SELECT :queue, :prefix || n, n, 'QUEUED', :now FROM numbers"), values)
         connection.execute(text("UPDATE queues SET next_sequence = :last + 1 WHERE id = :queue"), values)
-        queue_store.SqlQueueStore().recount(connection, queue_id)
+        queue_store.GenericQueueStore().recount(connection, queue_id)
         if db.engine.dialect.name == "postgresql":
             connection.execute(text("ANALYZE queue_entries"))
             connection.execute(text("ANALYZE queue_counts"))

@@ -1,6 +1,6 @@
 """The queue store's contract (`app.stores.queues.QueueStore`), run against every implementation
 available on the current database, through the interface only. Queues have one implementation
-for both databases (`SqlQueueStore`): this file runs it on SQLite, and `make test` runs it again
+for both databases (`GenericQueueStore`): this file runs it on SQLite, and `make test` runs it again
 on PostgreSQL. A new implementation joins `IMPLEMENTATIONS` and must pass the same tests."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from sqlalchemy import Connection, insert
 
 from app.models import Consumer, new_id
 from app.security.callers import PendingSession
-from app.stores.queues import QueueStore, SqlQueueStore, queue_store_for
+from app.stores.queues import GenericQueueStore, QueueStore, queue_store_for
 from tests.helpers import Actions, TenantActions
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 #: implementation name -> (the databases it serves, its factory)
 IMPLEMENTATIONS: dict[str, tuple[frozenset[str], Callable[[], QueueStore]]] = {
-    "sql": (frozenset({"sqlite", "postgresql"}), SqlQueueStore),
+    "sql": (frozenset({"sqlite", "postgresql"}), GenericQueueStore),
 }
 
 
@@ -189,6 +189,6 @@ def test_state_reads_a_pending_session_liveness_in_the_same_row(store, write, te
 
 
 def test_the_app_chooses_its_store_once_for_its_database(app):
-    assert isinstance(app.extensions["usher"].queues, SqlQueueStore)
+    assert isinstance(app.extensions["usher"].queues, GenericQueueStore)
     with pytest.raises(ValueError, match="no queue store"):
         queue_store_for("oracle")

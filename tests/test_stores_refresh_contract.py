@@ -27,19 +27,19 @@ from app.grants.refresh import RotationPolicy
 from app.models import AuditEvent, AuthSession, ExchangeCode, ExternalIdentity
 from app.security.callers import organization_snapshot
 from app.services.sessions import insert_session, new_session_row, refresh_hash, successor_jtis
-from app.stores.exchange import ExchangeStore, SqlExchangeStore
-from app.stores.refresh import Decision, PostgresRefreshStore, RefreshStore, SqlRefreshStore, Verdict
+from app.stores.exchange import ExchangeStore, GenericExchangeStore
+from app.stores.refresh import Decision, GenericRefreshStore, PostgresRefreshStore, RefreshStore, Verdict
 from tests.helpers import Actions, TenantActions
 from tests.test_sessions import race
 
 ALL = frozenset({"sqlite", "postgresql"})
 #: implementation name -> (the databases it runs on, its factory)
 REFRESH: dict[str, tuple[frozenset[str], Callable[[Database, Any], RefreshStore]]] = {
-    "generic": (ALL, SqlRefreshStore),
+    "generic": (ALL, GenericRefreshStore),
     "postgresql": (frozenset({"postgresql"}), PostgresRefreshStore),
 }
 EXCHANGE: dict[str, tuple[frozenset[str], Callable[[Database, Any], ExchangeStore]]] = {
-    "generic": (ALL, SqlExchangeStore),
+    "generic": (ALL, GenericExchangeStore),
 }
 RACERS = 8
 

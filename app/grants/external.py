@@ -17,7 +17,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
-from app.grants.identified import insert_consumer, sign_in
+from app.grants.identified import sign_in
 from app.metrics import security_event
 from app.models import ExchangeCode
 from app.security.callers import RequestContext
@@ -77,8 +77,8 @@ class ExternalExchangeGrant(BaseGrant):
                 raise ApiError("exchange_code_invalid", "The code verifier does not match this exchange code.")
             else:
                 organization_id, mode = code.organization_id, code.mode
-                consumer_id = redemption.consumer(now, lambda: insert_consumer(
-                    redemption.connection, server.events, "cons", organization_id, mode, now))
+                consumer_id = redemption.consumer(now, lambda: server.stores.sign_in.create_consumer(
+                    redemption.connection, organization_id, mode, now))
                 session_row, finish = sign_in(self, redemption.connection, consumer_id, now)
                 redemption.consume(session_row.id, now)
         if replayed and code is not None:  # after the commit: the session it made is revoked

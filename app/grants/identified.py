@@ -1,86 +1,40 @@
-"""What every identified sign-in shares: find or create the consumer, upgrade the guest,
-start the session. Runs inside the grant's Core write transaction; signing happens after it."""
+"""What every identified sign-in shares, for the grants and the plugin API: the sign-in a grant
+asks for, and the consumer and session steps inside a grant's own write transaction (external
+identities, plugins' single-use codes). The persistence is the sign-in store's
+(`app.stores.signin`); signing happens after the transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, bindparam, insert, select
-from sqlalchemy.orm import Session
-
-from app.errors import AUTHENTICATION_REQUIRED, ApiError
-from app.events import ConsumerCreated, SessionCreated
 from app.grants.base import BaseGrant
-from app.models import AuthSession, Consumer, new_id
-from app.services.sessions import insert_session, new_session_row, revoke_sessions
-from app.services.upgrade import merge_guest
-from app.services.views import session_body, session_created
+from app.models import AuthSession
+from app.services.views import session_body
+from app.stores.signin import (
+    SIGN_IN_EVENTS,
+    SignIn,
+    find_or_create_consumer,
+    insert_consumer,
+)
 
-if TYPE_CHECKING:
-    from app.services.events import Events
-
-CONSUMERS = Consumer.__table__
-#: The events a first sign-in may record; a grant writes in one statement only when none is listened to.
-SIGN_IN_EVENTS = (ConsumerCreated, SessionCreated)
-_FIND = {column: select(CONSUMERS.c.id).where(CONSUMERS.c.organization_id == bindparam("organization_id"),
-                                              CONSUMERS.c.mode == bindparam("mode"),
-                                              CONSUMERS.c[column] == bindparam("value"))
-         for column in ("email", "phone")}
-_INSERT_CONSUMER = insert(CONSUMERS)
+__all__ = ["SIGN_IN_EVENTS", "find_or_create_consumer", "insert_consumer", "sign_in", "sign_in_of"]
 
 
-def insert_consumer(connection: Connection, events: Events, prefix: str, organization_id: str, mode: str,
-                    now: datetime, consumer_id: str | None = None, **identity) -> str:
-    """A new consumer (`guest_…` or `cons_…`, or the id given), by one Core insert; returns its id."""
-    consumer_id = consumer_id or new_id(prefix)
-    connection.execute(_INSERT_CONSUMER, {"id": consumer_id, "organization_id": organization_id, "mode": mode,
-                                          "created_at": now, "email": identity.get("email"),
-                                          "phone": identity.get("phone")})
-    events.record(connection, ConsumerCreated(organization_id=organization_id, mode=mode, consumer_id=consumer_id,
-                                              guest=prefix == "guest"))
-    return consumer_id
+def sign_in_of(grant: BaseGrant) -> SignIn:
+    """The sign-in the grant's request asks for: its tenant, its session type and keys, the guest
+    it upgrades (when the server verified a guest token for it)."""
+    ctx = grant.request.ctx
+    return SignIn(ctx.organization, ctx.mode, grant.SESSION_TYPE or "", grant.kids, grant.server.app_secret,
+                  grant.guest_claims)
 
 
-def find_or_create_consumer(connection: Connection, events: Events, organization_id: str, mode: str,
-                            now: datetime, **identity) -> str:
-    """The id of the consumer with this email or phone in the tenant, created on first sign-in."""
-    (column, value), = identity.items()
-    found = connection.execute(_FIND[column], {"organization_id": organization_id, "mode": mode,
-                                               "value": value}).scalar()
-    if found is not None:
-        return found
-    return insert_consumer(connection, events, "cons", organization_id, mode, now, **identity)
-
-
-def claim_guest(connection: Connection, events: Events, claims: dict, now: datetime) -> None:
-    """End the upgrading guest's session, or 401 if it is no longer live.
-
-    A conditional UPDATE inside the grant's transaction: of concurrent sign-ins carrying one
-    guest token exactly one ends that session; the others see no row change, answer 401 and,
-    their transaction rolled back, consume nothing."""
-    ended = revoke_sessions(connection, events, "upgraded", now, AuthSession.id == claims["sessionId"],
-                            AuthSession.consumer_id == claims["consumerId"],
-                            AuthSession.organization_id == claims["organizationId"])
-    if ended != 1:
-        raise ApiError(AUTHENTICATION_REQUIRED)
-
-
-def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str,
-            now: datetime) -> tuple[AuthSession, Callable[[], dict]]:
-    """Inside the grant's transaction: the guest upgrade and the new session row. Returns a
-    function that signs the pair and makes the body, to call after the transaction."""
-    ctx, server = grant.request.ctx, grant.server
-    if grant.guest_claims is not None:
-        claim_guest(connection, server.events, grant.guest_claims, now)
-        with Session(bind=connection) as orm:  # the cold path: the ORM, in the same transaction
-            merge_guest(orm, server.events, grant.guest_claims["consumerId"], consumer_id, now)
-            orm.flush()
-    row, generation = new_session_row(grant.kids, server.app_secret, ctx.organization, ctx.mode, consumer_id,
-                                      grant.SESSION_TYPE or "", now)
-    insert_session(connection, row)
-    server.events.record(connection, session_created(row))
+def sign_in(grant: BaseGrant, connection, consumer_id: str, now: datetime) -> tuple[AuthSession, Callable[[], dict]]:
+    """Inside the grant's transaction (the connection of `Database.write()`): the guest upgrade
+    and the new session row. Returns a function that signs the pair and makes the body, to call
+    after the transaction."""
+    server = grant.server
+    row, generation = server.stores.sign_in.sign_in(connection, consumer_id, sign_in_of(grant), now)
 
     def finish() -> dict:
         access, refresh = server.tokens.sign_pair(generation)

@@ -1,25 +1,20 @@
-"""Guest upgrade: a guest who signs in becomes (merges into) the identified consumer."""
+"""Guest upgrade: a guest who signs in becomes (merges into) the identified consumer.
+
+The sign-in store (`app.stores.signin`) calls it inside the sign-in's transaction, after ending
+the guest's session and before ending its other ones; the store records the events."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.events import ConsumerMerged
-from app.models import AuthSession, Consumer, Queue, QueueEntry
+from app.models import Consumer, Queue, QueueEntry
 from app.services.queues import count_change
-from app.services.sessions import revoke_sessions
-
-if TYPE_CHECKING:
-    from app.services.events import Events
 
 
-def merge_guest(session: Session, events: Events, guest_id: str, consumer_id: str, now: datetime) -> None:
+def merge_guest(session: Session, guest_id: str, consumer_id: str) -> None:
     """Move the guest's queue places to the consumer (keeping the earlier place where both
-    queued), end the guest's other sessions, and record `merged_into` on the guest."""
+    queued) and set `merged_into` on the guest (flushed by the caller)."""
     guest = session.get_one(Consumer, guest_id)
     # Queue by queue in id order: the counters of several queues are locked in one order.
     gone: list[tuple[str, int]] = []  # (queue, sequence) of places no longer QUEUED
@@ -47,6 +42,3 @@ def merge_guest(session: Session, events: Events, guest_id: str, consumer_id: st
     for queue_id, sequence in gone:
         count_change(session.connection(), queue_id, sequence, -1)
     guest.merged_into = consumer_id
-    revoke_sessions(session.connection(), events, "upgraded", now, AuthSession.consumer_id == guest_id)
-    events.record(session.connection(), ConsumerMerged(organization_id=guest.organization_id, mode=guest.mode,
-                                                      guest_id=guest_id, consumer_id=consumer_id))

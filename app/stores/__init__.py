@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.stores.exchange import ExchangeStore, SqlExchangeStore
+from app.stores.exchange import ExchangeStore, GenericExchangeStore
 from app.stores.queues import QueueStore, queue_store_for
-from app.stores.refresh import PostgresRefreshStore, RefreshStore, SqlRefreshStore
+from app.stores.refresh import GenericRefreshStore, PostgresRefreshStore, RefreshStore
+from app.stores.signin import GenericSignInStore, PostgresSignInStore, SignInStore
 
 if TYPE_CHECKING:
     from app.db import Database
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Stores:
     """The stores of one app (each field: an interface, with the implementation chosen)."""
+    #: One-time codes, consumers and sessions as the sign-ins make them (app/stores/signin.py).
+    sign_in: SignInStore
     #: Refresh-token rotation (`app.stores.refresh`).
     refresh: RefreshStore
     #: Exchange codes (`app.stores.exchange`).
@@ -39,7 +42,8 @@ def build_stores(db: Database, events: Events) -> Stores:
     """The implementations for this database: PostgreSQL's where one exists, else the generic."""
     postgresql = db.one_statement_writes
     return Stores(
-        refresh=(PostgresRefreshStore if postgresql else SqlRefreshStore)(db, events),
-        exchange=SqlExchangeStore(db, events),
+        sign_in=(PostgresSignInStore if postgresql else GenericSignInStore)(db, events),
+        refresh=(PostgresRefreshStore if postgresql else GenericRefreshStore)(db, events),
+        exchange=GenericExchangeStore(db, events),
         queues=queue_store_for(db.engine.dialect.name),
     )

@@ -8,7 +8,7 @@ code exactly one sees it unused, and everything the exchange makes (the consumer
 identity, the session, the code marked used) commits together or not at all. A replayed code
 (RFC 6749 §4.1.2) ends the session it made, audited, with `ExchangeCodeReplayed`.
 
-One implementation serves every database (`SqlExchangeStore`): an exchange is a sign-in's
+One implementation serves every database (`GenericExchangeStore`): an exchange is a sign-in's
 transaction, with no PostgreSQL-only shortcut.
 """
 
@@ -102,7 +102,7 @@ class SqlRedemption:
         self.connection.execute(_CONSUME, {"code": self._code().code_hash, "now": now, "made_session": session_id})
 
 
-class SqlExchangeStore:
+class GenericExchangeStore:
     """Every database: the ORM for the (cold) issue, one locked Core transaction per redemption."""
 
     def __init__(self, db: Database, events: Events):

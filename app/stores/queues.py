@@ -192,7 +192,7 @@ class QueueStore(Protocol):
         QUEUED entries before it; with `session`, also `session_live`. None: no such queue."""
 
 
-class SqlQueueStore:
+class GenericQueueStore:
     """The Core implementation, for SQLite and PostgreSQL alike."""
 
     def queue(self, connection: Connection, queue_id: str) -> Row | None:
@@ -267,4 +267,4 @@ def queue_store_for(dialect: str) -> QueueStore:
     """The app's queue store for its database (`create_app` calls this once)."""
     if dialect not in _COUNT_CHANGE:
         raise ValueError(f"no queue store for the {dialect!r} database")
-    return SqlQueueStore()
+    return GenericQueueStore()

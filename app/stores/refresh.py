@@ -7,7 +7,7 @@ inside the grace window, reuse, or invalid). The store holds the atomicity: it r
 asks the policy, and carries the decision out so that concurrent rotations of one token rotate
 once (the others get the grace answer, or reuse once the window has passed).
 
-- `SqlRefreshStore` (every database): the row locked (FOR UPDATE; SQLite's write lock is held
+- `GenericRefreshStore` (every database): the row locked (FOR UPDATE; SQLite's write lock is held
   already) in one write transaction; a rotation saved, a reuse revokes the session, audits
   `refresh_token.reused` and emits `RefreshTokenReused`.
 - `PostgresRefreshStore`: the common case, a rotation, in two autocommit round trips: the row
@@ -95,7 +95,7 @@ _UPDATE_ROTATED_IF_CURRENT = UPDATE_ROTATED.where(SESSIONS.c.refresh_hash == bin
                                                   SESSIONS.c.revoked_at.is_(None))
 
 
-class SqlRefreshStore:
+class GenericRefreshStore:
     """Every database: one write transaction with the session row locked."""
 
     def __init__(self, db: Database, events: Events):
@@ -121,7 +121,7 @@ class SqlRefreshStore:
                                                           session_id=row.id, consumer_id=row.consumer_id))
 
 
-class PostgresRefreshStore(SqlRefreshStore):
+class PostgresRefreshStore(GenericRefreshStore):
     """PostgreSQL: a rotation in two autocommit round trips; anything else, the locked transaction."""
 
     def rotate(self, session_id: str, decide: Policy, now: datetime) -> Decision:
