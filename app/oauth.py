@@ -32,13 +32,13 @@ from flask import request as flask_request
 from marshmallow import ValidationError
 from werkzeug.datastructures import Authorization
 
+from app.api.ratelimit import client_ip, client_key
 from app.cors import origin_allowed
 from app.errors import ApiError
 from app.grants.base import TokenRequest
 from app.grants.external import ExternalExchangeGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession, Organization
-from app.ratelimit import client_ip, client_key
 from app.schemas.auth import RefreshIn
 from app.schemas.external import ExchangeIn
 from app.security.callers import RequestContext

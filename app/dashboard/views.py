@@ -36,10 +36,10 @@ from app.api.helpers import (
     tenant_get,
     transaction,
 )
+from app.api.ratelimit import client_key
 from app.api.security import check_scope
 from app.errors import AUTHENTICATION_REQUIRED, CATALOGUE, SECRET_KEY_REQUIRED, ApiError
 from app.models import ApiKey, AuthSession, Consumer, WebhookEndpoint
-from app.ratelimit import client_key
 from app.registry import stored_plugin_settings
 from app.schemas.admin import KeyCreate, KeyRoll, SettingsSchema
 from app.schemas.auth import OutboxArgs

@@ -5,10 +5,10 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.grants import GrantView
+from app.api.ratelimit import client_key
 from app.api.security import current_context, requires
 from app.grants.external import ExternalExchangeGrant, create_exchange_code
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
-from app.ratelimit import client_key
 from app.registry import GrantPlugin
 from app.schemas.auth import SessionTokens
 from app.schemas.external import AuthorizeIn, AuthorizeOut, ExchangeIn
