@@ -32,6 +32,7 @@ keys: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(RUFF_ARGS) app tests bench migrations examples wsgi.py gunicorn.conf.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The pinned locks, generated from requirements.in / requirements-dev.in with pip-tools (kept in a
 # venv of its own, so it never enters the locks). Existing pins are kept; to move one package:

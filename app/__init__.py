@@ -32,9 +32,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """
     from app.api.admin import blp as admin_blp
     from app.api.consumer import blp as consumer_blp
+    from app.api.errors import register_error_handlers
+    from app.api.events import register_events
     from app.api.grants import build_auth_blueprint
     from app.api.health import blp as health_blp
+    from app.api.inputs import register_input_guards
     from app.api.oauth import blp as oauth_blp
+    from app.api.scope import bind_scope
     from app.api.sdk import register_sdk
     from app.api.security import register_caller_step
     from app.api.wellknown import blp as wellknown_blp
@@ -46,10 +50,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.dashboard import init_dashboard
     from app.db import Database, Pooling
     from app.delivery.registry import build_senders
-    from app.errors import register_error_handlers
     from app.grants.base import AuthServer
-    from app.inputs import register_input_guards
     from app.jobs import register_jobs
+    from app.metrics import Metrics
     from app.oauth import build_oauth_server
     from app.observability import register_metrics, register_observability
     from app.openapi import (
@@ -61,9 +64,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.proxies import TrustedProxyFix
     from app.ratelimit import RateLimits, build_storage
     from app.registry import SenderContext, load_registry
+    from app.scope import AppScope
     from app.security.callers import CallerResolver
     from app.services.app_secret import check_fingerprint
-    from app.services.events import Events, register_events
+    from app.services.events import Events
     from app.state import Usher
     from app.stores import build_stores
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
@@ -97,6 +101,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                              settings.app_secret_fallbacks)
     callers.forget_on_change(db.sessionmaker)
     limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
+    metrics = app.extensions["usher_metrics"] = Metrics()
     jobs = register_jobs(app, settings)
     events = Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock)
     register_events(app, events)
@@ -104,6 +109,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth = AuthServer(db, tokens, limits, settings, callers, clock, events, stores)
     registry = load_registry()  # built-ins and installed plugins, through one door
     app.extensions["usher_registry"] = registry
+    bind_scope(app, AppScope(registry=registry, metrics=metrics))  # for what is handed nothing (app/scope.py)
     grants = registry.enable_grants(settings.enabled_grants)
     for plugin in grants:
         auth.register_grant(plugin.grant)
@@ -112,7 +118,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                                     config={**os.environ, **(config or {})}))
     usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders,
                   events=events, stores=stores,
-                  bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)))
+                  bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits),
+                                                metrics.count_challenge))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
 
@@ -129,7 +136,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_input_guards(app)
     register_observability(app)
-    register_metrics(app)
+    register_metrics(app, metrics)
     register_cors(app)
     register_cli(app)
     register_caller_step(app)  # last: the caller is resolved after the other request hooks

@@ -39,7 +39,6 @@ from altcha import (
 from altcha.v1 import PayloadType
 
 from app.errors import ApiError
-from app.metrics import current_metrics
 from app.ratelimit import RateLimits
 from app.security.crypto import BOT_DEFENSE_SECRET_SEAL, Sealer
 
@@ -111,13 +110,6 @@ class BotCheckPlugin:
     name: str
     build: Callable[[BotCheckContext], BotCheck]
     api_version: str = "1.0"  # the plugin API it was written for (app.registry.API_VERSION)
-
-
-def _count(provider: str, outcome: str) -> None:
-    """`usher_challenges_total{provider,outcome}`: issued, passed, refused, unavailable."""
-    metrics = current_metrics()
-    if metrics is not None:
-        metrics.count_challenge(provider, outcome)
 
 
 def refused(provider: str) -> ApiError:
@@ -248,16 +240,24 @@ class SiteverifyCheck:
 class BotDefense:
     """The checks by name, and the two things a view asks: a challenge, and a guard."""
 
-    def __init__(self, checks: Mapping[str, BotCheck], limits: RateLimits):
+    def __init__(self, checks: Mapping[str, BotCheck], limits: RateLimits,
+                 count: Callable[[str, str], None] | None = None):
         self.checks = dict(checks)
         self.limits = limits
+        #: `usher_challenges_total{provider,outcome}` (the app's `Metrics.count_challenge`):
+        #: issued, passed, refused, unavailable.
+        self.count = count
+
+    def _count(self, provider: str, outcome: str) -> None:
+        if self.count is not None:
+            self.count(provider, outcome)
 
     def challenge(self, attempt: Attempt) -> dict:
         provider = attempt.settings.bot_defense
         if provider == "off":
             return {"provider": "off"}
         body = self._check(provider).challenge(attempt)
-        _count(provider, "issued")
+        self._count(provider, "issued")
         return body
 
     def guard(self, route: str, attempt: Attempt, proof: str | None) -> None:
@@ -275,9 +275,9 @@ class BotDefense:
                 raise refused(check.name)
             check.verify(attempt, proof)
         except ApiError as error:
-            _count(check.name, "refused" if error.error == "challenge_required" else "unavailable")
+            self._count(check.name, "refused" if error.error == "challenge_required" else "unavailable")
             raise
-        _count(check.name, "passed")
+        self._count(check.name, "passed")
 
     def _check(self, provider: str) -> BotCheck:
         check = self.checks.get(provider)
@@ -287,9 +287,12 @@ class BotDefense:
         return check
 
 
-def build_bot_defense(registry, context: BotCheckContext) -> BotDefense:
-    """Every registered bot check (built-ins and plugins), built once for the app, by name."""
-    return BotDefense({name: plugin.build(context) for name, plugin in registry.bot_checks.items()}, context.limits)
+def build_bot_defense(registry, context: BotCheckContext,
+                      count: Callable[[str, str], None] | None = None) -> BotDefense:
+    """Every registered bot check (built-ins and plugins), built once for the app, by name;
+    `count` is told each challenge's provider and outcome (metrics)."""
+    return BotDefense({name: plugin.build(context) for name, plugin in registry.bot_checks.items()}, context.limits,
+                      count)
 
 
 def _altcha(context: BotCheckContext) -> BotCheck:

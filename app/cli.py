@@ -21,7 +21,6 @@ from sqlalchemy import create_engine, make_url, select, text
 from sqlalchemy.pool import NullPool
 
 from app.errors import ApiError
-from app.metrics import security_event
 from app.models import Organization
 from app.models.base import MODES
 from app.services import app_secret, audit
@@ -314,7 +313,7 @@ def audit_verify(checkpoints_file):
     with usher.db.reader() as connection:
         for _org, _mode, count, broken in audit.verify_chains(connection):
             if broken is not None:
-                security_event("audit_chain_broken", at=str(broken))
+                current_app.extensions["usher_metrics"].security_event("audit_chain_broken", at=str(broken))
                 click.echo(f"audit chain broken: {broken}", err=True)
                 raise SystemExit(1)
             chains, events = chains + 1, events + count

@@ -7,7 +7,8 @@
 - A string (value or key) holding an unpaired UTF-16 surrogate (`"\\ud800"`) is refused: it
   cannot be encoded as UTF-8, so no database, log or response could take it.
 - A chunked body (no `Content-Length`) over `MAX_CONTENT_LENGTH` is 413, as a declared one is:
-  Werkzeug's limited stream stops reading at the limit without saying so.
+  Werkzeug's limited stream stops reading at the limit without saying so (`app.api.inputs`,
+  the one guard here that reads the request).
 - Patterns match the whole value (`re.fullmatch`): `$` also matches before a trailing newline.
 """
 
@@ -17,9 +18,7 @@ import json
 import math
 import re
 
-from flask import Flask, request
 from marshmallow import validate
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
 
@@ -103,13 +102,3 @@ class FullMatch(validate.Regexp):
 
 def fullmatch(pattern: str | re.Pattern, value: str) -> bool:
     return (re.compile(pattern) if isinstance(pattern, str) else pattern).fullmatch(value) is not None
-
-
-def register_input_guards(app: Flask) -> None:
-    @app.before_request
-    def _chunked_body_within_limit():
-        limit = request.max_content_length
-        if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
-            return
-        if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()

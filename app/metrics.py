@@ -1,7 +1,8 @@
 """Prometheus metrics (operations contract, "Observability").
 
 Each app owns a `Metrics` (built in `create_app`, `app.extensions["usher_metrics"]`) with its own
-registry, never the client library's global one. Under gunicorn, `gunicorn.conf.py` points
+registry, never the client library's global one, and hands it to what counts (the bot defense,
+the OTP view, the webhook job). Under gunicorn, `gunicorn.conf.py` points
 `PROMETHEUS_MULTIPROC_DIR` at a directory of this instance's own before any worker imports the
 library, so every worker's counters land there and a scrape sums them (the library's
 multiprocess mode). Gauges that describe shared state (webhook backlog, dependencies) are read
@@ -25,6 +26,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
+from app import scope
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 security_log = logging.getLogger("usher.security")
 
@@ -35,30 +38,14 @@ SIGN_IN_ROUTES = {"/api/v1/auth/guest": "guest", "/api/v1/auth/otp/verify": "otp
                   "/api/v1/auth/external/exchange": "external"}
 
 
-def current_metrics() -> Metrics | None:
-    """The app's metrics inside an app context (requests, CLI, in-app jobs), else None."""
-    from flask import current_app, has_app_context
-
-    return current_app.extensions.get("usher_metrics") if has_app_context() else None
-
-
-def count_otp_message(channel: str, outcome: str) -> None:
-    metrics = current_metrics()
-    if metrics is not None:
-        metrics.otp_messages.labels(channel, outcome).inc()
-
-
-def count_webhook_delivery(outcome: str) -> None:
-    metrics = current_metrics()
-    if metrics is not None:
-        metrics.webhook_deliveries.labels(outcome).inc()
-
-
 def security_event(event_type: str, **context: str | None) -> None:
-    """Count and log a security event (see `Metrics.security_event`); logged even without metrics."""
-    metrics = current_metrics()
-    if metrics is not None:
-        metrics.security_event(event_type, **context)
+    """Count and log a security event (see `Metrics.security_event`); logged even without metrics.
+
+    For code that is handed no metrics (the grants): the current app's, through its scope
+    (`app.scope`); whoever holds a `Metrics` calls `Metrics.security_event` instead."""
+    current = scope.current()
+    if current is not None:
+        current.metrics.security_event(event_type, **context)
     else:
         details = " ".join(f"{name}={value}" for name, value in context.items() if value is not None)
         security_log.warning("security event %s %s", event_type, details)
@@ -89,6 +76,12 @@ class Metrics:
                                           "(succeeded, retrying, failed).", ["outcome"], registry=r)
         self.security_events = Counter("usher_security_events", "Theft signals and integrity breaks, by type.",
                                        ["type"], registry=r)
+
+    def count_otp_message(self, channel: str, outcome: str) -> None:
+        self.otp_messages.labels(channel, outcome).inc()
+
+    def count_webhook_delivery(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome).inc()
 
     def count_challenge(self, provider: str, outcome: str) -> None:
         """For the bot-defense checks: `provider` is the configured provider's name, `outcome` one of

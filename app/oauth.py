@@ -40,13 +40,13 @@ from marshmallow import Schema, ValidationError
 from werkzeug.datastructures import Authorization, MultiDict
 
 from app.api.grants import apply_grant_limits
+from app.api.ratelimit import client_ip
 from app.cors import origin_allowed
 from app.errors import ApiError
 from app.grants.base import AuthServer, TokenRequest
 from app.grants.external import ExternalExchangeGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession, Organization
-from app.ratelimit import client_ip
 from app.schemas.auth import RefreshIn
 from app.schemas.external import ExchangeIn
 from app.security.callers import RequestContext

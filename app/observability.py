@@ -14,8 +14,12 @@ import logging
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app, g, request
+
+if TYPE_CHECKING:
+    from app.metrics import Metrics
 
 log = logging.getLogger("usher.access")
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -30,15 +34,14 @@ def printable(text: str) -> str:
                                                           else f"\\u{ord(m.group()):04x}"), text)
 
 
-def register_metrics(app: Flask) -> None:
+def register_metrics(app: Flask, metrics: Metrics) -> None:
     """GET /metrics on the main port: only with METRICS_BIND unset, and only to a loopback peer
     that forwards nobody (see `app.metrics.is_loopback_direct`); anyone else gets the JSON 404
     of a route that does not exist."""
     from app.errors import ApiError
-    from app.metrics import CONTENT_TYPE, Metrics, SharedState, is_loopback_direct
+    from app.metrics import CONTENT_TYPE, SharedState, is_loopback_direct
 
     usher = app.extensions["usher"]
-    metrics = app.extensions["usher_metrics"] = Metrics()
     usher.limits.refused = lambda name: metrics.rate_limited.labels(name).inc()
     shared = SharedState(lambda: usher.db.engine, usher.limits.ping, usher.settings.job_broker_url)
 

@@ -33,6 +33,7 @@ from flask import current_app
 from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 
 from app.api.grants import GrantView
+from app.api.ratelimit import client_key
 from app.api.security import current_context, requires
 from app.botdefense import (
     Attempt,
@@ -43,7 +44,6 @@ from app.botdefense import (
     unavailable,
 )
 from app.config import ConfigError
-from app.cors import origin_allowed
 from app.db import UTCDateTime
 from app.delivery.base import DeliveryError, Message, Sender
 from app.errors import ApiError, ErrorCode
@@ -51,8 +51,8 @@ from app.events import PluginEvent
 from app.grants.base import BaseGrant, TokenRequest
 from app.grants.identified import sign_in as _sign_in
 from app.openapi import OPTIONAL_GUEST_TOKEN, Blueprint, ErrorSchema
+from app.origins import origin_allowed
 from app.otp.identifiers import normalize_email, normalize_phone
-from app.ratelimit import client_key
 from app.registry import (
     API_VERSION,
     GrantPlugin,

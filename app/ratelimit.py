@@ -7,8 +7,8 @@
   check costs one Redis round trip (one Lua script); only a refusal reads the window again, for
   `Retry-After`.
 - Every key is `name / organization / mode / key`: test traffic never spends a live budget.
-- Client addresses are keyed by `client_key`: IPv4 by address, IPv6 by its /64 (one client
-  usually owns a whole /64).
+- Client addresses are keyed by `address_key`: IPv4 by address, IPv6 by its /64 (one client
+  usually owns a whole /64); the views take the request's from `app.api.ratelimit.client_key`.
 - Views are the one layer that applies limits (they know the tenant, the client address and the
   normalized identifier); grants and services never do.
 
@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import request
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
@@ -37,15 +36,9 @@ log = logging.getLogger("usher.ratelimit")
 PREFIX = "usher"
 
 
-def client_ip() -> str:
-    """The client address after ProxyFix: only trusted hops' X-Forwarded-For is believed."""
-    return request.remote_addr or "unknown"
-
-
-def client_key(address: str | None = None) -> str:
+def address_key(address: str) -> str:
     """The limit key of a client address: IPv4 as is, IPv6 by its /64 (an IPv4-mapped IPv6
     address counts as its IPv4 address)."""
-    address = client_ip() if address is None else address
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:

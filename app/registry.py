@@ -307,10 +307,6 @@ def stored_plugin_settings(db: Database, organization_id: str, mode: str) -> dic
     return dict(stored or {})
 
 
-def registry_of(app) -> Registry:
-    return app.extensions["usher_registry"]
-
-
 def purge_plugins(registry: Registry, db: Database, now: datetime, batch: int) -> dict[str, int]:
     """Run every installed grant's purge hook; counts keyed `name.what`."""
     counts: dict[str, int] = {}

@@ -129,3 +129,37 @@ def test_the_clock_moves_every_check(app, tenant):
         assert tenant.status(queue["id"], refreshed.json["accessToken"]).status_code == 200
     finally:
         clock.advance(-(ttl + 1))
+
+
+def test_the_import_contracts_hold():
+    """setup.cfg's import-linter contracts (`make lint`): no Flask below the API layer, no
+    SQLAlchemy in views, grants or the dashboard, and the layers."""
+    cli = pytest.importorskip("importlinter.cli", reason="import-linter comes with requirements-dev.txt")
+    assert cli.lint_imports(no_cache=True) == 0  # its report, naming each broken import, is printed
+
+
+def test_the_app_scope_follows_the_app_context_of_its_app(app_config):
+    """What the code below the API layer reads instead of `current_app` (app.scope): the app of
+    the innermost app context, also when another app's context is nested inside, and nothing
+    outside one."""
+    from app import scope
+    from app.errors import ApiError
+
+    first, second = create_app(app_config), create_app(app_config)
+    try:
+        assert scope.current() is None
+        with pytest.raises(KeyError):
+            ApiError("not_a_catalogued_code")
+        with first.app_context():
+            assert scope.current().metrics is first.extensions["usher_metrics"]
+            with second.app_context(), second.test_request_context():
+                assert scope.registry() is second.extensions["usher_registry"]
+            with first.app_context():  # the same app again: its own scope again
+                assert scope.registry() is first.extensions["usher_registry"]
+            assert scope.current().metrics is first.extensions["usher_metrics"]
+        assert scope.current() is None
+        with pytest.raises(RuntimeError, match="app context"):
+            scope.registry()
+    finally:
+        for built in (first, second):
+            built.extensions["usher"].db.dispose()

@@ -13,11 +13,11 @@ from flask import Response, current_app
 from flask.views import MethodView
 
 from app.api.helpers import json_response
+from app.api.ratelimit import client_ip, client_key
 from app.api.security import current_context, request_credentials
 from app.grants.base import BaseGrant, TokenRequest
 from app.grants.external import ExternalExchangeGrant
 from app.openapi import Blueprint
-from app.ratelimit import client_ip, client_key
 from app.registry import GrantPlugin
 from app.security.callers import RequestContext
 

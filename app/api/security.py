@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
+from app.api.errors import error_response
 from app.cors import check_origin
-from app.errors import CATALOGUE, ApiError, error_response
+from app.errors import CATALOGUE, ApiError
 from app.openapi import Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials

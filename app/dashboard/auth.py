@@ -6,9 +6,9 @@ import math
 
 from flask import flash, redirect, render_template, request, session, url_for
 
+from app.api.ratelimit import client_key
 from app.dashboard.common import bp, ctx, dashboard_sessions, describe, usher, visible_pages
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
-from app.ratelimit import client_key
 from app.security.keys import parse_key
 
 SIGN_IN_TYPES = ("secret", "restricted")  # key types that may sign in

@@ -18,7 +18,6 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from standardwebhooks.webhooks import Webhook
 
-from app.metrics import count_webhook_delivery
 from app.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.services.webhooks import Target, UrlRefused, resolve, signing_secrets
 
@@ -134,8 +133,9 @@ def deliver(app: Flask, endpoint_id: str, event_id: str) -> None:
         session.execute(_RECORD, {"k_endpoint": endpoint_id, "k_event": event_id, "new_status": status,
                                   "response_status": response_status, "error": error and error[:200], "now": done,
                                   "next_at": next_at})
-    with app.app_context():
-        count_webhook_delivery("retrying" if status == "pending" else status)
+    metrics = app.extensions.get("usher_metrics")
+    if metrics is not None:
+        metrics.count_webhook_delivery("retrying" if status == "pending" else status)
     if succeeded:
         log.info("webhook %s to %s: attempt %d succeeded", event_id, endpoint_id, attempt)
     else:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
-from flask import current_app
 from marshmallow import (
     ValidationError,
     fields,
@@ -13,9 +12,10 @@ from marshmallow import (
     validates_schema,
 )
 
-from app.cors import MAX_ORIGINS, parse_origin_pattern
+from app import scope
 from app.inputs import FullMatch
 from app.models.organization import BOT_DEFENSE_ROUTES
+from app.origins import MAX_ORIGINS, parse_origin_pattern
 from app.otp.sms import unknown_countries
 from app.schemas.common import AlwaysNull, Instant, Schema, always_sent, page_schema
 from app.security.keys import PREFIXES
@@ -147,7 +147,7 @@ class BotDefenseSettings(Schema):
     @validates("bot_defense")
     def _known_check(self, value, **_kwargs):
         """`off` or a bot check of the app's registry (built-in or plugin)."""
-        known = ["off", *current_app.extensions["usher_registry"].bot_checks]
+        known = ["off", *scope.registry().bot_checks]
         if value not in known:
             raise ValidationError(f"Must be one of: {', '.join(known)}.")
 
@@ -213,22 +213,16 @@ class GeneralSettings(Schema):
         "example": {}})
 
     def _plugin_values(self, obj):
-        """Absent when no enabled grant declares settings."""
-        # Imported here: the API layer imports this module.
-        from app.api.security import current_context
-        from app.registry import stored_plugin_settings
-
-        registry = current_app.extensions["usher_registry"]
+        """Absent when no enabled grant declares settings. The stored values come with `obj`: a
+        settings row has them, and `GET /settings` hands its snapshot over with them
+        (`app.api.admin.settings.WithPluginSettings`)."""
+        registry = scope.registry()
         if not registry.settings_fields:
             return missing
-        stored = getattr(obj, "plugin_settings", None)
-        if stored is None:  # the caller's snapshot (`GET`): its mode's row
-            ctx = current_context()
-            stored = stored_plugin_settings(current_app.extensions["usher"].db, ctx.organization_id, ctx.mode)
-        return registry.settings_values(stored)
+        return registry.settings_values(getattr(obj, "plugin_settings", None))
 
     def _load_plugin_values(self, value) -> dict:
-        return current_app.extensions["usher_registry"].load_settings(value)
+        return scope.registry().load_settings(value)
 
     @validates("sms_allowed_countries")
     def _countries(self, value, **_kwargs):

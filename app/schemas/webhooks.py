@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from flask import current_app
 from marshmallow import ValidationError, fields, validate
 
+from app import scope
 from app.schemas.admin import DAY
 from app.schemas.common import Instant, Schema, always_sent, page_schema
 
@@ -10,7 +10,7 @@ from app.schemas.common import Instant, Schema, always_sent, page_schema
 def _known_event_type(value: str) -> None:
     """Usher's event types and those of the app's enabled grants (the registry; the OpenAPI enum
     is written from the same list by `app.openapi.document_registered`)."""
-    known = current_app.extensions["usher_registry"].event_types
+    known = scope.registry().event_types
     if value not in known:
         raise ValidationError(f"Must be one of: {', '.join(known)}.")
 

@@ -7,7 +7,7 @@ default, and forgotten at once by this process when an endpoint changes). Otherw
 the event and one pending delivery per listening endpoint, in the same transaction: an event
 is never lost, and never sent for a change that rolled back. The deliveries are handed to the
 job engine after the response is made, never inside the request's work: the API layer opens a
-delivery scope around each request (`register_events`), and outside one (the CLI, jobs) a
+delivery scope around each request (`app.api.events.register_events`), and outside one (the CLI, jobs) a
 recorded delivery stays pending for the workers' sweep.
 
 The outbox is passed explicitly (`AuthServer.events`, a parameter of the services that end
@@ -32,7 +32,7 @@ from app.models import WebhookDelivery, WebhookEvent, WebhookSubscription, new_i
 from app.schemas.common import iso_instant
 
 if TYPE_CHECKING:
-    from flask import Flask, Response
+    from werkzeug.wrappers import Response
 
 _EVENTS = WebhookEvent.__table__
 _DELIVERIES = WebhookDelivery.__table__
@@ -137,15 +137,3 @@ class Events:
         if pending:
             response.call_on_close(lambda: [self._enqueue(*delivery) for delivery in pending])
         return response
-
-
-def events_of(app: Flask) -> Events:
-    return app.extensions["events"]
-
-
-def register_events(app: Flask, events: Events) -> None:
-    """Keep the outbox on the app and give each request a delivery scope."""
-    app.extensions["events"] = events
-    app.before_request(events.open_scope)
-    app.after_request(events.hand_over)
-    app.teardown_request(events.close_scope)

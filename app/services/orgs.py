@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.botdefense import seal_secret
-from app.cors import DEFAULT_ALLOWED_ORIGINS
 from app.db import utcnow
 from app.errors import ApiError
 from app.models import ApiKey, Organization, OrganizationSettings, new_id
 from app.models.base import MODES
+from app.origins import DEFAULT_ALLOWED_ORIGINS
 from app.schemas.admin import SettingsSchema
 from app.security.crypto import short_fingerprint
 from app.security.keys import generate_key_value, key_lookup

@@ -7,12 +7,12 @@ from app.api.consumer import blp
 from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.grants import GrantView
 from app.api.helpers import events, now, transaction
+from app.api.ratelimit import client_key
 from app.api.security import current_context, requires
 from app.grants.guest import GuestGrant
 from app.grants.refresh import RefreshTokenGrant
 from app.models import AuthSession
 from app.openapi import ErrorSchema
-from app.ratelimit import client_key
 from app.registry import GrantPlugin
 from app.schemas.auth import LogoutIn, RefreshIn, SessionTokens, TokenPair
 from app.services import audit

@@ -7,9 +7,9 @@ from flask.views import MethodView
 
 from app.api.consumer import blp
 from app.api.helpers import json_response, now
+from app.api.ratelimit import client_ip
 from app.api.security import current_context, requires
 from app.botdefense import HEADER, Attempt
-from app.ratelimit import client_ip
 from app.schemas.auth import ChallengeOut
 
 #: The OpenAPI description of a protected route's proof header.

@@ -6,15 +6,14 @@ from flask.views import MethodView
 from app.api.consumer import blp
 from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.grants import GrantView
+from app.api.ratelimit import client_key
 from app.api.security import current_context, requires
 from app.errors import ApiError
 from app.grants.otp import OtpGrant
-from app.metrics import count_otp_message
 from app.openapi import OPTIONAL_GUEST_TOKEN, ErrorSchema
 from app.otp import sms
 from app.otp.identifiers import identifier_from
 from app.otp.service import FAILURES_PER_IDENTIFIER, DeliveryFailed, request_code
-from app.ratelimit import client_key
 from app.registry import GrantPlugin
 from app.schemas.auth import OtpRequestIn, OtpRequestOut, OtpVerifyIn, SessionTokens
 
@@ -59,9 +58,9 @@ class OtpRequest(MethodView):
                                       identifier, usher.clock())
         except DeliveryFailed:
             limits.clear("otp_request_cooldown", cooldown, *tenant, identifier.value)
-            count_otp_message(identifier.channel, "failed")
+            current_app.extensions["usher_metrics"].count_otp_message(identifier.channel, "failed")
             raise
-        count_otp_message(identifier.channel, "sent")
+        current_app.extensions["usher_metrics"].count_otp_message(identifier.channel, "sent")
         return {"sent": True, "expires_at": expires_at}
 
 
