@@ -8,6 +8,7 @@ operation carries `x-required-scopes`), so the contract and the check cannot dri
 from __future__ import annotations
 
 from functools import wraps
+from typing import Any
 
 from flask import current_app, g, request
 
@@ -114,7 +115,7 @@ def requires(*names: str, scope: str | None = None, session_check: str = "before
         declared = [scope] if scope else list(SCOPES)
         security = [{name: (declared if kind is CredentialKind.SECRET else []) for name in req}
                     for kind in kinds for req in SECURITY_REQUIREMENTS[kind]]
-        doc = {"security": security}
+        doc: dict[str, Any] = {"security": security}
         if CredentialKind.SECRET in kinds:
             doc["x-required-scopes"] = declared
             needs = f"`{scope}`" if scope else "every scope (a secret key)"

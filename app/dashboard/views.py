@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
@@ -345,7 +345,7 @@ def keys():
 @bp.route("/keys", methods=["POST"])
 @requires_scope("keys:write")
 def create_key_view():
-    form = {"type": request.form.get("type", "")}
+    form: dict[str, Any] = {"type": request.form.get("type", "")}
     if request.form.getlist("scopes"):
         form["scopes"] = request.form.getlist("scopes")
     data, g.create_errors = _load(KeyCreate(), form)
@@ -533,7 +533,7 @@ def consumers():
     """Search by email, phone or id; without a query, the consumers page by page."""
     query = request.args.get("q", "").strip()
     errors: dict = {}
-    result = {"data": [], "has_more": False}
+    result: dict[str, Any] = {"data": [], "has_more": False}
     db = db_session()
     if ID_SHAPE.fullmatch(query):
         with contextlib.suppress(ApiError):  # unknown here: no result, as for an unknown email

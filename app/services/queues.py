@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Integer,
     Row,
@@ -209,10 +211,10 @@ _E = QueueEntry.__table__.c
 _AHEAD = QueueEntry.__table__.alias("ahead")
 
 
-def _ahead():
+def _ahead() -> ColumnElement[Any]:
     """The QUEUED entries ahead of the joined entry, from at most ~190 index rows (see FANOUT_BITS)."""
     mine = _E.sequence
-    total = (select(func.count()).select_from(_AHEAD)
+    total: ColumnElement[Any] = (select(func.count()).select_from(_AHEAD)
              .where(_AHEAD.c.queue_id == _E.queue_id, _AHEAD.c.status == "QUEUED",
                     _AHEAD.c.sequence >= (mine // FANOUT) * FANOUT, _AHEAD.c.sequence < mine)
              .scalar_subquery())

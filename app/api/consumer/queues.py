@@ -18,6 +18,7 @@ from app.errors import ApiError
 from app.models import Experience, Queue
 from app.openapi import ErrorSchema
 from app.schemas.queues import QueueConsumerState, QueueOut
+from app.security.callers import RequestContext
 from app.services import queues
 
 _UNAVAILABLE = ("`service_unavailable`: the database cannot be reached, a statement or lock wait ran past its "
@@ -30,6 +31,12 @@ def _queue_id(queue_id: str) -> str:
     if not ID_SHAPE.fullmatch(queue_id):
         raise ApiError("not_found", "Queue not found")
     return queue_id
+
+
+def _consumer_of(ctx: RequestContext) -> str:
+    """The caller's consumer id: an access token always names one (`requires("access")`)."""
+    assert ctx.consumer_id is not None
+    return ctx.consumer_id
 
 
 def _queue(session, queue_id: str) -> Queue:
@@ -76,7 +83,7 @@ class EnterQueue(MethodView):
         guard("queue_enter")
         queue_id = _queue_id(queue_id)
         with current_app.extensions["usher"].db.write() as connection:
-            state = queues.enter(connection, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode, now())
+            state = queues.enter(connection, queue_id, _consumer_of(ctx), ctx.organization_id, ctx.mode, now())
         return json_response(state)
 
 
@@ -94,7 +101,7 @@ class QueueStatus(MethodView):
         ctx = current_context()
         queue_id = _queue_id(queue_id)
         reader = current_app.extensions["usher"].reader()
-        state = queues.consumer_state(reader, queue_id, ctx.consumer_id, ctx.organization_id, ctx.mode,
+        state = queues.consumer_state(reader, queue_id, _consumer_of(ctx), ctx.organization_id, ctx.mode,
                                       ctx.pending_session)
         return json_response(state)
 
@@ -112,7 +119,7 @@ class LeaveQueue(MethodView):
         ctx = current_context()
         with transaction() as session:
             queue = _queue(session, queue_id)
-            queues.leave(session, queue, ctx.consumer_id, now())
-            state = queues.consumer_state(session.connection(), queue.id, ctx.consumer_id, ctx.organization_id,
+            queues.leave(session, queue, _consumer_of(ctx), now())
+            state = queues.consumer_state(session.connection(), queue.id, _consumer_of(ctx), ctx.organization_id,
                                           ctx.mode)
         return json_response(state)
