@@ -15,7 +15,7 @@ import marshmallow as ma
 from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint as FlaskBlueprint
-from flask import send_from_directory
+from flask import Flask, send_from_directory
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from swagger_ui_bundle import swagger_ui_path
@@ -329,14 +329,12 @@ class Api(SmorestApi):
         spec_kwargs["extra_plugins"] = [*spec_kwargs.get("extra_plugins", ()), ContractPlugin()]
         super().__init__(app, spec_kwargs=spec_kwargs, **kwargs)
 
-    def _register_error_handlers(self):
-        """Errors are ours alone (app.errors); do not let flask-smorest install its handler."""
-
-    def _register_etag_headers(self):
-        """No ETags here: keep their components out of the document."""
-
-    def _register_pagination_header(self):
-        """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
+    def init_app(self, app: Flask, *, spec_kwargs: dict | None = None) -> None:
+        """flask-smorest's own error handler is replaced by `app.errors` (registered after this);
+        pages are in the body (`hasMore`), not in its `X-Pagination` header, so the header's
+        schema leaves the document (its ETag parts are never referenced, so never written)."""
+        super().init_app(app, spec_kwargs=spec_kwargs)
+        self.spec.components.schemas.pop("PaginationMetadata", None)
 
 
 def document_registered(api: Api, registry: Registry) -> None:
