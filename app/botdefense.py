@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from altcha import (
     ChallengeOptionsV1,
@@ -42,6 +42,9 @@ from app.errors import ApiError
 from app.metrics import current_metrics
 from app.ratelimit import RateLimits
 from app.security.crypto import BOT_DEFENSE_SECRET_SEAL, Sealer
+
+if TYPE_CHECKING:
+    from app.registry import Registry
 
 log = logging.getLogger("usher.botdefense")
 
@@ -287,7 +290,7 @@ class BotDefense:
         return check
 
 
-def build_bot_defense(registry, context: BotCheckContext) -> BotDefense:
+def build_bot_defense(registry: Registry, context: BotCheckContext) -> BotDefense:
     """Every registered bot check (built-ins and plugins), built once for the app, by name."""
     return BotDefense({name: plugin.build(context) for name, plugin in registry.bot_checks.items()}, context.limits)
 

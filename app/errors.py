@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, current_app, has_app_context, jsonify
+from flask import Flask, Response, current_app, has_app_context, jsonify
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -151,7 +151,7 @@ class ApiError(Exception):
         return body
 
 
-def error_response(error: ApiError):
+def error_response(error: ApiError) -> Response:
     response = jsonify(error.body())
     response.status_code = error.status
     for name, value in error.headers.items():

@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import request
 from limits import RateLimitItem, parse
@@ -82,7 +83,7 @@ class SweptMemoryStorage(MemoryStorage):
     once a second is plenty. It drops expired counters (every strategy Usher uses); the moving
     window's entries, which Usher never makes, would stay."""
 
-    def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options):
+    def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options: Any) -> None:
         self.sweep_seconds = sweep_seconds
         self.sweeper: _Sweeper | None = None
         self.sweeper_lock = threading.Lock()

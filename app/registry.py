@@ -31,6 +31,7 @@ from app.models import OrganizationSettings
 from app.models.webhook import EVENT_TYPES
 
 if TYPE_CHECKING:
+    from flask import Flask
     from flask.views import MethodView
 
     from app.db import Database
@@ -307,7 +308,7 @@ def stored_plugin_settings(db: Database, organization_id: str, mode: str) -> dic
     return dict(stored or {})
 
 
-def registry_of(app) -> Registry:
+def registry_of(app: Flask) -> Registry:
     return app.extensions["usher_registry"]
 
 

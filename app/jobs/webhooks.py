@@ -11,7 +11,9 @@ import http.client
 import logging
 import socket
 import ssl
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import dramatiq
 from flask import Flask
@@ -40,7 +42,7 @@ _RECORD = (update(_DELIVERIES).where(_KEY).values(
     last_error=bindparam("error"), last_attempt_at=bindparam("now"), next_attempt_at=bindparam("next_at")))
 
 
-def retry_schedule(config) -> tuple[float, ...]:
+def retry_schedule(config: Mapping[str, Any]) -> tuple[float, ...]:
     """The backoff in seconds; `WEBHOOK_RETRY_SCHEDULE` replaces it only in tests that must not wait hours."""
     return tuple(config.get("WEBHOOK_RETRY_SCHEDULE") or RETRY_SCHEDULE)
 
