@@ -66,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.services.app_secret import check_fingerprint
     from app.services.events import Events, register_events
     from app.state import Usher
+    from app.stores import build_stores
     from app.tokens.keyring import ACCESS_KEYS, REFRESH_KEYS, Keyring
     from app.tokens.service import TokenService
 
@@ -97,7 +98,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                              settings.app_secret_fallbacks)
     callers.forget_on_change(db.sessionmaker)
     limits = RateLimits(build_storage(settings.ratelimit_storage_uri))
-    auth = AuthServer(db, tokens, limits, settings, callers, clock)
+    jobs = register_jobs(app, settings)
+    events = Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock)
+    register_events(app, events)
+    stores = build_stores(db, events)
+    auth = AuthServer(db, tokens, limits, settings, callers, clock, events, stores)
     registry = load_registry()  # built-ins and installed plugins, through one door
     app.extensions["usher_registry"] = registry
     grants = registry.enable_grants(settings.enabled_grants)
@@ -107,11 +112,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     senders = build_senders(registry, SenderContext(settings=settings, db=db, clock=clock,
                                                     config={**os.environ, **(config or {})}))
     usher = Usher(settings=settings, clock=clock, db=db, callers=callers, auth=auth, limits=limits, senders=senders,
+                  events=events, stores=stores,
                   bot_defense=build_bot_defense(registry, BotCheckContext(settings=settings, limits=limits)))
     app.extensions["usher"] = usher
     app.teardown_appcontext(usher.teardown)
-    jobs = register_jobs(app)
-    register_events(app, Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock))
 
     api = Api(app)
     with app.app_context():  # plugin error codes are looked up through the app (their examples)

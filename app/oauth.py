@@ -153,7 +153,8 @@ class Revocation(RevocationEndpoint):
         usher = current_app.extensions["usher"]
         client, now = request.client, usher.clock()
         with usher.db.transaction(usher.session()) as session:
-            if revoke_sessions(session.connection(), "oauth_revoke", now, AuthSession.id == token.claims["sessionId"]):
+            if revoke_sessions(session.connection(), usher.events, "oauth_revoke", now,
+                               AuthSession.id == token.claims["sessionId"]):
                 audit.record(session, client.client_id, client.mode, audit.Actor("key", client.key_id),
                              "session.revoked", ("session", token.claims["sessionId"]),
                              {"reason": "oauth_revoke", "consumerId": token.claims["consumerId"]}, now)

@@ -31,6 +31,7 @@ from app.errors import (
     ErrorCode,
     lookup,
 )
+from app.events import BUILTIN_EVENTS, EVENT_TYPES
 
 if TYPE_CHECKING:
     from app.registry import Registry
@@ -361,6 +362,43 @@ def document_registered(api: Api, registry: Registry) -> None:
     for name in ("Settings", "SettingsOut"):
         schemas[name]["properties"]["plugins"].update(type="object", additionalProperties=False, properties={
             name: converter.field2property(field) for name, field in registry.settings_fields.items()})
+    document_webhooks(api, [event_type for event_type in registry.event_types if event_type not in EVENT_TYPES])
+
+
+#: The Standard Webhooks headers every delivery carries (`app.jobs.webhooks`).
+_DELIVERY_HEADERS = (
+    ("webhook-id", "The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats."),
+    ("webhook-timestamp", "Unix seconds of this attempt; refuse one too far from now (replay)."),
+    ("webhook-signature", "`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret."),
+)
+
+
+def document_webhooks(api: Api, plugin_event_types: list[str]) -> None:
+    """The OpenAPI 3.1 `webhooks` section, one entry per event type of `app.events` (and one
+    per enabled plugin's declared type): the body is written by the same schema that writes the
+    event's `data`, so the two cannot differ. Received by the merchant's server, so filed there."""
+    entries: list[tuple[str, str, dict]] = []
+    for event in BUILTIN_EVENTS:
+        data_name = type(event.SCHEMA).__name__
+        if data_name not in api.spec.components.schemas:
+            api.spec.components.schema(data_name, schema=event.SCHEMA)
+        entries.append((event.TYPE, event.SUMMARY, {"$ref": f"#/components/schemas/{data_name}"}))
+    entries += [(event_type, "An event a plugin declared; its `data` is the plugin's own.", {"type": "object"})
+                for event_type in plugin_event_types]
+    webhooks = {}
+    for event_type, summary, data in entries:
+        body = {"type": "object", "additionalProperties": False, "required": ["type", "timestamp", "data"],
+                "properties": {"type": {"type": "string", "const": event_type},
+                               "timestamp": {"type": "string", "format": "date-time"}, "data": data}}
+        webhooks[event_type] = {"post": {
+            "summary": summary, "operationId": "webhook_" + "_".join(re.split(r"[^A-Za-z0-9]+", event_type)),
+            "tags": ["Merchant server"], "security": [],  # Usher signs it (`webhook-signature`)
+            "parameters": [{"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+                            "description": description} for name, description in _DELIVERY_HEADERS],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {"2XX": {"description": "Received. Any other answer (or none within the timeout) is "
+                                                 "retried on the endpoint's schedule."}}}}
+    api.spec.options["webhooks"] = webhooks
 
 
 def docs_config(version: str, server_url: str, swagger_ui: bool = True) -> dict:

@@ -48,6 +48,7 @@ from app.cors import origin_allowed
 from app.db import UTCDateTime
 from app.delivery.base import DeliveryError, Message, Sender
 from app.errors import ApiError, ErrorCode
+from app.events import PluginEvent
 from app.grants.base import BaseGrant, TokenRequest
 from app.grants.identified import find_or_create_consumer as _find_or_create
 from app.grants.identified import sign_in as _sign_in
@@ -67,7 +68,7 @@ from app.schemas.common import Instant, Schema
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal
 from app.security.keys import keyed_hash as _keyed_hash
-from app.services import audit, events
+from app.services import audit
 
 __all__ = [
     "API_VERSION",
@@ -190,7 +191,7 @@ def find_or_create_consumer(connection: Connection, *, email: str | None = None,
         raise TypeError("give exactly one of email, phone")
     ctx = current_context()
     identity = {"email": email} if email is not None else {"phone": phone}
-    return _find_or_create(connection, ctx.organization_id, ctx.mode, now(), **identity)
+    return _find_or_create(connection, _usher().events, ctx.organization_id, ctx.mode, now(), **identity)
 
 
 def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str) -> Callable[[], dict]:
@@ -204,7 +205,8 @@ def sign_in(grant: BaseGrant, connection: Connection, consumer_id: str) -> Calla
 def record_event(connection: Connection, event_type: str, data: dict) -> str | None:
     """A webhook event of the caller's tenant, in the transaction (declare `event_types`)."""
     ctx = current_context()
-    return events.record(connection, ctx.organization_id, ctx.mode, event_type, data)
+    return _usher().events.record(connection, PluginEvent(organization_id=ctx.organization_id, mode=ctx.mode,
+                                                          event_type=event_type, payload=data))
 
 
 def record_audit(connection: Connection, event_type: str, target: tuple[str, str | None] | None,

@@ -27,8 +27,8 @@ from app.botdefense import BotCheckPlugin
 from app.config import ConfigError, Settings
 from app.delivery.base import Sender
 from app.errors import ErrorCode
+from app.events import EVENT_TYPES
 from app.models import OrganizationSettings
-from app.models.webhook import EVENT_TYPES
 
 if TYPE_CHECKING:
     from flask import Flask

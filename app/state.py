@@ -22,6 +22,8 @@ from app.delivery.registry import Senders
 from app.grants.base import AuthServer
 from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver
+from app.services.events import Events
+from app.stores import Stores
 
 log = logging.getLogger("usher.db")
 
@@ -36,6 +38,10 @@ class Usher:
     limits: RateLimits
     senders: Senders
     bot_defense: BotDefense
+    #: The webhook outbox, passed to the services that record events.
+    events: Events
+    #: The persistence of each aggregate (`app.stores`), for the views and services.
+    stores: Stores
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 import tests.live
 from app import create_app
 from app.cli import alembic_config, upgrade_database
-from tests.helpers import Actions, TenantActions
+from tests.helpers import Actions, Dashboard, TenantActions
 from tests.live import LiveServer
 
 APP_SECRET = "test-app-secret-" + "x" * 32
@@ -153,6 +153,12 @@ def org(actions) -> dict:
 def tenant(client, org) -> TenantActions:
     """Actions in the test mode of a new organization."""
     return TenantActions(client, org["keys"]["test"], org["organizationId"])
+
+
+@pytest.fixture
+def dash(app) -> Dashboard:
+    """A browser-like client of the dashboard on the session's app (see `Dashboard`)."""
+    return Dashboard(app.test_client())
 
 
 @pytest.fixture(scope="session")

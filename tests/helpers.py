@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import event
 
@@ -106,3 +108,39 @@ class Statements:
 
     def touching(self, *tables: str) -> list[str]:
         return [s for s in self.seen if any(f" {table}" in s for table in tables)]
+
+
+# -- the dashboard ----------------------------------------------------------------------------
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Dashboard:
+    """A browser-like client of the dashboard: keeps the cookie, reads the CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = None
+
+    def get(self, path: str):
+        response = self.client.get(path)
+        match = CSRF.search(response.text)
+        if match:
+            self.token = match.group(1)
+        return response
+
+    def post(self, path: str, data: dict | None = None, csrf: bool = True):
+        if self.token is None:
+            self.get("/dashboard/sign-in")
+        return self.client.post(path, data={**(data or {}), **({"csrf_token": self.token} if csrf else {})})
+
+    def sign_in(self, key: str):
+        self.get("/dashboard/sign-in")
+        response = self.post("/dashboard/sign-in", {"key": key})
+        assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys", response.text
+        self.get("/dashboard/keys")
+        return response
+
+
+def as_form(settings: dict) -> dict:
+    """The settings as the page's form submits them: a list field is a textarea, one entry a line."""
+    return {key: "\n".join(value) if isinstance(value, list) else value for key, value in settings.items()}

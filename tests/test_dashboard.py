@@ -4,12 +4,14 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
-import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from app import create_app
 from app.models import (
@@ -17,55 +19,46 @@ from app.models import (
     OrganizationSettings,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookSubscription,
 )
 from app.services.dashboard import DashboardSessions  # noqa: F401 (the store the pages use)
 from app.services.orgs import SELF_REVOKE
 from app.services.webhooks import signing_secrets
 from tests.conftest import APP_SECRET
-from tests.helpers import publishable, secret
+from tests.helpers import CSRF, Dashboard, Statements, as_form, publishable, secret
 
 # The second step of Revoke, Delete, End all sessions and Roll "now" (issue 22, row 13; the first
 # step is tested in tests/test_hardening_round3.py).
 CONFIRM = {"confirm": "yes"}
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NEW_VALUE = re.compile(r'id="new-key-value"[^>]*value="([^"]+)"')
 NEW_SECRET = re.compile(r'id="new-secret-value"[^>]*value="(whsec_[^"]+)"')
-
-
-class Dashboard:
-    """A browser-like client of the dashboard: keeps the cookie, reads the CSRF token."""
-
-    def __init__(self, client):
-        self.client = client
-        self.token = None
-
-    def get(self, path: str):
-        response = self.client.get(path)
-        match = CSRF.search(response.text)
-        if match:
-            self.token = match.group(1)
-        return response
-
-    def post(self, path: str, data: dict | None = None, csrf: bool = True):
-        if self.token is None:
-            self.get("/dashboard/sign-in")
-        return self.client.post(path, data={**(data or {}), **({"csrf_token": self.token} if csrf else {})})
-
-    def sign_in(self, key: str):
-        self.get("/dashboard/sign-in")
-        response = self.post("/dashboard/sign-in", {"key": key})
-        assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys", response.text
-        self.get("/dashboard/keys")
-        return response
 
 
 def signed_out(response) -> bool:
     return response.status_code == 303 and response.headers["Location"] == "/dashboard/sign-in"
 
 
-@pytest.fixture
-def dash(app):
-    return Dashboard(app.test_client())
+@contextmanager
+def failing_reveal(app):
+    """A database failure at the statement that holds a shown-once value for the next page."""
+    engine = app.extensions["usher"].db.engine
+
+    def fail_holding(_conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE dashboard_sessions") and "reveal" in statement:
+            raise engine.dialect.loaded_dbapi.OperationalError("injected: the reveal is not stored")
+
+    event.listen(engine, "before_cursor_execute", fail_holding)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_holding)
+
+
+def held_reveals(app, key_id: str) -> list:
+    """The values held for a next page by the dashboard's sessions of a key."""
+    with app.extensions["usher"].db.transaction() as session:
+        return [row.reveal for row in session.scalars(select(DashboardSession).where(DashboardSession.key_id == key_id))
+                if row.reveal is not None]
 
 
 def test_sign_in_page_has_the_secret_key_field_and_the_security_headers(dash):
@@ -256,6 +249,59 @@ def test_rolling_the_signed_in_key_now_keeps_the_session_on_its_successor(dash, 
     assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
 
 
+def test_a_roll_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """Rolling the signed-in key now: the roll, the session moving to the successor and the value
+    held for the next page are one write transaction. A database failure while holding the value
+    leaves the old key working and nothing half-written (no successor, no audit event, the
+    session on the old key); a roll that commits always has its value, shown exactly once."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    own = next(k for k in listed if k["type"] == "secret")
+    with failing_reveal(app):
+        failed = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    assert failed.status_code >= 500
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    rolled = client.get("/api/v1/audit-events?type=key.rolled", headers=secret(keys["secretKey"])).json["data"]
+    assert rolled == []
+    with app.extensions["usher"].db.transaction() as session:
+        row = session.scalars(select(DashboardSession).where(DashboardSession.key_id == own["id"])).one()
+        assert row.reveal is None
+    page = dash.get("/dashboard/keys")
+    assert page.status_code == 200 and "new-key-value" not in page.text  # still signed in, nothing to show
+
+    with Statements(app) as statements:
+        response = dash.post(f"/dashboard/keys/{own['id']}/roll", {"expiresIn": "0", **CONFIRM})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/keys"
+    assert len(statements.begins) == 1, statements.seen  # the roll, the session's key and the reveal
+    page = dash.get("/dashboard/keys")
+    value = NEW_VALUE.search(page.text).group(1)
+    assert value.startswith("sk_test_") and "shown this once" in page.text
+    again = dash.get("/dashboard/keys")
+    assert again.status_code == 200 and value not in again.text and "new-key-value" not in again.text
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_a_created_key_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """As for a roll: a key is created only with its value held for the next page."""
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    with failing_reveal(app):
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code >= 500
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    created = client.get("/api/v1/audit-events?type=key.created", headers=secret(keys["secretKey"])).json["data"]
+    assert created == []
+
+    with Statements(app) as statements:
+        assert dash.post("/dashboard/keys", {"type": "secret"}).status_code == 303
+    assert len(statements.begins) == 1, statements.seen
+    value = NEW_VALUE.search(dash.get("/dashboard/keys").text).group(1)
+    assert "new-key-value" not in dash.get("/dashboard/keys").text
+    assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
 def test_create_and_revoke_keys_with_the_api_rules(dash, client, org):
     keys = org["keys"]["test"]
     dash.sign_in(keys["secretKey"])
@@ -286,11 +332,6 @@ def test_another_tenants_ids_are_not_found(dash, client, org, actions):
     assert response.status_code == 404 and "not_found" in response.text
     assert client.get("/api/v1/keys", headers=secret(other["secretKey"])).status_code == 200
     assert dash.get("/dashboard/consumers/cons_01HXYZ123456789ABCDEFGHJK").status_code == 404
-
-
-def as_form(settings: dict) -> dict:
-    """The settings as the page's form submits them: a list field is a textarea, one entry a line."""
-    return {key: "\n".join(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
 def test_settings_are_validated_with_the_api_messages_and_saved(dash, client, org):
@@ -624,6 +665,67 @@ def test_rotate_a_webhook_secret_with_an_expiry(app, dash, client, org):
     assert event["details"] == {"expiresIn": 3600} and event["target"]["id"] == endpoint["id"]
 
 
+def test_a_created_endpoint_and_its_shown_once_secret_are_one_transaction(app, dash, client, org):
+    """As for a key: an endpoint is created only with its signing secret held for the next page.
+    A database failure while holding the secret leaves no endpoint, no subscription and no audit
+    event; an endpoint that commits always has its secret, shown exactly once."""
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    with failing_reveal(app):
+        assert dash.post("/dashboard/webhooks", HOOK).status_code >= 500
+    assert client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"] == []
+    assert audit_events(client, sk, "webhook_endpoint.created") == []
+    with app.extensions["usher"].db.transaction() as session:
+        mine = org["organizationId"]
+        assert session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == mine)).all() == []
+        assert session.scalars(select(WebhookSubscription)
+                               .where(WebhookSubscription.organization_id == mine)).all() == []
+    assert held_reveals(app, key_id_of(client, sk)) == []
+    page = dash.get("/dashboard/webhooks")
+    assert page.status_code == 200 and "No endpoint yet." in page.text and "new-secret-value" not in page.text
+
+    with Statements(app) as statements:
+        created = dash.post("/dashboard/webhooks", HOOK)
+    assert created.status_code == 303 and created.headers["Location"] == "/dashboard/webhooks"
+    assert len(statements.begins) == 1, statements.seen  # the endpoint, its audit event and the reveal
+    value = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(endpoint_row(app, endpoint["id"]), APP_SECRET, now) == [value]
+    assert "new-secret-value" not in dash.get("/dashboard/webhooks").text
+    assert len(audit_events(client, sk, "webhook_endpoint.created")) == 1
+
+
+def test_a_rotated_secret_and_its_shown_once_value_are_one_transaction(app, dash, client, org):
+    """A rotation commits only with its new secret held for the next page: a failure while
+    holding it leaves the old secret the only one (no previous secret, no audit event)."""
+    sk = org["keys"]["test"]["secretKey"]
+    dash.sign_in(sk)
+    assert dash.post("/dashboard/webhooks", HOOK).status_code == 303
+    first = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    [endpoint] = client.get("/api/v1/webhook-endpoints", headers=secret(sk)).json["data"]
+    rotate = f"/dashboard/webhooks/{endpoint['id']}/rotate-secret"
+    with failing_reveal(app):
+        assert dash.post(rotate, {"expiresIn": "3600"}).status_code >= 500
+    row = endpoint_row(app, endpoint["id"])
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(row, APP_SECRET, now + timedelta(hours=2)) == [first]
+    assert row.previous_secret_sealed is None and row.previous_expires_at is None
+    assert audit_events(client, sk, "webhook_endpoint.secret_rotated") == []
+    assert held_reveals(app, key_id_of(client, sk)) == []
+    assert "new-secret-value" not in dash.get("/dashboard/webhooks").text
+
+    with Statements(app) as statements:
+        rotated = dash.post(rotate, {"expiresIn": "3600"})
+    assert rotated.status_code == 303 and rotated.headers["Location"] == "/dashboard/webhooks"
+    assert len(statements.begins) == 1, statements.seen  # the rotation, its audit event and the reveal
+    second = NEW_SECRET.search(dash.get("/dashboard/webhooks").text).group(1)
+    assert second != first and "new-secret-value" not in dash.get("/dashboard/webhooks").text
+    now = app.extensions["usher"].clock()
+    assert signing_secrets(endpoint_row(app, endpoint["id"]), APP_SECRET, now) == [second, first]
+    assert len(audit_events(client, sk, "webhook_endpoint.secret_rotated")) == 1
+
+
 def test_delete_a_webhook_endpoint(dash, client, org, actions):
     sk = org["keys"]["test"]["secretKey"]
     other = actions.create_org("Other")["keys"]["test"]["secretKey"]
@@ -738,3 +840,16 @@ def test_failed_sign_ins_are_limited_per_client_address(app_config, org):
         attacker.sign_in(key)
     finally:
         limited.extensions["usher"].db.dispose()
+
+
+def test_the_dashboard_runs_no_query_of_its_own():
+    """Each page calls the service the admin API calls: no module of the dashboard imports
+    SQLAlchemy (a query there would be a rule the API does not share)."""
+    package = Path(__file__).resolve().parent.parent / "app" / "dashboard"
+    modules = sorted(package.glob("*.py"))
+    assert {m.stem for m in modules} >= {"common", "auth", "keys", "settings", "consumers", "webhooks"}
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.split(".")[0] == "sqlalchemy"], module.name

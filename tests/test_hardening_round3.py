@@ -15,8 +15,7 @@ from sqlalchemy import create_engine, delete, select, update
 
 from app import create_app
 from app.models import ApiKey, AuditChain, AuditEvent, WebhookEndpoint
-from tests.helpers import publishable, secret
-from tests.test_dashboard import Dashboard
+from tests.helpers import Dashboard, publishable, secret
 from tests.test_signing_keys import cli as signing_key_cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,8 +41,7 @@ from app.registry import (
     Registry,
 )
 from tests.conftest import APP_SECRET
-from tests.helpers import publishable, secret
-from tests.test_dashboard import Dashboard, as_form
+from tests.helpers import Dashboard, as_form, publishable, secret
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plugins" / "usher-magic-link"

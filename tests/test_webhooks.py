@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app import create_app
+from app.events import EVENT_TYPES, SessionCreated
 from app.jobs import QUEUE
 from app.jobs import webhooks as delivery_job
 from app.models import AuthSession, WebhookEndpoint, WebhookEvent
-from app.models.webhook import EVENT_TYPES
 from app.services import webhooks as endpoint_rules
 from tests.helpers import Actions, TenantActions, bearer, consumer, publishable, secret
 from tests.receiver import Receiver
@@ -419,7 +419,8 @@ def test_an_event_of_a_change_that_rolled_back_is_never_stored(hooks_app, client
     events = hooks_app.extensions["events"]
     with (hooks_app.test_request_context(), pytest.raises(RuntimeError),
           hooks_app.extensions["usher"].db.write() as connection):
-        assert events.record(connection, org["organizationId"], "test", "session.created", {"x": 1})
+        assert events.record(connection, SessionCreated(organization_id=org["organizationId"], mode="test",
+                                                        session_id="sess_x", consumer_id="cons_x", session_type="otp"))
         raise RuntimeError("the change fails after the event was written")
     assert _events_stored(hooks_app, org["organizationId"]) == 0
     assert _deliveries(client, keys["secretKey"], endpoint["id"]) == []

@@ -6,6 +6,7 @@ from datetime import datetime
 from flask import Response, current_app
 from sqlalchemy.orm import Session
 
+from app.services.events import Events
 from app.services.tenancy import ID_SHAPE, tenant_get
 
 __all__ = ["ID_SHAPE", "app_secret", "db_session", "json_response", "now", "tenant_get", "transaction"]
@@ -18,6 +19,11 @@ def now() -> datetime:
 
 def app_secret() -> str:
     return current_app.extensions["usher"].settings.app_secret
+
+
+def events() -> Events:
+    """The app's webhook outbox, for the services that record events."""
+    return current_app.extensions["usher"].events
 
 
 def db_session() -> Session:

@@ -2,6 +2,11 @@
 
 Every rule lives in `app.services` and `CallerResolver`; the views here only translate forms
 into those calls and their answers (including `ApiError`s and marshmallow messages) into HTML.
+One module per page (`auth`: sign-in, sign-out and the root; `keys`, `settings`, `consumers`,
+`outbox`, `audit`, `webhooks`), each adding its routes to the one blueprint of `common`, which
+holds what they share: the request hooks (CSRF, the session, the headers), the navigation,
+the template filters and the form helpers. No page runs a query of its own: each calls the
+service the admin API calls.
 
 - Session: Flask's signed cookie carries only a random token (`HttpOnly`, `SameSite=Strict`,
   `Secure` when `ISSUER` is https, path `/dashboard`); the server-side row (`DashboardSession`)
@@ -13,6 +18,7 @@ into those calls and their answers (including `ApiError`s and marshmallow messag
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 from pathlib import Path
 
 from flask import Flask, Response
@@ -23,6 +29,7 @@ from app.security.keys import keyed_hash
 from app.services.dashboard import IDLE_EXPIRY, DashboardSessions
 
 COOKIE_NAME = "usher_dashboard"
+PAGE_MODULES = ("auth", "keys", "settings", "consumers", "outbox", "audit", "webhooks")
 
 
 class DashboardCookieSession(SecureCookieSessionInterface):
@@ -37,7 +44,10 @@ class DashboardCookieSession(SecureCookieSessionInterface):
 
 def init_dashboard(app: Flask) -> None:
     """Configure the cookie and CSRF, build the session store, register the blueprint."""
-    from app.dashboard.views import bp
+    from app.dashboard.common import bp
+
+    for page in PAGE_MODULES:  # importing a page adds its routes to `bp`
+        import_module(f"app.dashboard.{page}")
 
     usher = app.extensions["usher"]
     settings = usher.settings
@@ -52,7 +62,7 @@ def init_dashboard(app: Flask) -> None:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=IDLE_EXPIRY,
-        WTF_CSRF_CHECK_DEFAULT=False,  # this blueprint checks its own forms (see views._guard)
+        WTF_CSRF_CHECK_DEFAULT=False,  # this blueprint checks its own forms (see common._guard)
         WTF_CSRF_TIME_LIMIT=int(IDLE_EXPIRY / timedelta(seconds=1)),
     )
     app.session_interface = DashboardCookieSession()

@@ -21,6 +21,8 @@ from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver, RequestContext
 from app.security.credentials import Credentials
+from app.services.events import Events
+from app.stores import Stores
 from app.tokens.service import Kids, TokenService
 
 
@@ -74,10 +76,10 @@ class BaseGrant:
 
 
 class AuthServer:
-    """What every grant needs (database, tokens, limits, settings, clock) and the registry."""
+    """What every grant needs (database, tokens, limits, settings, clock, the events outbox) and the registry."""
 
     def __init__(self, db: Database, tokens: TokenService, limits: RateLimits, settings: Settings,
-                 callers: CallerResolver, clock: Callable[[], datetime]):
+                 callers: CallerResolver, clock: Callable[[], datetime], events: Events, stores: Stores):
         self.db = db
         self.tokens = tokens
         self.limits = limits
@@ -85,6 +87,10 @@ class AuthServer:
         self.callers = callers
         self.app_secret: str = settings.app_secret
         self.clock = clock
+        #: The webhook outbox: grants record their events through it, in their transaction.
+        self.events = events
+        #: The persistence of the aggregates a grant changes (`app.stores`): grants hold no SQL.
+        self.stores = stores
         self._grants: dict[str, type[BaseGrant]] = {}
 
     def register_grant(self, grant_cls: type[BaseGrant]) -> None:

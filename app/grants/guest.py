@@ -11,7 +11,6 @@ from __future__ import annotations
 from app.grants.base import BaseGrant
 from app.grants.identified import SIGN_IN_EVENTS, insert_consumer
 from app.models import new_id
-from app.services import events
 from app.services.sessions import (
     insert_guest_and_session,
     insert_session,
@@ -34,13 +33,14 @@ class GuestGrant(BaseGrant):
         written = False
         if db.one_statement_writes:
             with db.autocommit() as connection:
-                if not events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
+                if not self.server.events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
                     insert_guest_and_session(connection, row)
                     written = True
         if not written:
             with db.write() as connection:
-                insert_consumer(connection, "guest", ctx.organization_id, ctx.mode, now, consumer_id=row.consumer_id)
+                insert_consumer(connection, self.server.events, "guest", ctx.organization_id, ctx.mode, now,
+                                consumer_id=row.consumer_id)
                 insert_session(connection, row)
-                events.record(connection, ctx.organization_id, ctx.mode, "session.created", session_created(row))
+                self.server.events.record(connection, session_created(row))
         access, refresh = self.server.tokens.sign_pair(generation)  # outside the write
         return 201, session_body(row, access, refresh, guest_id=row.consumer_id)

@@ -42,7 +42,6 @@ from app.otp.identifiers import identifier_from
 from app.otp.service import MAX_ATTEMPTS_PER_CODE, code_hash
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal
-from app.services import events
 from app.services.sessions import SESSIONS, new_session_row
 from app.services.views import session_body
 
@@ -75,8 +74,8 @@ class OtpGrant(BaseGrant):
             elif outcome is None:
                 assert code is not None  # the right code has a row
                 connection.execute(_CONSUME, {"code_id": code.id, "now": now})
-                consumer_id = find_or_create_consumer(connection, ctx.organization_id, ctx.mode, now,
-                                                      **{identifier.kind: identifier.value})
+                consumer_id = find_or_create_consumer(connection, self.server.events, ctx.organization_id, ctx.mode,
+                                                      now, **{identifier.kind: identifier.value})
                 _, finish = sign_in(self, connection, consumer_id, now)
         if outcome:
             raise ApiError(outcome)
@@ -103,7 +102,7 @@ class OtpGrant(BaseGrant):
         wrong or dead code, or None when the locked path must decide."""
         ctx, identifier, db = self.request.ctx, self.identifier, self.server.db
         with db.autocommit() as connection:
-            if events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
+            if self.server.events.listens_to_any(connection, ctx.organization_id, ctx.mode, *SIGN_IN_EVENTS):
                 return None
             code = connection.execute(_READ_CODE[identifier.kind], {
                 "organization_id": ctx.organization_id, "mode": ctx.mode, "identifier": identifier.value}).first()

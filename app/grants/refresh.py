@@ -1,18 +1,18 @@
-"""Refresh token rotation with a grace window; reuse after the window means theft.
+"""Refresh token rotation with a grace window; reuse after the window means theft (RFC 6749 §6,
+the OAuth 2.0 Security BCP's refresh token rotation).
 
 Each refresh token works once. Holders of the predecessor who race inside the grace window
 (browser tabs) get the current pair again, byte for byte; a rotated token presented later
-revokes the whole session (microblog-api's and OAuth 2.0 Security BCP's reuse detection).
+revokes the whole session (microblog-api's and the Security BCP's reuse detection).
 
-On PostgreSQL the common case, the current token of a live session, is two round trips in
-autocommit: the session row is read and the token's hash compared in constant time in Python,
-then the rotation is written by an UPDATE that matches only if the session is still live and
-that hash is still its current one. Anything else (a predecessor, reuse, a dead or foreign
-session) and a rotation that lost a race take the locked transaction, which decides as before.
+This module is the policy (`RotationPolicy`: a session row to a `Decision`); the refresh store
+(`app.stores.refresh`) reads the row, asks the policy and carries the decision out atomically,
+on PostgreSQL in two autocommit round trips when it is a rotation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard
 
@@ -20,20 +20,11 @@ from app.errors import ApiError
 from app.grants.base import BaseGrant
 from app.metrics import security_event
 from app.models import AuthSession
+from app.security.callers import OrganizationSnapshot
 from app.security.keys import constant_time_equal
-from app.services import audit, events
-from app.services.sessions import (
-    lock_session,
-    read_session,
-    refresh_hash,
-    revoke_one,
-    rotate,
-    save_rotation,
-    save_rotation_if_current,
-    successor_generation,
-    successor_jtis,
-)
-from app.tokens.service import REFRESH, Generation, Kids, TokenError
+from app.services.sessions import refresh_hash, rotate, successor_generation, successor_jtis
+from app.stores.refresh import Decision, Verdict
+from app.tokens.service import REFRESH, Kids, TokenError
 
 
 class RefreshTokenGrant(BaseGrant):
@@ -48,56 +39,51 @@ class RefreshTokenGrant(BaseGrant):
             raise ApiError("refresh_token_expired" if exc.expired else "refresh_token_invalid") from None
 
     def create_token_response(self) -> tuple[int, dict]:
-        presented = refresh_hash(self.server.app_secret, self.claims["jti"])
-        kids, now = self.server.tokens.current_kids(), self.server.clock()
-        generation = None
-        if self.server.db.one_statement_writes:
-            generation = self._rotate_in_two_round_trips(presented, kids, now)
-        if generation is None:
-            generation = self._rotate_locked(presented, kids, now)
-        access, refresh = self.server.tokens.sign_pair(generation)  # outside the write
-        return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
-
-    def _rotate_locked(self, presented: str, kids: Kids, now: datetime) -> Generation:
-        """The session row locked: rotate, or the current generation inside the grace window, or
-        reuse (the session revoked, `refresh_token_reused`)."""
-        claims, secret = self.claims, self.server.app_secret
-        grace = timedelta(seconds=self.server.settings.refresh_grace_seconds)
-        with self.server.db.write() as connection:
-            row = lock_session(connection, claims["sessionId"])
-            if not _live_session_of(row, claims):
-                raise ApiError("refresh_token_invalid")
-            presented = _presented_hash(row, presented, claims["jti"], self.server.settings.app_secret_fallbacks)
-            if constant_time_equal(presented, row.refresh_hash):
-                generation = rotate(row, kids, secret, self.request.ctx.organization, claims["jti"], now)
-                save_rotation(connection, row)
-            elif (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
-                  and row.rotated_at is not None and now - row.rotated_at <= grace
-                  and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
-                                          row.refresh_hash)):
-                generation = successor_generation(row, secret, claims["jti"])
-            else:
-                revoke_one(connection, row.id, "refresh_token_reused", now)
-                audit.record(connection, row.organization_id, row.mode, audit.SYSTEM, "refresh_token.reused",
-                             ("session", row.id), {"consumerId": row.consumer_id, "sessionRevoked": True}, now)
-                events.record(connection, row.organization_id, row.mode, "refresh_token.reused",
-                              {"sessionId": row.id, "consumerId": row.consumer_id})
-                generation = None
-        if generation is None:
+        claims, server, now = self.claims, self.server, self.server.clock()
+        policy = RotationPolicy(claims=claims, presented=refresh_hash(server.app_secret, claims["jti"]),
+                                app_secret=server.app_secret, fallbacks=server.settings.app_secret_fallbacks,
+                                grace=timedelta(seconds=server.settings.refresh_grace_seconds),
+                                kids=server.tokens.current_kids(), organization=self.request.ctx.organization, now=now)
+        decision = server.stores.refresh.rotate(claims["sessionId"], policy, now)
+        if decision.verdict is Verdict.REUSED:  # the session is revoked (committed)
             security_event("refresh_token_reused", session=claims["sessionId"], org=claims["organizationId"])
             raise ApiError("refresh_token_reused")
-        return generation
+        if decision.generation is None:
+            raise ApiError("refresh_token_invalid")
+        access, refresh = server.tokens.sign_pair(decision.generation)  # outside the write
+        return 200, {"accessToken": access, "refreshToken": refresh}  # wire form (`TokenPair`)
 
-    def _rotate_in_two_round_trips(self, presented: str, kids: Kids, now: datetime) -> Generation | None:
-        """The PostgreSQL path (see the module's docstring): the new generation, written; or
-        None, having written nothing, when the locked path must decide."""
-        claims = self.claims
-        with self.server.db.autocommit() as connection:
-            row = read_session(connection, claims["sessionId"])
-            if not _live_session_of(row, claims) or not constant_time_equal(presented, row.refresh_hash):
-                return None
-            generation = rotate(row, kids, self.server.app_secret, self.request.ctx.organization, claims["jti"], now)
-            return generation if save_rotation_if_current(connection, row) else None
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    """What a presented refresh token makes of its session row (the store's `Policy`)."""
+
+    claims: dict
+    #: The presented token's hash under APP_SECRET.
+    presented: str
+    app_secret: str
+    fallbacks: tuple[str, ...]
+    grace: timedelta
+    kids: Kids
+    organization: OrganizationSnapshot
+    now: datetime
+
+    def __call__(self, row: AuthSession | None) -> Decision:
+        """Rotate the current token; the current generation to its predecessor inside the grace
+        window; reuse for anything older (compared in constant time); invalid for a dead or
+        foreign session."""
+        claims, secret = self.claims, self.app_secret
+        if not _live_session_of(row, claims):
+            return Decision(Verdict.INVALID)
+        presented = _presented_hash(row, self.presented, claims["jti"], self.fallbacks)
+        if constant_time_equal(presented, row.refresh_hash):
+            return Decision(Verdict.ROTATE, rotate(row, self.kids, secret, self.organization, claims["jti"], self.now))
+        if (row.previous_refresh_hash is not None and constant_time_equal(presented, row.previous_refresh_hash)
+                and row.rotated_at is not None and self.now - row.rotated_at <= self.grace
+                and constant_time_equal(refresh_hash(secret, successor_jtis(secret, claims["jti"])[1]),
+                                        row.refresh_hash)):
+            return Decision(Verdict.CURRENT, successor_generation(row, secret, claims["jti"]))
+        return Decision(Verdict.REUSED)
 
 
 def _presented_hash(row: AuthSession, presented: str, jti: str, fallbacks: tuple[str, ...]) -> str:

@@ -26,6 +26,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from flask import Flask
 
+from app.config import Settings
 from app.jobs import webhooks
 
 log = logging.getLogger("usher.jobs")
@@ -34,9 +35,9 @@ QUEUE = "usher-webhooks"
 
 
 class Jobs:
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, settings: Settings):
         self.app = app
-        self.settings = settings = app.extensions["usher"].settings
+        self.settings = settings
         url = settings.job_broker_url
         self.in_process = not url
         self.broker: dramatiq.Broker
@@ -102,7 +103,7 @@ class Jobs:
         self.broker.close()
 
 
-def register_jobs(app: Flask) -> Jobs:
-    jobs = Jobs(app)
+def register_jobs(app: Flask, settings: Settings) -> Jobs:
+    jobs = Jobs(app, settings)
     app.extensions["jobs"] = jobs
     return jobs

@@ -9,9 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
 
-EVENT_TYPES = ("session.created", "session.revoked", "consumer.created", "consumer.merged",
-               "refresh_token.reused", "exchange_code.replayed")
-
 
 class WebhookEndpoint(Base):
     """A merchant's receiver in one organization and mode.

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.models import AuthSession, Consumer, ExternalIdentity
 from app.services import audit
+from app.services.paging import page
 from app.services.sessions import revoke_sessions
+
+if TYPE_CHECKING:
+    from app.services.events import Events
 
 
 def consumer_query(organization_id: str, mode: str, email: str | None = None, phone: str | None = None) -> Select:
@@ -20,6 +25,14 @@ def consumer_query(organization_id: str, mode: str, email: str | None = None, ph
     if phone:
         query = query.where(Consumer.phone == phone.strip())
     return query
+
+
+def consumer_page(session: Session, organization_id: str, mode: str, args: dict) -> dict:
+    """A page of a tenant's consumers (`ConsumerListArgs`: by email or phone, keyset paging),
+    as `consumer_views`: the `GET /consumers` answer."""
+    query = consumer_query(organization_id, mode, args.get("email"), args.get("phone"))
+    result = page(session, query, Consumer.id, args["limit"], args.get("starting_after"))
+    return {"data": consumer_views(session, result["data"]), "has_more": result["has_more"]}
 
 
 def consumer_views(session: Session, consumers: list[Consumer]) -> list[dict]:
@@ -39,18 +52,18 @@ def consumer_sessions(session: Session, consumer: Consumer) -> list[AuthSession]
                                 .order_by(AuthSession.id)))
 
 
-def end_consumer_sessions(session: Session, ctx, consumer: Consumer, now: datetime) -> int:
+def end_consumer_sessions(session: Session, events: Events, ctx, consumer: Consumer, now: datetime) -> int:
     """Revoke every live session of the consumer (an admin's act), audited; return how many."""
-    count = revoke_sessions(session.connection(), "admin", now, AuthSession.consumer_id == consumer.id)
+    count = revoke_sessions(session.connection(), events, "admin", now, AuthSession.consumer_id == consumer.id)
     audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "consumer.sessions_revoked",
                  ("consumer", consumer.id), {"reason": "admin", "count": count}, now)
     return count
 
 
-def end_session(session: Session, ctx, row: AuthSession, now: datetime) -> int:
+def end_session(session: Session, events: Events, ctx, row: AuthSession, now: datetime) -> int:
     """Revoke one session (an admin's act), audited when it was live: its refresh token fails
     and its access token is refused from now on."""
-    count = revoke_sessions(session.connection(), "admin", now, AuthSession.id == row.id)
+    count = revoke_sessions(session.connection(), events, "admin", now, AuthSession.id == row.id)
     if count:
         audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "session.revoked",
                      ("session", row.id), {"reason": "admin", "consumerId": row.consumer_id}, now)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.models import DashboardSession
@@ -90,18 +91,19 @@ class DashboardSessions:
         with self.db.write() as connection:
             connection.execute(delete(_T).where(_T_C.token_hash == self._hash(token)))
 
-    def follow_key(self, token: str, key_id: str) -> None:
-        """The session's key was rolled: go on with its successor."""
-        with self.db.write() as connection:
-            connection.execute(update(_T).where(_T_C.token_hash == self._hash(token)).values(key_id=key_id))
-
-    def hold_reveal(self, token: str, object_id: str, value: str, kind: str = "key") -> None:
+    def hold_reveal(self, token: str, object_id: str, value: str, kind: str = "key", *,
+                    within: Session, follow_key: bool = False) -> None:
         """Keep a new value (a key's, or a webhook endpoint's signing secret: `kind`), sealed,
-        for the one page that shows it."""
+        for the one page that shows it. `within`: the transaction that made the value (a key's
+        creation or roll, an endpoint's creation or secret rotation), so the value is held if and
+        only if that change commits: never a key or secret whose value is lost. `follow_key`:
+        the value is the successor of the session's own key (rolled), which the session goes on
+        with."""
         token_hash = self._hash(token)
         blob = self._sealer.seal(json.dumps({"kind": kind, "id": object_id, "value": value}).encode(), token_hash)
-        with self.db.write() as connection:
-            connection.execute(update(_T).where(_T_C.token_hash == token_hash).values(reveal=blob))
+        within.flush()  # the new row first: the session may now refer to it
+        within.execute(update(_T).where(_T_C.token_hash == token_hash).values(
+            reveal=blob, **({"key_id": object_id} if follow_key else {})))
 
     def take_reveal(self, token: str) -> dict | None:
         """The held value, cleared in the same transaction: whoever takes it, takes it once."""

@@ -6,7 +6,13 @@ tenant listens to is cached per process for `WEBHOOK_LISTENERS_CACHE_SECONDS`, 1
 default, and forgotten at once by this process when an endpoint changes). Otherwise it inserts
 the event and one pending delivery per listening endpoint, in the same transaction: an event
 is never lost, and never sent for a change that rolled back. The deliveries are handed to the
-job engine after the response is made (`after_request`), never inside the request's work.
+job engine after the response is made, never inside the request's work: the API layer opens a
+delivery scope around each request (`register_events`), and outside one (the CLI, jobs) a
+recorded delivery stays pending for the workers' sweep.
+
+The outbox is passed explicitly (`AuthServer.events`, a parameter of the services that end
+sessions or merge guests), as the database, tokens and clock are; nothing here reads Flask's
+globals. Events are typed (`app.events`).
 """
 
 from __future__ import annotations
@@ -14,13 +20,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import Connection, bindparam, insert, literal, select
 
+from app.events import Event, SessionRevoked
 from app.models import WebhookDelivery, WebhookEvent, WebhookSubscription, new_id
 from app.schemas.common import iso_instant
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 _EVENTS = WebhookEvent.__table__
 _DELIVERIES = WebhookDelivery.__table__
@@ -49,11 +61,13 @@ def event_body(event_type: str, at: datetime, data: dict) -> str:
 class Events:
     """The outbox of one app (built in `create_app`, kept in `app.extensions["events"]`)."""
 
-    def __init__(self, cache_seconds: float, enqueue, clock):
+    def __init__(self, cache_seconds: float, enqueue: Callable[[str, str], Any], clock: Callable[[], datetime]):
         self.cache_seconds, self.clock = cache_seconds, clock
         self._enqueue = enqueue  # (endpoint_id, event_id) -> None: hands one delivery to the job engine
         self._listening: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        #: The (endpoint_id, event_id) deliveries recorded in the open delivery scope, if any.
+        self._pending: ContextVar[list[tuple[str, str]] | None] = ContextVar("usher_deliveries", default=None)
 
     def listening(self, connection: Connection, organization_id: str, mode: str) -> frozenset[str]:
         """The event types some endpoint of the tenant listens to (cached briefly per process)."""
@@ -68,46 +82,58 @@ class Events:
             self._listening[key] = (now + self.cache_seconds, types)
         return types
 
-    def listens_to_any(self, connection: Connection, organization_id: str, mode: str, *event_types: str) -> bool:
+    def listens_to_any(self, connection: Connection, organization_id: str, mode: str,
+                       *event_types: type[Event]) -> bool:
         """Whether some endpoint of the tenant listens to one of these types (the same cache)."""
-        return not self.listening(connection, organization_id, mode).isdisjoint(event_types)
+        return not self.listening(connection, organization_id, mode).isdisjoint(
+            event.TYPE for event in event_types)
 
     def forget(self, organization_id: str, mode: str) -> None:
         """Drop this process's cached answer for a tenant (its endpoints just changed)."""
         with self._lock:
             self._listening.pop((organization_id, mode), None)
 
-    def record(self, connection: Connection, organization_id: str, mode: str, event_type: str,
-               data: dict) -> str | None:
+    def record(self, connection: Connection, event: Event) -> str | None:
         """Write the event and its deliveries in the caller's transaction, if anyone listens.
 
         Returns the event id (the `webhook-id`), or None when nobody listens."""
+        event_type, organization_id, mode = event.type, event.organization_id, event.mode
         if event_type not in self.listening(connection, organization_id, mode):
             return None
         now = self.clock()
         event_id = new_id("msg")
         connection.execute(_INSERT_EVENT, {"id": event_id, "organization_id": organization_id, "mode": mode,
-                                           "type": event_type, "body": event_body(event_type, now, data),
+                                           "type": event_type, "body": event_body(event_type, now, event.data()),
                                            "created_at": now})
         endpoints = connection.execute(_INSERT_DELIVERIES, {"event_id": event_id, "organization_id": organization_id,
                                                             "mode": mode, "event_type": event_type,
                                                             "now": now}).scalars().all()
-        if has_request_context():
-            g.setdefault("usher_deliveries", []).extend((endpoint_id, event_id) for endpoint_id in endpoints)
+        pending = self._pending.get()
+        if pending is not None:
+            pending.extend((endpoint_id, event_id) for endpoint_id in endpoints)
         return event_id
 
-    def sessions_revoked(self, connection: Connection, rows, reason: str) -> None:
+    def sessions_revoked(self, connection: Connection, rows: Iterable[Any], reason: str) -> None:
         """`session.revoked` for each (id, consumer_id, organization_id, mode) row just revoked."""
         for row in rows:
-            self.record(connection, row.organization_id, row.mode, "session.revoked",
-                        {"sessionId": row.id, "consumerId": row.consumer_id, "reason": reason})
+            self.record(connection, SessionRevoked(organization_id=row.organization_id, mode=row.mode,
+                                                   session_id=row.id, consumer_id=row.consumer_id, reason=reason))
 
-    def hand_over(self, response):
-        """Give the request's deliveries to the job engine once the response has been sent
+    def open_scope(self) -> None:
+        """Start collecting the deliveries recorded from now on in this context (a request)."""
+        self._pending.set([])
+
+    def close_scope(self, _error: BaseException | None = None) -> None:
+        """Stop collecting (always called, even when the request failed)."""
+        self._pending.set(None)
+
+    def hand_over(self, response: Response) -> Response:
+        """Give the scope's deliveries to the job engine once the response has been sent
         (`call_on_close`), so not even a slow broker delays it. A delivery whose transaction
         rolled back is found missing by the job and dropped; one that could not be handed over
         (broker down) stays pending and the workers' sweep sends it (`Jobs.sweep`)."""
-        pending = g.pop("usher_deliveries", None)
+        pending = self._pending.get()
+        self._pending.set(None)
         if pending:
             response.call_on_close(lambda: [self._enqueue(*delivery) for delivery in pending])
         return response
@@ -118,19 +144,8 @@ def events_of(app: Flask) -> Events:
 
 
 def register_events(app: Flask, events: Events) -> None:
+    """Keep the outbox on the app and give each request a delivery scope."""
     app.extensions["events"] = events
+    app.before_request(events.open_scope)
     app.after_request(events.hand_over)
-
-
-def record(connection: Connection, organization_id: str, mode: str, event_type: str, data: dict) -> str | None:
-    """`Events.record` of the current app: the one-line hook the services and grants call."""
-    return events_of(current_app).record(connection, organization_id, mode, event_type, data)
-
-
-def listens_to_any(connection: Connection, organization_id: str, mode: str, *event_types: str) -> bool:
-    """`Events.listens_to_any` of the current app."""
-    return events_of(current_app).listens_to_any(connection, organization_id, mode, *event_types)
-
-
-def sessions_revoked(connection: Connection, rows, reason: str) -> None:
-    events_of(current_app).sessions_revoked(connection, rows, reason)
+    app.teardown_request(events.close_scope)

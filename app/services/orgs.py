@@ -78,6 +78,11 @@ def live_keys_query(organization_id: str, mode: str, now: datetime):
             .order_by(ApiKey.id))
 
 
+def live_keys(session: Session, organization_id: str, mode: str, now: datetime) -> list[ApiKey]:
+    """The keys of a tenant that still work (neither revoked nor expired), oldest first."""
+    return list(session.scalars(live_keys_query(organization_id, mode, now)))
+
+
 def roll_key(session: Session, app_secret: str, key: ApiKey, expires_in: int, now: datetime) -> tuple[ApiKey, str]:
     """Issue a successor; the old value keeps working for `expires_in` seconds, then never."""
     new_expiry = now + timedelta(seconds=expires_in)

@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 from app.models import AuthSession, Consumer, new_id
 from app.security.crypto import short_fingerprint
 from app.security.keys import keyed_hash
-from app.services import events
 from app.tokens.service import Generation, Kids, TokenService
 
 if TYPE_CHECKING:
     from app.security.callers import OrganizationSnapshot
+    from app.services.events import Events
 
 
 def random_jti() -> str:
@@ -59,13 +59,19 @@ def generation_of(row: AuthSession, access_jti: str, refresh_jti: str) -> Genera
 
 SESSIONS = AuthSession.__table__
 _INSERT_SESSION = insert(SESSIONS)
-_SELECT_SESSION = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
-_SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update()
+#: One session row by id (`session_id`); the refresh store locks it (`app.stores.refresh`).
+SELECT_SESSION = select(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
 _ROTATED = ("previous_refresh_hash", "refresh_hash", "refresh_fingerprint", "rotated_at", "generation_kid",
             "generation_refresh_kid", "generation_iat",
             "generation_access_exp", "generation_refresh_exp", "expires_at")
-_UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
-                   .values({name: bindparam(name) for name in _ROTATED}))
+#: A rotation written back (`rotation_values`); the refresh store makes it conditional.
+UPDATE_ROTATED = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
+                  .values({name: bindparam(name) for name in _ROTATED}))
+
+
+def rotation_values(row: AuthSession) -> dict:
+    """The parameters of `UPDATE_ROTATED` for a rotated row."""
+    return {"session_id": row.id, **{name: getattr(row, name) for name in _ROTATED}}
 
 
 _REVOKED = (SESSIONS.c.id, SESSIONS.c.consumer_id, SESSIONS.c.organization_id, SESSIONS.c.mode)
@@ -73,7 +79,7 @@ _REVOKE_ONE = (update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"), 
                .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason")).returning(*_REVOKED))
 
 
-def revoke_one(connection: Connection, session_id: str, reason: str, now: datetime):
+def revoke_one(connection: Connection, events: Events, session_id: str, reason: str, now: datetime):
     """End one session (a prebuilt statement, for the grants' hot paths); returns the ended
     session's (id, consumer_id, organization_id, mode), or None. Emits `session.revoked`."""
     rows = connection.execute(_REVOKE_ONE, {"session_id": session_id, "now": now, "reason": reason}).all()
@@ -81,7 +87,7 @@ def revoke_one(connection: Connection, session_id: str, reason: str, now: dateti
     return rows[0] if rows else None
 
 
-def revoke_sessions(connection: Connection, reason: str, now: datetime, *criteria) -> int:
+def revoke_sessions(connection: Connection, events: Events, reason: str, now: datetime, *criteria) -> int:
     """End every live session matching the criteria; return how many. The one revocation of
     Usher: from an ORM transaction pass `session.connection()`."""
     rows = connection.execute(update(AuthSession).where(AuthSession.revoked_at.is_(None), *criteria)
@@ -90,34 +96,14 @@ def revoke_sessions(connection: Connection, reason: str, now: datetime, *criteri
     return len(rows)
 
 
-def lock_session(connection: Connection, session_id: str) -> AuthSession | None:
-    """The session row, locked for this transaction (FOR UPDATE; SQLite's write lock is held
-    already), as a detached value: the hot path writes it back with one Core UPDATE."""
-    row = connection.execute(_SELECT_SESSION_FOR_UPDATE, {"session_id": session_id}).first()
-    return None if row is None else AuthSession(**row._mapping)
-
-
 def save_rotation(connection: Connection, row: AuthSession) -> None:
-    connection.execute(_UPDATE_ROTATED, {"session_id": row.id, **{n: getattr(row, n) for n in _ROTATED}})
+    connection.execute(UPDATE_ROTATED, rotation_values(row))
 
 
 def read_session(connection: Connection, session_id: str) -> AuthSession | None:
     """The session row, unlocked (for a write that is conditional on what was read)."""
-    row = connection.execute(_SELECT_SESSION, {"session_id": session_id}).first()
+    row = connection.execute(SELECT_SESSION, {"session_id": session_id}).first()
     return None if row is None else AuthSession(**row._mapping)
-
-
-# (The compared hash binds as `compared_hash`: an UPDATE takes a parameter named after a column as a value to SET.)
-_UPDATE_ROTATED_IF_CURRENT = _UPDATE_ROTATED.where(SESSIONS.c.refresh_hash == bindparam("compared_hash"),
-                                                   SESSIONS.c.revoked_at.is_(None))
-
-
-def save_rotation_if_current(connection: Connection, row: AuthSession) -> bool:
-    """Write a rotation only if the session is still live and its current refresh hash is still
-    the one rotated from (`row.previous_refresh_hash`, set by `rotate`); whether it was written."""
-    result = connection.execute(_UPDATE_ROTATED_IF_CURRENT, {
-        "session_id": row.id, "compared_hash": row.previous_refresh_hash, **{n: getattr(row, n) for n in _ROTATED}})
-    return result.rowcount == 1
 
 
 def new_session_row(kids: Kids, app_secret: str, organization, mode: str, consumer_id: str,

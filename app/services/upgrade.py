@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.events import ConsumerMerged
 from app.models import AuthSession, Consumer, Queue, QueueEntry
-from app.services import events
 from app.services.queues import count_change
 from app.services.sessions import revoke_sessions
 
+if TYPE_CHECKING:
+    from app.services.events import Events
 
-def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime) -> None:
+
+def merge_guest(session: Session, events: Events, guest_id: str, consumer_id: str, now: datetime) -> None:
     """Move the guest's queue places to the consumer (keeping the earlier place where both
     queued), end the guest's other sessions, and record `merged_into` on the guest."""
     guest = session.get_one(Consumer, guest_id)
@@ -43,6 +47,6 @@ def merge_guest(session: Session, guest_id: str, consumer_id: str, now: datetime
     for queue_id, sequence in gone:
         count_change(session.connection(), queue_id, sequence, -1)
     guest.merged_into = consumer_id
-    revoke_sessions(session.connection(), "upgraded", now, AuthSession.consumer_id == guest_id)
-    events.record(session.connection(), guest.organization_id, guest.mode, "consumer.merged",
-                  {"guestId": guest_id, "consumerId": consumer_id})
+    revoke_sessions(session.connection(), events, "upgraded", now, AuthSession.consumer_id == guest_id)
+    events.record(session.connection(), ConsumerMerged(organization_id=guest.organization_id, mode=guest.mode,
+                                                      guest_id=guest_id, consumer_id=consumer_id))

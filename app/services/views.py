@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from app.events import SessionCreated
 from app.models import AuthSession
 from app.schemas.common import iso_instant
 
@@ -23,6 +24,7 @@ def session_body(row: AuthSession, access: str, refresh: str, guest_id: str | No
     return {"session": session, "accessToken": access, "refreshToken": refresh}
 
 
-def session_created(row) -> dict:
-    """The `data` of a `session.created` event."""
-    return {"sessionId": row.id, "consumerId": row.consumer_id, "sessionType": row.type}
+def session_created(row) -> SessionCreated:
+    """The `session.created` event of a new session row."""
+    return SessionCreated(organization_id=row.organization_id, mode=row.mode, session_id=row.id,
+                          consumer_id=row.consumer_id, session_type=row.type)

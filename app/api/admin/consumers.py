@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from app.api.admin import blp
-from app.api.helpers import db_session, now, tenant_get, transaction
+from app.api.helpers import db_session, events, now, tenant_get, transaction
 from app.api.security import current_context, requires
 from app.models import AuthSession, Consumer
 from app.openapi import ErrorSchema
@@ -80,7 +80,7 @@ class ConsumerSessions(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            end_consumer_sessions(session, ctx, tenant_get(session, Consumer, consumer_id, ctx), now())
+            end_consumer_sessions(session, events(), ctx, tenant_get(session, Consumer, consumer_id, ctx), now())
 
 
 @blp.route("/sessions/<string:session_id>")
@@ -95,4 +95,4 @@ class SessionById(MethodView):
         """
         ctx = current_context()
         with transaction() as session:
-            end_session(session, ctx, tenant_get(session, AuthSession, session_id, ctx), now())
+            end_session(session, events(), ctx, tenant_get(session, AuthSession, session_id, ctx), now())

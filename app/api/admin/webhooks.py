@@ -20,7 +20,6 @@ from app.schemas.webhooks import (
     WebhookEndpointOut,
     WebhookEndpointPage,
 )
-from app.services.events import events_of
 from app.services.paging import page
 from app.services.webhook_endpoints import (
     create_endpoint_for,
@@ -67,7 +66,7 @@ class WebhookEndpoints(MethodView):
         mode the URL must be `https` and resolve to public addresses only (checked now and at
         every delivery); test mode also allows `http` and loopback. Redirects are never followed.
         """
-        return _shown_once(*create_endpoint_for(_usher(), events_of(current_app), current_context(), data))
+        return _shown_once(*create_endpoint_for(_usher(), _usher().events, current_context(), data))
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>")
@@ -90,7 +89,7 @@ class WebhookEndpointById(MethodView):
 
         Nothing more is sent to it, including retries still pending; its deliveries go with it.
         """
-        delete_endpoint_for(_usher(), events_of(current_app), current_context(), endpoint_id)
+        delete_endpoint_for(_usher(), _usher().events, current_context(), endpoint_id)
 
 
 @blp.route("/webhook-endpoints/<string:endpoint_id>/rotate-secret")

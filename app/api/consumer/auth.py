@@ -6,7 +6,7 @@ from flask.views import MethodView
 from app.api.consumer import blp
 from app.api.consumer.challenge import CHALLENGE_HEADER, CHALLENGE_REFUSED, guard
 from app.api.grants import GrantView
-from app.api.helpers import now, transaction
+from app.api.helpers import events, now, transaction
 from app.api.security import current_context, requires
 from app.grants.guest import GuestGrant
 from app.grants.refresh import RefreshTokenGrant
@@ -85,7 +85,7 @@ class Logout(MethodView):
             criteria.append(AuthSession.id != ctx.session_id)
         reason = f"logout_{data['scope']}"
         with transaction() as session:
-            count = revoke_sessions(session.connection(), reason, now(), *criteria)
+            count = revoke_sessions(session.connection(), events(), reason, now(), *criteria)
             if count and data["scope"] == "local":
                 audit.record(session, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "session.revoked",
                              ("session", ctx.session_id), {"reason": reason, "consumerId": ctx.consumer_id}, now())

@@ -852,7 +852,110 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    "session.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A session started: a guest, a one-time code or an external sign-in. */
+        post: operations["webhook_session_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "session.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A session ended before it expired. */
+        post: operations["webhook_session_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consumer.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A consumer was created: a guest, or an email or phone signing in for the first time. */
+        post: operations["webhook_consumer_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consumer.merged": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A guest signed in: its queue places moved to the consumer and the guest ended. */
+        post: operations["webhook_consumer_merged"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "refresh_token.reused": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A rotated refresh token was presented again (theft): its session was revoked. */
+        post: operations["webhook_refresh_token_reused"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "exchange_code.replayed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A consumed exchange code was presented again: the session it made was revoked. */
+        post: operations["webhook_exchange_code_replayed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /**
@@ -1771,6 +1874,35 @@ export interface components {
              * @enum {string}
              */
             limits?: "ok" | "degraded";
+        };
+        SessionCreatedData: {
+            sessionId: string;
+            consumerId: string;
+            /** @description `guest`, `otp` or `external`. */
+            sessionType: string;
+        };
+        SessionRevokedData: {
+            sessionId: string;
+            consumerId: string;
+            /** @description Why it ended: `signout`, `admin`, `upgraded`, `oauth_revoke`, `refresh_token_reused`, `exchange_code_replayed`, … */
+            reason: string;
+        };
+        ConsumerCreatedData: {
+            consumerId: string;
+            /** @description Whether it is a guest (`guest_…`). */
+            guest: boolean;
+        };
+        ConsumerMergedData: {
+            guestId: string;
+            consumerId: string;
+        };
+        RefreshTokenReusedData: {
+            sessionId: string;
+            consumerId: string;
+        };
+        ExchangeCodeReplayedData: {
+            sessionId: string | null;
+            consumerId: string | null;
         };
     };
     responses: never;
@@ -4353,6 +4485,216 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Health"];
                 };
+            };
+        };
+    };
+    webhook_session_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "session.created";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["SessionCreatedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_session_revoked: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "session.revoked";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["SessionRevokedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consumer_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "consumer.created";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["ConsumerCreatedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consumer_merged: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "consumer.merged";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["ConsumerMergedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_refresh_token_reused: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "refresh_token.reused";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["RefreshTokenReusedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_exchange_code_replayed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id (`msg_…`): the same on every attempt, so a receiver can drop repeats. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt; refuse one too far from now (replay). */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, one per live endpoint secret. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    type: "exchange_code.replayed";
+                    /** Format: date-time */
+                    timestamp: string;
+                    data: components["schemas"]["ExchangeCodeReplayedData"];
+                };
+            };
+        };
+        responses: {
+            /** @description Received. Any other answer (or none within the timeout) is retried on the endpoint's schedule. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
