@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 # The pinned locks, generated from requirements.in / requirements-dev.in with pip-tools (kept in a
 # venv of its own, so it never enters the locks). Existing pins are kept; to move one package:
 # `make lock LOCK_ARGS="--upgrade-package NAME"`.
-PIP_COMPILE = .venv-lock/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+PIP_COMPILE = .venv-lock/bin/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
 lock:
 	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.6.2; }
 	$(PIP_COMPILE) requirements.in -o requirements.txt

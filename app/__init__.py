@@ -20,6 +20,8 @@ def configure_logging(level: str) -> None:
     the stack walk that finds them (the logging HOWTO's "Optimization"). Threads and processes
     are still collected: gunicorn's own format prints the process id."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The switch the logging HOWTO documents for this (docs.python.org/3/howto/logging.html#optimization):
+    # no public function sets it.
     logging._srcfile = None  # no stack walk for the caller's file and line
 
 

@@ -11,12 +11,18 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = timedelta(0)
+        self.frozen: datetime | None = None  # set by tests only (`freeze`)
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return (self.frozen if self.frozen is not None else datetime.now(UTC)) + self.offset
 
     def timestamp(self) -> float:
         return self().timestamp()
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+
+    def freeze(self, at: datetime | None) -> None:
+        """Stop time at `at` (None lets it run again): a test of a margin of seconds then holds
+        however slowly the machine runs it."""
+        self.frozen = at

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 from marshmallow import validate
 
@@ -73,7 +74,7 @@ def _check(value, surrogates: bool) -> None:
             stack.extend((child, level + 1) for child in children)
 
 
-def loads(text: str | bytes):
+def loads(text: str | bytes) -> Any:
     """`json.loads` with the bounds above; `json.JSONDecodeError` for what is not JSON at all."""
     try:
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
@@ -94,9 +95,9 @@ class FullMatch(validate.Regexp):
         pattern = regex if isinstance(regex, str) else regex.pattern
         super().__init__(f"^(?:{pattern})$", error=error)
 
-    def __call__(self, value):
+    def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
-            raise validate.ValidationError(self._format_error(value))
+            raise validate.ValidationError(self.error.format(input=value, regex=self.regex.pattern))
         return value
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -180,9 +181,9 @@ def is_loopback_direct(environ: dict) -> bool:
         return False
 
 
-def serve_metrics_wsgi(render: Callable[[], bytes]):
+def serve_metrics_wsgi(render: Callable[[], bytes]) -> Callable[..., Iterable[bytes]]:
     """A WSGI app that answers GET /metrics (and 404 otherwise): the METRICS_BIND listener."""
-    def application(environ, start_response):
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import marshmallow as ma
-from apispec import BasePlugin
+from apispec import APISpec, BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint as FlaskBlueprint
-from flask import send_from_directory
+from flask import Flask, Request, send_from_directory
 from flask_smorest import Api as SmorestApi
 from flask_smorest import Blueprint as SmorestBlueprint
 from swagger_ui_bundle import swagger_ui_path
@@ -88,24 +88,23 @@ class Parser(FlaskParser):
     # validation error too, as the document says (additionalProperties: false).
     DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {}  # noqa: RUF012 (webargs declares it per instance)
 
-    def _raw_load_json(self, req):
+    def load_json(self, req: Request, schema: ma.Schema) -> Any:
         """A body that is not JSON is 415 `unsupported_media_type` (no body at all is no data);
-        JSON is parsed with bounds on depth and number length (`app.inputs`), before any schema."""
+        JSON is parsed with bounds on depth and number length (`app.inputs`), before any schema;
+        a body that does not parse is its own catalogued error, raised where it is known. (The
+        public loader: webargs' `_raw_load_json` hooks are not part of its API.)"""
         if not is_json_request(req):
             if req.content_length or req.get_data(cache=True):
                 raise ApiError("unsupported_media_type")
             return missing
-        data = req.get_data(cache=True)
         try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            raise json.JSONDecodeError(f"Bytes decoding error : {exc.reason}", doc=str(exc.object),
-                                       pos=exc.start) from exc
-        return inputs.loads(text)
-
-    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
-        """A body that does not parse is its own catalogued error, raised where it is known."""
-        raise ApiError("invalid_json")
+            return inputs.loads(req.get_data(cache=True).decode())
+        except UnicodeDecodeError:
+            raise ApiError("invalid_json") from None
+        except json.JSONDecodeError as exc:
+            if exc.doc == "":  # an empty body is no data, as webargs' own loader has it
+                return missing
+            raise ApiError("invalid_json") from None
 
 
 class NoQuery(ma.Schema):
@@ -235,16 +234,22 @@ def caller_tag(path: str, security: list) -> str:
 class ContractPlugin(BasePlugin):
     """Completes each operation from what its decorators declare (see the module docstring)."""
 
-    def init_spec(self, spec):
+    def init_spec(self, spec: APISpec) -> None:
         self.spec = spec
         for tag in CALLER_TAGS:
             spec.tag(tag)
         # flask-smorest adds one tag per blueprint when registering it; operations are tagged by
-        # caller here instead, so those tags are left out of the document.
+        # caller here instead, so those tags are left out of the document (apispec has no public
+        # way to drop a tag once added, so this spec's public `tag` is wrapped).
         add_tag = spec.tag
-        spec.tag = lambda tag: spec if tag not in CALLER_TAGS and tag["name"] not in _CALLER_NAMES else add_tag(tag)
 
-    def operation_helper(self, path=None, operations=None, **kwargs):
+        def caller_tags_only(tag: dict) -> APISpec:
+            return spec if tag not in CALLER_TAGS and tag["name"] not in _CALLER_NAMES else add_tag(tag)
+
+        spec.tag = caller_tags_only  # type: ignore[method-assign]
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        assert path is not None  # apispec always passes the operation's path
         for method, operation in (operations or {}).items():
             if method == "parameters":
                 continue
@@ -318,7 +323,7 @@ def _browser_callable(security: list) -> bool:
 class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = Parser()
 
-    def no_query(self, view):
+    def no_query(self, view: Callable) -> Callable:
         """Decorator for operations without query parameters: any is a `validation_error` (400)."""
         return self.arguments(NoQuery, location="query", as_kwargs=True)(view)
 
@@ -326,19 +331,17 @@ class Blueprint(SmorestBlueprint):
 class Api(SmorestApi):
     ERROR_SCHEMA = ErrorSchema
 
-    def __init__(self, app=None, *, spec_kwargs=None, **kwargs):
+    def __init__(self, app: Flask | None = None, *, spec_kwargs: dict | None = None, **kwargs: Any) -> None:
         spec_kwargs = dict(spec_kwargs or {})
         spec_kwargs["extra_plugins"] = [*spec_kwargs.get("extra_plugins", ()), ContractPlugin()]
         super().__init__(app, spec_kwargs=spec_kwargs, **kwargs)
 
-    def _register_error_handlers(self):
-        """Errors are ours alone (app.errors); do not let flask-smorest install its handler."""
-
-    def _register_etag_headers(self):
-        """No ETags here: keep their components out of the document."""
-
-    def _register_pagination_header(self):
-        """Pages are in the body (`hasMore`), not in an `X-Pagination` header."""
+    def init_app(self, app: Flask, *, spec_kwargs: dict | None = None) -> None:
+        """flask-smorest's own error handler is replaced by `app.errors` (registered after this);
+        pages are in the body (`hasMore`), not in its `X-Pagination` header, so the header's
+        schema leaves the document (its ETag parts are never referenced, so never written)."""
+        super().init_app(app, spec_kwargs=spec_kwargs)
+        self.spec.components.schemas.pop("PaginationMetadata", None)
 
 
 def document_registered(api: Api, registry: Registry) -> None:

@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -147,7 +148,7 @@ def new_secret(prefix: str = "", nbytes: int = 32) -> str:
     return prefix + secrets.token_urlsafe(nbytes)
 
 
-def setting(name: str):
+def setting(name: str) -> Any:
     """The caller's mode's value of a settings field your grant declares (`GrantPlugin.settings`):
     the value set with `PATCH /settings` (`plugins`) or the dashboard, else the field's default."""
     ctx, registry = current_context(), current_app.extensions["usher_registry"]
@@ -244,7 +245,7 @@ class SingleUseCodes:
     def hash(self, secret: str) -> str:
         return keyed_hash(self.purpose, secret)
 
-    def issue(self, connection: Connection, **values) -> tuple[str, datetime]:
+    def issue(self, connection: Connection, **values: Any) -> tuple[str, datetime]:
         """A new secret for the caller's tenant with the plugin's `values`; (secret, expires_at)."""
         ctx, at = current_context(), now()
         secret = new_secret(self.prefix)

@@ -7,6 +7,8 @@ the same host), the safest choice that keeps the single-host setup working."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -27,7 +29,7 @@ def parse_networks(values: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipa
 class TrustedProxyFix:
     """ProxyFix for requests whose direct peer is a listed proxy; the plain app for the rest."""
 
-    def __init__(self, app, count: int, proxies: tuple[str, ...]):
+    def __init__(self, app: Callable[..., Iterable[bytes]], count: int, proxies: tuple[str, ...]) -> None:
         self.app = app
         self.fixed = ProxyFix(app, x_for=count, x_proto=count, x_host=0, x_port=0, x_prefix=0)
         self.networks = parse_networks(proxies or LOOPBACK)
@@ -41,7 +43,7 @@ class TrustedProxyFix:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.trusted(environ.get("REMOTE_ADDR")):
             return self.fixed(environ, start_response)
         return self.app(environ, start_response)

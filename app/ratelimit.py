@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
@@ -50,28 +51,62 @@ def address_key(address: str) -> str:
     return str(ip)
 
 
+class _Sweeper(threading.Timer):
+    """A `threading.Timer` that fires every `interval` seconds for the life of the process."""
+
+    def __init__(self, interval: float, sweep: Callable[[], None]):
+        super().__init__(interval, sweep)
+        self.every, self.sweep = interval, sweep
+        self.name, self.daemon = "usher-limits-sweeper", True
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.sweep()
+
+
 class SweptMemoryStorage(MemoryStorage):
     """limits' in-process storage, its expired entries swept by one long-lived thread.
 
-    The stock storage starts a new 10 ms `threading.Timer` whenever the previous one has run:
-    under load that is a thread start, and a wait for it, every few requests (5-7 % of a
-    worker's time in the guest profile, bench/PROFILE.md). Expired windows are dropped on read
-    anyway (`MemoryStorage.get`), so the sweep only bounds memory: once a second is plenty."""
+    The stock storage starts a new 10 ms `threading.Timer` whenever its `timer` has run: under
+    load that is a thread start, and a wait for it, every few requests (5-7 % of a worker's time
+    in the guest profile, bench/PROFILE.md). Here `timer` is one sweeper that never ends, so the
+    stock storage never needs another; only public methods and attributes are used. Expired
+    windows are dropped on read anyway (`MemoryStorage.get`), so the sweep only bounds memory:
+    once a second is plenty. It drops expired counters (every strategy Usher uses); the moving
+    window's entries, which Usher never makes, would stay."""
 
-    def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options):
+    def __init__(self, uri: str | None = None, sweep_seconds: float = 1.0, **options: Any) -> None:
         self.sweep_seconds = sweep_seconds
-        self._sweeper: threading.Thread | None = None
+        self.sweeper: _Sweeper | None = None
+        self.sweeper_lock = threading.Lock()
         super().__init__(uri, **options)
 
-    def _MemoryStorage__schedule_expiry(self) -> None:  # the stock hook, called on every count
-        if self._sweeper is None or not self._sweeper.is_alive():  # none yet, or lost in a fork
-            self._sweeper = threading.Thread(target=self._sweep, name="usher-limits-sweeper", daemon=True)
-            self._sweeper.start()
+    def _ensure_sweeper(self) -> None:
+        if self.sweeper is not None and self.sweeper.is_alive():
+            return
+        with self.sweeper_lock:  # none yet, or lost in a fork
+            if self.sweeper is None or not self.sweeper.is_alive():
+                self.sweeper = _Sweeper(self.sweep_seconds, self.sweep)
+                self.sweeper.start()
+                self.timer = self.sweeper  # alive: the stock storage starts no timer of its own
 
-    def _sweep(self) -> None:
-        while True:
-            time.sleep(self.sweep_seconds)
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]  # the stock sweep
+    def sweep(self) -> None:
+        """Drop every expired counter (`get` drops the key it reads once it has expired)."""
+        for key in list(self.expirations):
+            self.get(key)
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        self._ensure_sweeper()
+        return super().incr(key, expiry, amount)
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        self._ensure_sweeper()
+        return super().decr(key, amount)
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        self._ensure_sweeper()
+        return super().acquire_entry(key, limit, expiry, amount)
 
 
 def build_storage(uri: str) -> Storage:

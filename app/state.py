@@ -64,7 +64,7 @@ class Usher:
             connection = g.usher_reader = self.db.reader()
         return connection
 
-    def teardown(self, _exc=None) -> None:
+    def teardown(self, _exc: BaseException | None = None) -> None:
         """Close the request's session and connection. The answer is already made: a database
         that died under them (the rollback on close fails) must not turn it into a 500."""
         for name in ("usher_session", "usher_reader"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -138,14 +139,19 @@ def test_expired_access_token_is_refused(protected, app):
     tokens = app.extensions["usher"].auth.tokens
     key = tokens.keyring.current()
     claims = _claims(guest["accessToken"])
-    now = int(time.time())
+    clock = app.extensions["usher"].clock
+    now = int(clock.timestamp())
     leeway = app.extensions["usher"].settings.token_leeway_seconds
-    expired = {**claims, "iat": now - 7200, "exp": now - leeway - 5}
-    token = jwt.encode(expired, key.private, algorithm="EdDSA", headers={"kid": key.kid})
-    assert_refused(tenant, path, token)
-    within_leeway = {**claims, "iat": now - 7200, "exp": now - leeway + 10}
-    token = jwt.encode(within_leeway, key.private, algorithm="EdDSA", headers={"kid": key.kid})
-    assert tenant.client.get(path, headers=consumer(tenant.pk, token)).status_code == 200
+    clock.freeze(datetime.fromtimestamp(now, UTC))  # the margins below hold however slow the machine
+    try:
+        expired = {**claims, "iat": now - 7200, "exp": now - leeway - 5}
+        token = jwt.encode(expired, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+        assert_refused(tenant, path, token)
+        within_leeway = {**claims, "iat": now - 7200, "exp": now - leeway + 10}
+        token = jwt.encode(within_leeway, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+        assert tenant.client.get(path, headers=consumer(tenant.pk, token)).status_code == 200
+    finally:
+        clock.freeze(None)
 
 
 def test_refresh_token_is_not_an_access_token(protected):

@@ -15,8 +15,11 @@ import sys
 import time
 
 import pytest
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import QueueJoinTimeout
 
 from app.cli import upgrade_database
+from app.jobs import QUEUE
 from tests.artifacts import record
 from tests.conftest import APP_SECRET
 from tests.helpers import publishable, secret
@@ -111,6 +114,13 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _observer(redis_url: str) -> RedisBroker:
+    """The workers' broker seen from the test (namespace `usher`, the app's default): `join`
+    returns once no message is queued, delayed or held unacknowledged by any worker, dead or
+    alive. It only looks (no maintenance: it never requeues a dead worker's messages itself)."""
+    return RedisBroker(url=redis_url, namespace="usher", maintenance_chance=0)
+
+
 def _endpoint(server, keys, url) -> dict:
     reply = http("POST", f"{server.url}/api/v1/webhook-endpoints", secret(keys["secretKey"]),
                  {"url": url, "events": ["session.created"]})
@@ -131,11 +141,17 @@ def test_worker_killed_mid_delivery_delivers_exactly_once(stack):
         killed_at = time.monotonic()
         [pending] = _deliveries(server, keys, endpoint["id"])
         assert pending["status"] == "pending" and pending["attempts"] == 0
+        broker = _observer(server.env["JOB_BROKER_URL"])
+        with pytest.raises(QueueJoinTimeout):  # the killed worker's message is still in the broker
+            broker.join(QUEUE, timeout=300)
         new_worker()
         delivered = _wait(lambda: [d for d in _deliveries(server, keys, endpoint["id"]) if d["status"] != "pending"],
                           60, "the delivery to settle after the restart")
         settled_at = time.monotonic()
-        time.sleep(1)  # a second, duplicate send would show up now
+        # A second, duplicate send would need a message still in the broker: wait until every
+        # message is acknowledged (the worker acknowledges after the job ran), then count.
+        broker.join(QUEUE, timeout=60_000)
+        broker.close()
         received = list(receiver.received)
     record("events.json", "worker killed mid-delivery", {
         "seconds_from_kill_to_delivered": round(settled_at - killed_at, 2), "requests_received": len(received),

@@ -8,7 +8,7 @@ import signal
 import threading
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from app.registry import purge_plugins
@@ -22,7 +22,7 @@ log = logging.getLogger("usher.jobs")
 @click.option("--sweep-every", type=float, default=60.0, show_default=True,
               help="Seconds between sweeps for deliveries that no message carries (broker was down).")
 @with_appcontext
-def worker_command(threads: int | None, sweep_every: float):
+def worker_command(threads: int | None, sweep_every: float) -> None:
     """Run webhook deliveries from JOB_BROKER_URL until SIGTERM or SIGINT (Dramatiq worker)."""
     jobs = current_app.extensions["jobs"]
     if jobs.in_process:
@@ -52,7 +52,7 @@ def worker_command(threads: int | None, sweep_every: float):
 @click.option("--batch-size", type=click.IntRange(1, 10000), default=500, show_default=True,
               help="Rows per transaction.")
 @with_appcontext
-def purge_command(batch_size: int):
+def purge_command(batch_size: int) -> None:
     """Delete what nobody can use any more; print one JSON object of counts. Safe from cron while serving."""
     usher = current_app.extensions["usher"]
     now = usher.clock()
@@ -62,6 +62,6 @@ def purge_command(batch_size: int):
     click.echo(json.dumps(counts))
 
 
-def register_job_commands(app) -> None:
+def register_job_commands(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(purge_command)

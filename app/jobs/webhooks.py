@@ -11,7 +11,9 @@ import http.client
 import logging
 import socket
 import ssl
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import dramatiq
 from flask import Flask
@@ -39,7 +41,7 @@ _RECORD = (update(_DELIVERIES).where(_KEY).values(
     last_error=bindparam("error"), last_attempt_at=bindparam("now"), next_attempt_at=bindparam("next_at")))
 
 
-def retry_schedule(config) -> tuple[float, ...]:
+def retry_schedule(config: Mapping[str, Any]) -> tuple[float, ...]:
     """The backoff in seconds; `WEBHOOK_RETRY_SCHEDULE` replaces it only in tests that must not wait hours."""
     return tuple(config.get("WEBHOOK_RETRY_SCHEDULE") or RETRY_SCHEDULE)
 
@@ -49,20 +51,23 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
     def __init__(self, target: Target, timeout: float):
         super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
+        self.pinned_address = target.address
 
-    def connect(self):
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, target: Target, timeout: float, ca_file: str | None = None):
-        super().__init__(target.host, target.port, timeout=timeout, context=ssl.create_default_context(cafile=ca_file))
-        self._address = target.address
+    """The same over TLS, the certificate checked against the URL's host name."""
 
-    def connect(self):
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+    def __init__(self, target: Target, timeout: float, ca_file: str | None = None):
+        self.tls = ssl.create_default_context(cafile=ca_file)
+        super().__init__(target.host, target.port, timeout=timeout, context=self.tls)
+        self.pinned_address = target.address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def post(target: Target, body: bytes, headers: dict, timeout: float, ca_file: str | None = None) -> int:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import ValidationError, fields, pre_load, validate
@@ -41,7 +42,7 @@ def iso_instant(value: datetime) -> str:
 class Instant(fields.AwareDateTime):
     """An instant in UTC, written ISO 8601 with `Z`; any offset accepted on input."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("metadata", {}).setdefault("example", "2024-12-01T09:00:00Z")
         super().__init__(format="iso", **kwargs)
 
@@ -61,7 +62,7 @@ class Instant(fields.AwareDateTime):
 class AlwaysNull(fields.Constant):
     """A field reserved by the seed and always null: typed `null` in the document."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("metadata", {})["type"] = "null"
         super().__init__(None, **kwargs)
         self.allow_none = False  # output only; keeps apispec from adding a second "null"
@@ -74,7 +75,7 @@ class PageArgs(Schema):
                                    metadata={"description": "The last id of the previous page."})
 
 
-def always_sent(*optional: str):
+def always_sent(*optional: str) -> Callable[[type[ma.Schema]], type[ma.Schema]]:
     """Class decorator of a response schema: every field is in every body the API writes, so the
     document lists it as `required` and generated clients (openapi-typescript, openapi-python-client)
     type it as present; `optional` names the fields a body may leave out. `required` only changes
