@@ -311,13 +311,24 @@ def _rfc_response(status: int, body: dict, headers: list[tuple[str, str]]) -> Re
     return Response(json.dumps(body), status=status, headers=headers)
 
 
+def endpoint_response(endpoint: str) -> Response:
+    """`POST /oauth/introspect` and `/oauth/revoke` on the app's Authlib server. Plain HTTP off
+    loopback is answered 400 `insecure_transport` here: Authlib raises it outside its own error
+    handling, which would make it a 500."""
+    try:
+        InsecureTransportError.check(flask_request.url)
+    except InsecureTransportError as error:
+        return _rfc_response(*error())
+    return current_app.extensions["oauth"].create_endpoint_response(endpoint)
+
+
 def token_response(usher: Usher) -> Response:
     """`POST /oauth/token`: the form read into the request of one of the app's grants, run by
     the one registry (`AuthServer.create_token_response`) with the same validation, limits,
     rotation, replay and binding rules as its JSON endpoint, answered in RFC 6749 §5.1/§5.2."""
-    InsecureTransportError.check(flask_request.url)  # OAuth over plain HTTP only on loopback
     values, form = flask_request.values, flask_request.form
     try:
+        InsecureTransportError.check(flask_request.url)  # OAuth over plain HTTP only on loopback: 400
         grant = next((g for g in oauth_grants(usher.auth) if g.grant_type == values.get("grant_type")), None)
         if grant is None:
             raise UnsupportedGrantTypeError(values.get("grant_type"))

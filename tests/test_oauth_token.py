@@ -197,3 +197,21 @@ def test_disabled_grants_are_not_offered(app_config):
     response = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": pk})
     assert response.status_code == 400 and response.json["error"] == "unsupported_grant_type"
     app.extensions["usher"].db.dispose()
+
+
+def test_plain_http_off_loopback_is_400_insecure_transport_on_every_oauth_endpoint(client, tenant):
+    """RFC 6749 §1.6 / §3.2: TLS everywhere but on loopback (behind a proxy, only trusted hops'
+    `X-Forwarded-Proto` counts). Answered in the RFC error shape, never a 500, and nothing done."""
+    guest = tenant.guest()
+    forms = {"/oauth/token": {"grant_type": "refresh_token", "refresh_token": guest["refreshToken"],
+                              "client_id": tenant.pk},
+             "/oauth/introspect": {"token": guest["accessToken"]},
+             "/oauth/revoke": {"token": guest["refreshToken"]}}
+    for path, form in forms.items():
+        headers = {} if path == "/oauth/token" else secret(tenant.sk)
+        reply = client.post(path, base_url="http://usher.example", data=form, headers=headers)
+        assert reply.status_code == 400, (path, reply.get_data(as_text=True))
+        assert reply.json["error"] == "insecure_transport", path
+    refreshed = client.post("/api/v1/auth/refresh", json={"refreshToken": guest["refreshToken"]},
+                            headers=publishable(tenant.pk))
+    assert refreshed.status_code == 200, "neither rotated by the token endpoint nor revoked"

@@ -8,7 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.security import public
-from app.oauth import token_response
+from app.oauth import endpoint_response, token_response
 from app.openapi import Blueprint, ErrorSchema
 
 blp = Blueprint("oauth", __name__, url_prefix="/oauth",
@@ -101,7 +101,8 @@ class Token(MethodView):
                                                           "fails the same checks as the JSON endpoints), "
                                                           "`invalid_client` (`client_id` is not a valid "
                                                           "publishable key), `invalid_request`, "
-                                                          "`unsupported_grant_type`, `invalid_target`")
+                                                          "`unsupported_grant_type`, `invalid_target`, "
+                                                          "`insecure_transport` (plain HTTP off loopback)")
     @blp.alt_response(401, schema=OAuthError, description="`invalid_client`: an `Origin` outside the mode's "
                                                           "`allowedOrigins` (nothing is done)")
     @blp.alt_response(429, schema=OAuthError, description="`rate_limited` (see `Retry-After`)")
@@ -125,7 +126,8 @@ class Introspect(MethodView):
     @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("An access or refresh token."))
     @blp.response(200, Introspection)
-    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
+    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), a bad hint, or "
+                                                           "plain HTTP off loopback (`insecure_transport`)")
     @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret or restricted key "
                                                            "(`invalid_client`)")
     @blp.alt_response(403, schema=ErrorSchema, description="`insufficient_scope`: a restricted key without "
@@ -136,7 +138,7 @@ class Introspect(MethodView):
         `{"active": true, …claims}` for a live access or refresh token of the caller's organization
         and mode; `{"active": false}` for anything else (expired, revoked, rotated, foreign, malformed).
         """
-        return current_app.extensions["oauth"].create_endpoint_response("introspection")
+        return endpoint_response("introspection")
 
 
 @blp.route("/revoke")
@@ -144,7 +146,8 @@ class Revoke(MethodView):
     @public
     @blp.doc(security=SECURITY, **SCOPE_DOC, requestBody=_form("The token whose session ends."))
     @blp.response(200, Revoked)
-    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), or a bad hint")
+    @blp.alt_response(400, schema=OAuthError, description="No `token` (`invalid_request`), a bad hint, or "
+                                                           "plain HTTP off loopback (`insecure_transport`)")
     @blp.alt_response(401, schema=OAuthError, description="The caller is not a secret or restricted key "
                                                            "(`invalid_client`)")
     @blp.alt_response(403, schema=ErrorSchema, description="`insufficient_scope`: a restricted key without "
@@ -155,4 +158,4 @@ class Revoke(MethodView):
         Ends the token's session: its refresh token fails and its access tokens are refused.
         Unknown and foreign tokens answer 200 too, and change nothing.
         """
-        return current_app.extensions["oauth"].create_endpoint_response("revocation")
+        return endpoint_response("revocation")

@@ -4263,7 +4263,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description `invalid_grant` (a refresh token or exchange code that fails the same checks as the JSON endpoints), `invalid_client` (`client_id` is not a valid publishable key), `invalid_request`, `unsupported_grant_type`, `invalid_target` */
+            /** @description `invalid_grant` (a refresh token or exchange code that fails the same checks as the JSON endpoints), `invalid_client` (`client_id` is not a valid publishable key), `invalid_request`, `unsupported_grant_type`, `invalid_target`, `insecure_transport` (plain HTTP off loopback) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4332,7 +4332,7 @@ export interface operations {
                     "application/json": components["schemas"]["Introspection"];
                 };
             };
-            /** @description No `token` (`invalid_request`), or a bad hint */
+            /** @description No `token` (`invalid_request`), a bad hint, or plain HTTP off loopback (`insecure_transport`) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4392,7 +4392,7 @@ export interface operations {
                     "application/json": components["schemas"]["Revoked"];
                 };
             };
-            /** @description No `token` (`invalid_request`), or a bad hint */
+            /** @description No `token` (`invalid_request`), a bad hint, or plain HTTP off loopback (`insecure_transport`) */
             400: {
                 headers: {
                     [name: string]: unknown;
