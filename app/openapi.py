@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import marshmallow as ma
 from apispec import APISpec, BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_instance
 from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Request, send_from_directory
 from flask_smorest import Api as SmorestApi
@@ -32,6 +33,7 @@ from app.errors import (
     lookup,
 )
 from app.events import BUILTIN_EVENTS, EVENT_TYPES
+from app.schemas.common import always_sent_optional
 
 if TYPE_CHECKING:
     from app.registry import Registry
@@ -247,6 +249,29 @@ class ContractPlugin(BasePlugin):
             return spec if tag not in CALLER_TAGS and tag["name"] not in _CALLER_NAMES else add_tag(tag)
 
         spec.tag = caller_tags_only  # type: ignore[method-assign]
+
+    def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> None:
+        """A response schema declared `always_sent` lists every field as `required` but the ones
+        it names optional. Runs after MarshmallowPlugin's helper, for every schema registered,
+        the nested ones its resolver registers included; `definition` is rewritten in place, so
+        `required` keeps its place after `properties` and apispec's sorted order."""
+        schema = kwargs.get("schema")
+        optional = always_sent_optional(schema) if schema is not None else None
+        if optional is None:
+            return
+        instance = resolve_schema_instance(schema)
+        properties = definition.get("properties", {})
+        partial = instance.partial  # as apispec reads it: `True` excuses every field, a list some
+        excused = set(instance.fields) if partial is True else set(partial or ())
+        required = sorted(observed for field_name, field in instance.fields.items()
+                          if field_name not in optional and field_name not in excused
+                          and (observed := field.data_key or field_name) in properties)
+        entries = [(key, value) for key, value in definition.items() if key != "required"]
+        definition.clear()
+        for key, value in entries:
+            definition[key] = value
+            if key == "properties" and required:
+                definition["required"] = required
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
         assert path is not None  # apispec always passes the operation's path
