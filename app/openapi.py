@@ -176,6 +176,10 @@ _STATUS_CODES = {400: ["validation_error"], 401: [AUTHENTICATION_REQUIRED], 403:
 _REFERENCED = {"400": "Validation error, with `details` per field"}  # flask-smorest's BAD_REQUEST, inlined
 _CODE_IN_TEXT = re.compile(r"`([^`]+)`")
 _ERROR_REF = "#/components/schemas/Error"
+#: An operation key where a declaration (`app.api.security.requires`) leaves the 403 it adds: the
+#: plugin folds it into the view's own 403 (`alt_response`), whichever decorator is outermost,
+#: and takes the key out of the document.
+EXTRA_403 = "x-usher-extra-403"
 
 
 def _operation_id(method: str, path: str, rule) -> str:
@@ -285,6 +289,11 @@ class ContractPlugin(BasePlugin):
                          for status, response in operation.get("responses", {}).items()}
             operation["responses"] = responses
             responses.pop("default", None)  # every status is listed with its real codes instead
+            extra_403 = operation.pop(EXTRA_403, None)
+            if extra_403 is not None:
+                own = responses.get("403", {}).get("description")  # a view's own 403 stays told
+                told = [own, extra_403["description"]] if own else [extra_403["description"]]
+                responses["403"] = {**extra_403, "description": "; or ".join(told)}
             body = operation.get("requestBody")
             if body is not None:
                 json_body = body.get("content", {}).get("application/json")
