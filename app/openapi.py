@@ -259,11 +259,13 @@ class ContractPlugin(BasePlugin):
         it names optional. Runs after MarshmallowPlugin's helper, for every schema registered,
         the nested ones its resolver registers included; `definition` is rewritten in place, so
         `required` keeps its place after `properties` and apispec's sorted order."""
-        schema = kwargs.get("schema")
-        optional = always_sent_optional(schema) if schema is not None else None
+        schema: type[ma.Schema] | ma.Schema | str | None = kwargs.get("schema")
+        if schema is None:
+            return
+        instance = resolve_schema_instance(schema)  # a class, an instance or a class's name
+        optional = always_sent_optional(instance)
         if optional is None:
             return
-        instance = resolve_schema_instance(schema)
         properties = definition.get("properties", {})
         partial = instance.partial  # as apispec reads it: `True` excuses every field, a list some
         excused = set(instance.fields) if partial is True else set(partial or ())
