@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import marshmallow as ma
 from apispec import APISpec, BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_instance
 from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Request, send_from_directory
 from flask_smorest import Api as SmorestApi
@@ -32,6 +33,7 @@ from app.errors import (
     lookup,
 )
 from app.events import BUILTIN_EVENTS, EVENT_TYPES
+from app.schemas.common import always_sent_optional
 
 if TYPE_CHECKING:
     from app.registry import Registry
@@ -174,6 +176,10 @@ _STATUS_CODES = {400: ["validation_error"], 401: [AUTHENTICATION_REQUIRED], 403:
 _REFERENCED = {"400": "Validation error, with `details` per field"}  # flask-smorest's BAD_REQUEST, inlined
 _CODE_IN_TEXT = re.compile(r"`([^`]+)`")
 _ERROR_REF = "#/components/schemas/Error"
+#: An operation key where a declaration (`app.api.security.requires`) leaves the 403 it adds: the
+#: plugin folds it into the view's own 403 (`alt_response`), whichever decorator is outermost,
+#: and takes the key out of the document.
+EXTRA_403 = "x-usher-extra-403"
 
 
 def _operation_id(method: str, path: str, rule) -> str:
@@ -248,6 +254,31 @@ class ContractPlugin(BasePlugin):
 
         spec.tag = caller_tags_only  # type: ignore[method-assign]
 
+    def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> None:
+        """A response schema declared `always_sent` lists every field as `required` but the ones
+        it names optional. Runs after MarshmallowPlugin's helper, for every schema registered,
+        the nested ones its resolver registers included; `definition` is rewritten in place, so
+        `required` keeps its place after `properties` and apispec's sorted order."""
+        schema: type[ma.Schema] | ma.Schema | str | None = kwargs.get("schema")
+        if schema is None:
+            return
+        instance = resolve_schema_instance(schema)  # a class, an instance or a class's name
+        optional = always_sent_optional(instance)
+        if optional is None:
+            return
+        properties = definition.get("properties", {})
+        partial = instance.partial  # as apispec reads it: `True` excuses every field, a list some
+        excused = set(instance.fields) if partial is True else set(partial or ())
+        required = sorted(observed for field_name, field in instance.fields.items()
+                          if field_name not in optional and field_name not in excused
+                          and (observed := field.data_key or field_name) in properties)
+        entries = [(key, value) for key, value in definition.items() if key != "required"]
+        definition.clear()
+        for key, value in entries:
+            definition[key] = value
+            if key == "properties" and required:
+                definition["required"] = required
+
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
         assert path is not None  # apispec always passes the operation's path
         for method, operation in (operations or {}).items():
@@ -260,6 +291,11 @@ class ContractPlugin(BasePlugin):
                          for status, response in operation.get("responses", {}).items()}
             operation["responses"] = responses
             responses.pop("default", None)  # every status is listed with its real codes instead
+            extra_403 = operation.pop(EXTRA_403, None)
+            if extra_403 is not None:
+                own = responses.get("403", {}).get("description")  # a view's own 403 stays told
+                told = [own, extra_403["description"]] if own else [extra_403["description"]]
+                responses["403"] = {**extra_403, "description": "; or ".join(told)}
             body = operation.get("requestBody")
             if body is not None:
                 json_body = body.get("content", {}).get("application/json")

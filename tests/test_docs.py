@@ -126,3 +126,68 @@ def test_favicon_is_served(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/x-icon"
     assert response.data[:4] == b"\x00\x00\x01\x00"  # an icon directory
+
+
+def test_always_sent_is_written_into_the_document_and_leaves_the_schema_as_declared(client):
+    """`always_sent` only records its choice: the fields load as declared, and the document lists
+    every field but the optional ones as `required`, nested schemas (registered by apispec's
+    resolver) included, in apispec's sorted order."""
+    from app.api.admin.audit import Party
+    from app.schemas.admin import SettingsOut
+
+    assert not any(field.required for field in SettingsOut().fields.values())
+    assert not any(field.required for field in Party().fields.values())
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    settings = schemas["SettingsOut"]
+    assert settings["required"] == sorted(set(settings["properties"]) - {"plugins", "botDefenseSecret"})
+    assert list(settings)[:3] == ["type", "properties", "required"]
+    assert schemas["Party"]["required"] == ["id", "type"]  # only ever nested in AuditEventOut
+    assert "required" not in schemas["Settings"]  # the request schema SettingsOut extends
+
+
+def test_a_views_own_403_is_told_with_the_scope_refusal_whatever_the_decorator_order():
+    """`requires` leaves its 403 to the document's plugin, which joins it to the view's own 403
+    (`alt_response`), above or below the declaration."""
+    from flask import Flask
+    from flask.views import MethodView
+
+    from app.api.security import requires
+    from app.openapi import EXTRA_403, Api, Blueprint, ErrorSchema, docs_config
+
+    app = Flask(__name__)
+    app.config.update(docs_config("1", "http://usher.test"))
+    api = Api(app)
+    blp = Blueprint("ordered", __name__, url_prefix="/api/v1/ordered")
+
+    @blp.route("/below")
+    class Below(MethodView):
+        @requires("secret", scope="consumers:read")
+        @blp.response(200)
+        @blp.alt_response(403, schema=ErrorSchema, description="A live-mode key")
+        def get(self):
+            return {}
+
+    @blp.route("/above")
+    class Above(MethodView):
+        @blp.alt_response(403, schema=ErrorSchema, description="A live-mode key")
+        @requires("secret", scope="consumers:read")
+        @blp.response(200)
+        def get(self):
+            return {}
+
+    @blp.route("/none")
+    class Alone(MethodView):
+        @requires("secret")
+        @blp.response(200)
+        def get(self):
+            return {}
+
+    api.register_blueprint(blp)
+    paths = api.spec.to_dict()["paths"]
+    for name in ("below", "above"):
+        operation = paths[f"/api/v1/ordered/{name}"]["get"]
+        assert operation["responses"]["403"]["description"] == (
+            "A live-mode key; or `insufficient_scope`: a restricted key without `consumers:read`"), name
+        assert EXTRA_403 not in operation
+    assert paths["/api/v1/ordered/none"]["get"]["responses"]["403"]["description"] == (
+        "`insufficient_scope`: a restricted key without every scope (a secret key)")

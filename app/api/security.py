@@ -21,7 +21,7 @@ from flask import Flask, Response, current_app, g, request
 from app.api.errors import error_response
 from app.cors import check_origin
 from app.errors import CATALOGUE, ApiError
-from app.openapi import Blueprint
+from app.openapi import EXTRA_403, Blueprint
 from app.security.callers import RequestContext
 from app.security.credentials import CredentialKind, Credentials
 from app.security.scopes import SCOPES, has_scope, insufficient_scope, missing
@@ -121,15 +121,16 @@ def requires(*names: str, scope: str | None = None, session_check: str = "before
     def decorator(view: F) -> F:
         if requirement.in_view and view.__name__ != "get":
             raise ValueError(f"{view.__qualname__}: only a read-only (GET) view may read the session in its query")
-        documented: F = Blueprint.doc(**_security_doc(view, requirement))(view)
+        documented: F = Blueprint.doc(**_security_doc(requirement))(view)
         setattr(documented, REQUIREMENT_ATTRIBUTE, requirement)
         return documented
 
     return decorator
 
 
-def _security_doc(view: Callable[..., Any], requirement: Requirement) -> dict[str, Any]:
-    """The OpenAPI security requirement (and the 403 of a restricted key) of a declaration."""
+def _security_doc(requirement: Requirement) -> dict[str, Any]:
+    """The OpenAPI security requirement (and the 403 of a restricted key) of a declaration. The
+    403 goes under `EXTRA_403`, which the document's plugin folds into the view's own 403."""
     scope, kinds = requirement.scope, requirement.kinds
     declared = [scope] if scope else list(SCOPES)
     security = [{name: (declared if kind is CredentialKind.SECRET else []) for name in req}
@@ -138,13 +139,11 @@ def _security_doc(view: Callable[..., Any], requirement: Requirement) -> dict[st
     if CredentialKind.SECRET in kinds:
         doc["x-required-scopes"] = declared
         needs = f"`{scope}`" if scope else "every scope (a secret key)"
-        own = [r["description"] for r in getattr(view, "_apidoc", {}).get("response", {})
-               .get("responses", {}).get(403, []) if r.get("description")]  # a view's own 403 stays told
-        doc["responses"] = {"403": {
-            "description": "; or ".join([*own, f"`insufficient_scope`: a restricted key without {needs}"]),
+        doc[EXTRA_403] = {
+            "description": f"`insufficient_scope`: a restricted key without {needs}",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": {
                 "error": "insufficient_scope", "message": CATALOGUE["insufficient_scope"].message,
-                "details": {"required": declared}}}}}}
+                "details": {"required": declared}}}}}
     return doc
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -75,23 +74,33 @@ class PageArgs(Schema):
                                    metadata={"description": "The last id of the previous page."})
 
 
+#: The class attribute where `always_sent` records the fields a body may leave out. The OpenAPI
+#: document reads it (`app.openapi.ContractPlugin`); subclasses inherit it, as a subclass of a
+#: response schema writes responses too.
+ALWAYS_SENT_ATTRIBUTE = "usher_always_sent_optional"
+
+
 def always_sent(*optional: str) -> Callable[[type[ma.Schema]], type[ma.Schema]]:
     """Class decorator of a response schema: every field is in every body the API writes, so the
     document lists it as `required` and generated clients (openapi-typescript, openapi-python-client)
-    type it as present; `optional` names the fields a body may leave out. `required` only changes
-    loading, and response schemas are never loaded by the API. Fields are copied first, so a
-    schema that shares field objects with a request schema (a subclass) leaves that one as it was."""
+    type it as present; `optional` names the fields a body may leave out. Only recorded on the
+    class (`always_sent_optional`): the document is written from it, and the fields stay as
+    declared, so loading is unchanged and a request schema sharing them is untouched."""
 
     def decorate(cls: type[ma.Schema]) -> type[ma.Schema]:
-        unknown = set(optional) - set(cls._declared_fields)
+        unknown = set(optional) - set(cls().declared_fields)
         assert not unknown, f"{cls.__name__} has no fields {unknown}"
-        for name, field in list(cls._declared_fields.items()):
-            copied = copy.copy(field)
-            copied.required = name not in optional
-            cls._declared_fields[name] = copied
+        setattr(cls, ALWAYS_SENT_ATTRIBUTE, frozenset(optional))
         return cls
 
     return decorate
+
+
+def always_sent_optional(schema: type[ma.Schema] | ma.Schema) -> frozenset[str] | None:
+    """The fields a body of this response schema may leave out (`always_sent`), or None if the
+    schema is not declared always sent."""
+    optional = getattr(schema, ALWAYS_SENT_ATTRIBUTE, None)
+    return optional if isinstance(optional, frozenset) else None
 
 
 def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
