@@ -9,15 +9,16 @@ outbox, limits). Three things are asked for by code that no caller can hand them
   plugin settings), and flask-smorest builds those schemas once, at import;
 - `app.metrics.security_event`, called by the grants, counts in the app's metrics.
 
-For these the API layer binds one `AppScope` to each Flask app context it pushes
-(`app.api.scope`), so they read a typed object instead of `flask.current_app`, and nothing below
+For these the API layer keeps one `AppScope` per app and tells this module how to find the one
+of the current app context (`app.api.scope`), so they read a typed object instead of
+`flask.current_app`, and nothing below
 the API layer imports Flask (the import-linter contracts in setup.cfg). Outside an app context
 (a bare script, a unit test) there is no scope: plugin codes are unknown, metrics are not counted.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,15 +35,19 @@ class AppScope:
     metrics: Metrics
 
 
-# One entry per app context pushed in this context (thread or task), innermost last; None for an
-# app that is not Usher's. A tuple, replaced on each change, so a copied context never shares it.
-_STACK: ContextVar[tuple[AppScope | None, ...]] = ContextVar("usher_app_scope", default=())
+def _no_app() -> AppScope | None:
+    return None
+
+
+# How to find the scope of the current app context: set once by the API layer (`app.api.scope`),
+# which reads it from Flask's own context, so it can never disagree with `current_app` (nor
+# outlive a context whose teardown failed). Until then, no app: no scope.
+_resolve: list[Callable[[], AppScope | None]] = [_no_app]
 
 
 def current() -> AppScope | None:
     """The scope of the innermost app context, or None outside one."""
-    stack = _STACK.get()
-    return stack[-1] if stack else None
+    return _resolve[0]()
 
 
 def registry() -> Registry:
@@ -53,13 +58,6 @@ def registry() -> Registry:
     return scope.registry
 
 
-def enter(scope: AppScope | None) -> None:
-    """An app context was pushed (called by the API layer only)."""
-    _STACK.set((*_STACK.get(), scope))
-
-
-def leave() -> None:
-    """The innermost app context was popped (called by the API layer only)."""
-    stack = _STACK.get()
-    if stack:  # a context pushed before any app bound its scope has no entry
-        _STACK.set(stack[:-1])
+def resolve_with(resolver: Callable[[], AppScope | None]) -> None:
+    """Install how the current scope is found (called by the API layer only)."""
+    _resolve[0] = resolver

@@ -167,3 +167,25 @@ def test_the_app_scope_follows_the_app_context_of_its_app(app_config):
     finally:
         for built in (first, second):
             built.extensions["usher"].db.dispose()
+
+
+def test_the_app_scope_ends_with_its_context_even_when_a_teardown_fails(app_config):
+    """A teardown that raises must not leave the app's scope behind (app.scope reads Flask's own
+    context, so outside one there is no scope whatever happened at the last pop)."""
+    from app import scope
+
+    app = create_app(app_config)
+
+    @app.teardown_appcontext
+    def failing_teardown(_exc):
+        raise RuntimeError("teardown failed")
+
+    try:
+        context = app.app_context()
+        context.push()
+        assert scope.current() is not None
+        with pytest.raises(RuntimeError, match="teardown failed"):
+            context.pop()
+        assert scope.current() is None
+    finally:
+        app.extensions["usher"].db.dispose()

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 
 from app import create_app
 from app.models import (
@@ -281,6 +281,31 @@ def test_a_roll_and_its_shown_once_value_are_one_transaction(app, dash, client, 
     assert again.status_code == 200 and value not in again.text and "new-key-value" not in again.text
     assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).status_code == 401
     assert client.get("/api/v1/keys", headers=secret(value)).status_code == 200
+
+
+def test_a_key_is_not_created_when_its_session_ended_before_the_value_was_held(app, dash, client, org,
+                                                                               monkeypatch):
+    """The session signed out in another tab while the key was being made: there is nowhere to
+    hold its value, so the creation rolls back (401, sign in again) instead of committing a key
+    whose value nobody will ever see."""
+    import app.dashboard.keys as keys_page
+
+    keys = org["keys"]["test"]
+    dash.sign_in(keys["secretKey"])
+    listed = client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"]
+    real = keys_page.create_key_for
+
+    def create_then_session_ends(db, *args, **kwargs):
+        made = real(db, *args, **kwargs)
+        db.execute(delete(DashboardSession))  # the sign-out, just before the value is held
+        return made
+
+    monkeypatch.setattr(keys_page, "create_key_for", create_then_session_ends)
+    refused = dash.post("/dashboard/keys", {"type": "restricted", "scopes": "queues:read"})
+    assert refused.status_code == 401 and "sign in again" in refused.text
+    assert client.get("/api/v1/keys", headers=secret(keys["secretKey"])).json["data"] == listed
+    created = client.get("/api/v1/audit-events?type=key.created", headers=secret(keys["secretKey"])).json["data"]
+    assert created == []
 
 
 def test_a_created_key_and_its_shown_once_value_are_one_transaction(app, dash, client, org):

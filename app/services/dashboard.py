@@ -12,11 +12,13 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.models import DashboardSession
 from app.security.crypto import DASHBOARD_REVEAL_SEAL, Sealer
 from app.security.keys import keyed_hash
@@ -102,8 +104,11 @@ class DashboardSessions:
         token_hash = self._hash(token)
         blob = self._sealer.seal(json.dumps({"kind": kind, "id": object_id, "value": value}).encode(), token_hash)
         within.flush()  # the new row first: the session may now refer to it
-        within.execute(update(_T).where(_T_C.token_hash == token_hash).values(
+        held = within.execute(update(_T).where(_T_C.token_hash == token_hash).values(
             reveal=blob, **({"key_id": object_id} if follow_key else {})))
+        if cast(CursorResult, held).rowcount != 1:  # the session ended meanwhile (signed out elsewhere)
+            raise ApiError(AUTHENTICATION_REQUIRED, "This dashboard session has ended: sign in again. "
+                                                    "Nothing was changed.")
 
     def take_reveal(self, token: str) -> dict | None:
         """The held value, cleared in the same transaction: whoever takes it, takes it once."""
