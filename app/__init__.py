@@ -108,10 +108,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     events = Events(settings.webhook_listeners_cache_seconds, jobs.enqueue, clock)
     register_events(app, events)
     stores = build_stores(db, events)
-    auth = AuthServer(db, tokens, limits, settings, callers, clock, events, stores)
+    auth = AuthServer(db, tokens, limits, settings, callers, clock, events, stores, metrics)
     registry = load_registry()  # built-ins and installed plugins, through one door
     app.extensions["usher_registry"] = registry
-    bind_scope(app, AppScope(registry=registry, metrics=metrics))  # for what is handed nothing (app/scope.py)
+    bind_scope(app, AppScope(registry=registry))  # for what is handed nothing (app/scope.py)
     grants = registry.enable_grants(settings.enabled_grants)
     for plugin in grants:
         auth.register_grant(plugin.grant)

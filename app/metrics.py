@@ -27,29 +27,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
-from app import scope
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 security_log = logging.getLogger("usher.security")
 
-#: The security events counted and logged (`security_event`).
+#: The security events counted and logged (`Metrics.security_event`).
 SECURITY_EVENTS = ("refresh_token_reused", "exchange_code_replayed", "audit_chain_broken")
 #: The grant endpoints whose success is a sign-in, by URL rule.
 SIGN_IN_ROUTES = {"/api/v1/auth/guest": "guest", "/api/v1/auth/otp/verify": "otp",
                   "/api/v1/auth/external/exchange": "external"}
-
-
-def security_event(event_type: str, **context: str | None) -> None:
-    """Count and log a security event (see `Metrics.security_event`); logged even without metrics.
-
-    For code that is handed no metrics (the grants): the current app's, through its scope
-    (`app.scope`); whoever holds a `Metrics` calls `Metrics.security_event` instead."""
-    current = scope.current()
-    if current is not None:
-        current.metrics.security_event(event_type, **context)
-    else:
-        details = " ".join(f"{name}={value}" for name, value in context.items() if value is not None)
-        security_log.warning("security event %s %s", event_type, details)
 
 
 def multiprocess_dir() -> str | None:

@@ -1,19 +1,18 @@
 """The app serving the current context, for the few modules below the API layer that are handed nothing.
 
 Everything a service, store or grant needs is passed to it (database, clock, tokens, the events
-outbox, limits). Three things are asked for by code that no caller can hand them to:
+outbox, limits, metrics). Two things are asked for by code that no caller can hand them to:
 
 - `ApiError(code)` raised by a grant plugin validates `code` against the app's plugin error codes
   (`Registry.error`), wherever it is raised;
 - the admin and webhook schemas' validators need the app's registry (bot checks, event types,
-  plugin settings), and flask-smorest builds those schemas once, at import;
-- `app.metrics.security_event`, called by the grants, counts in the app's metrics.
+  plugin settings), and flask-smorest builds those schemas once, at import.
 
 For these the API layer keeps one `AppScope` per app and tells this module how to find the one
 of the current app context (`app.api.scope`), so they read a typed object instead of
-`flask.current_app`, and nothing below
-the API layer imports Flask (the import-linter contracts in setup.cfg). Outside an app context
-(a bare script, a unit test) there is no scope: plugin codes are unknown, metrics are not counted.
+`flask.current_app`, and nothing below the API layer imports Flask (the import-linter contracts
+in setup.cfg). Outside an app context (a bare script, a unit test) there is no scope: plugin
+codes are unknown.
 """
 
 from __future__ import annotations
@@ -23,16 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.metrics import Metrics
     from app.registry import Registry
 
 
 @dataclass(frozen=True)
 class AppScope:
-    """What one app lends the code below the API layer: its registry and its metrics."""
+    """What one app lends the code below the API layer: its registry."""
 
     registry: Registry
-    metrics: Metrics
 
 
 def _no_app() -> AppScope | None:

@@ -155,12 +155,12 @@ def test_the_app_scope_follows_the_app_context_of_its_app(app_config):
         with pytest.raises(KeyError):
             ApiError("not_a_catalogued_code")
         with first.app_context():
-            assert scope.current().metrics is first.extensions["usher_metrics"]
+            assert scope.current().registry is first.extensions["usher_registry"]
             with second.app_context(), second.test_request_context():
                 assert scope.registry() is second.extensions["usher_registry"]
             with first.app_context():  # the same app again: its own scope again
                 assert scope.registry() is first.extensions["usher_registry"]
-            assert scope.current().metrics is first.extensions["usher_metrics"]
+            assert scope.current().registry is first.extensions["usher_registry"]
         assert scope.current() is None
         with pytest.raises(RuntimeError, match="app context"):
             scope.registry()

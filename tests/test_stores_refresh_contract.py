@@ -62,7 +62,7 @@ def _implementation(request, app, implementations: dict) -> tuple[Any, Outbox]:
     databases, factory = implementations[request.param]
     dialect = app.extensions["usher"].db.engine.dialect.name
     if dialect not in databases:
-        pytest.skip(f"{request.param} does not run on {dialect}")
+        pytest.skip(f"{request.param} does not run on {dialect} (make test runs this file again on PostgreSQL)")
     outbox = Outbox()
     return factory(app.extensions["usher"].db, outbox), outbox
 

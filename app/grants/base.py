@@ -18,6 +18,7 @@ from typing import ClassVar
 from app.config import Settings
 from app.db import Database
 from app.errors import AUTHENTICATION_REQUIRED, ApiError
+from app.metrics import Metrics
 from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver, RequestContext
 from app.security.credentials import Credentials
@@ -79,7 +80,8 @@ class AuthServer:
     """What every grant needs (database, tokens, limits, settings, clock, the events outbox) and the registry."""
 
     def __init__(self, db: Database, tokens: TokenService, limits: RateLimits, settings: Settings,
-                 callers: CallerResolver, clock: Callable[[], datetime], events: Events, stores: Stores):
+                 callers: CallerResolver, clock: Callable[[], datetime], events: Events, stores: Stores,
+                 metrics: Metrics):
         self.db = db
         self.tokens = tokens
         self.limits = limits
@@ -91,6 +93,8 @@ class AuthServer:
         self.events = events
         #: The persistence of the aggregates a grant changes (`app.stores`): grants hold no SQL.
         self.stores = stores
+        #: Counts and logs the security events a grant detects (reuse, replay).
+        self.metrics = metrics
         self._grants: dict[str, type[BaseGrant]] = {}
 
     def register_grant(self, grant_cls: type[BaseGrant]) -> None:

@@ -18,7 +18,6 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from app.errors import ApiError
 from app.grants.base import AuthServer, BaseGrant
 from app.grants.identified import sign_in
-from app.metrics import security_event
 from app.models import ExchangeCode
 from app.security.callers import RequestContext
 from app.security.keys import constant_time_equal, keyed_hash
@@ -82,7 +81,8 @@ class ExternalExchangeGrant(BaseGrant):
                 session_row, finish = sign_in(self, redemption.connection, consumer_id, now)
                 redemption.consume(session_row.id, now)
         if replayed and code is not None:  # after the commit: the session it made is revoked
-            security_event("exchange_code_replayed", session=code.session_id, org=code.organization_id)
+            self.server.metrics.security_event("exchange_code_replayed", session=code.session_id,
+                                               org=code.organization_id)
         if outcome:
             raise ApiError(outcome)
         assert finish is not None  # no failed outcome: the session was made

@@ -18,7 +18,6 @@ from typing import TypeGuard
 
 from app.errors import ApiError
 from app.grants.base import BaseGrant
-from app.metrics import security_event
 from app.models import AuthSession
 from app.security.callers import OrganizationSnapshot
 from app.security.keys import constant_time_equal
@@ -46,7 +45,8 @@ class RefreshTokenGrant(BaseGrant):
                                 kids=server.tokens.current_kids(), organization=self.request.ctx.organization, now=now)
         decision = server.stores.refresh.rotate(claims["sessionId"], policy, now)
         if decision.verdict is Verdict.REUSED:  # the session is revoked (committed)
-            security_event("refresh_token_reused", session=claims["sessionId"], org=claims["organizationId"])
+            server.metrics.security_event("refresh_token_reused", session=claims["sessionId"],
+                                          org=claims["organizationId"])
             raise ApiError("refresh_token_reused")
         if decision.generation is None:
             raise ApiError("refresh_token_invalid")
