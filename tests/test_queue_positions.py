@@ -164,6 +164,36 @@ def test_a_guest_upgrade_keeps_the_earlier_place_and_the_counts_exact(tenant, ap
     assert tenant.client.get(path, headers=publishable(tenant.pk)).json["consumerCount"] == 3
 
 
+def test_a_guest_upgrade_drops_the_guests_later_place_and_hands_over_the_others(tenant, app):
+    """The other branches of the move: where the consumer queued first, the guest's later place
+    goes (and its count); where only the guest queued, the place becomes the consumer's."""
+    db = app.extensions["usher"].db
+    otp = Otp(tenant)
+    both, guest_only = tenant.queue(), tenant.queue()
+    otp.request(email="first@example.com")
+    spent = otp.last_code("first@example.com")
+    held = otp.verify(email="first@example.com", code=spent).json
+    upgrading, other = tenant.guest(), tenant.guest()
+    for queue, who in ((both, held), (both, other), (both, upgrading), (guest_only, other), (guest_only, upgrading)):
+        entered = tenant.client.post(f"/api/v1/queues/{queue['id']}/enter",
+                                     headers=consumer(tenant.pk, who["accessToken"]))
+        assert entered.status_code == 200
+    otp.settings(otpCooldown=1)
+    otp.cooldown_passes("first@example.com")
+    assert otp.request(email="first@example.com").status_code == 202
+    code = next(re.search(r"\b(\d{6,10})\b", m["body"]).group(1) for m in otp.outbox()
+                if m["to"] == "first@example.com" and spent not in m["body"])
+    merged = otp.verify(headers=bearer(upgrading["accessToken"]), email="first@example.com", code=code).json
+    assert merged["session"]["consumerId"] == held["session"]["consumerId"]
+    for queue, expected in ((both, {"held": 1, "other": 2}), (guest_only, {"other": 1, "held": 2})):
+        states = {held["session"]["consumerId"]: tenant.status(queue["id"], merged["accessToken"]).json,
+                  other["session"]["consumerId"]: tenant.status(queue["id"], other["accessToken"]).json}
+        assert [s["position"] for s in states.values()] == [expected["held"], expected["other"]]
+        assert_exact(db, queue["id"], states)
+        assert tenant.client.get(f"/api/v1/queues/{queue['id']}",
+                                 headers=publishable(tenant.pk)).json["consumerCount"] == 2
+
+
 def _queue_counts_revision(url: str) -> str:
     """This change's migration, by its slug (the lead renumbers revisions on merge)."""
     scripts = ScriptDirectory.from_config(alembic_config(url))

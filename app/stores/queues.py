@@ -76,6 +76,46 @@ def count_change(connection: Connection, queue_id: str, sequence: int, delta: in
                         **{f"node{level}": sequence >> (FANOUT_BITS * level) for level in range(1, LEVELS + 1)}})
 
 
+# The guest upgrade: the guest's places, queue by queue in id order (the counters of several queues
+# are locked in one order), with what each queue admits.
+_GUEST_PLACES = (select(_E.id, _E.queue_id, _E.status, _E.sequence, _E.entered_at, _Q.admission)
+                 .join(_QUEUES, _Q.id == _E.queue_id).where(_E.consumer_id == bindparam("guest_id"))
+                 .order_by(_E.queue_id))
+_HELD = select(_E.id, _E.status, _E.sequence).where(_E.queue_id == bindparam("queue_id"),
+                                                     _E.consumer_id == bindparam("consumer_id"))
+_DELETE_ENTRY = delete(_ENTRIES).where(_E.id == bindparam("entry_id"))
+_HAND_OVER = update(_ENTRIES).where(_E.id == bindparam("entry_id")).values(consumer_id=bindparam("consumer_id"))
+_TAKE_PLACE = update(_ENTRIES).where(_E.id == bindparam("entry_id")).values(
+    sequence=bindparam("sequence"), status=bindparam("status"), entered_at=bindparam("entered_at"), left_at=None)
+
+
+def move_guest_places(connection: Connection, guest_id: str, consumer_id: str) -> None:
+    """The guest upgrade's part of the queues, in the sign-in's transaction: each place of the
+    guest goes to the consumer, keeping the earlier place where both queued; a queue that admits
+    identified consumers only drops the guest's place. The counters follow (`count_change`)."""
+    gone: list[tuple[str, int]] = []  # (queue, sequence) of places no longer QUEUED
+    for entry in connection.execute(_GUEST_PLACES, {"guest_id": guest_id}).all():
+        if entry.admission == "identified":  # never enterable by a guest
+            if entry.status == "QUEUED":
+                gone.append((entry.queue_id, entry.sequence))
+            connection.execute(_DELETE_ENTRY, {"entry_id": entry.id})
+            continue
+        held = connection.execute(_HELD, {"queue_id": entry.queue_id, "consumer_id": consumer_id}).first()
+        if held is None:
+            connection.execute(_HAND_OVER, {"entry_id": entry.id, "consumer_id": consumer_id})
+            continue
+        connection.execute(_DELETE_ENTRY, {"entry_id": entry.id})
+        if entry.status == "QUEUED" and (held.status != "QUEUED" or entry.sequence < held.sequence):
+            if held.status == "QUEUED":  # the consumer's later place gives way to the guest's
+                gone.append((entry.queue_id, held.sequence))
+            connection.execute(_TAKE_PLACE, {"entry_id": held.id, "sequence": entry.sequence, "status": entry.status,
+                                             "entered_at": entry.entered_at})
+        elif entry.status == "QUEUED":
+            gone.append((entry.queue_id, entry.sequence))
+    for queue_id, sequence in gone:
+        count_change(connection, queue_id, sequence, -1)
+
+
 _QUEUED = (select(func.coalesce(func.sum(_COUNTS.c.queued), 0))
            .where(_COUNTS.c.queue_id == bindparam("queue_id"), _COUNTS.c.level == LEVELS))
 

@@ -32,7 +32,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from app.errors import AUTHENTICATION_REQUIRED, ApiError
 from app.events import (
@@ -51,7 +50,7 @@ from app.services.sessions import (
     insert_session,
     new_session_row,
 )
-from app.services.upgrade import merge_guest
+from app.stores.queues import move_guest_places
 
 if TYPE_CHECKING:
     from app.db import Database
@@ -307,10 +306,9 @@ def _upgrade_guest(connection: Connection, pending: list[Event], sign_in: SignIn
     pending.extend(_revoked(claimed))
     if len(claimed) != 1:
         raise ApiError(AUTHENTICATION_REQUIRED)
-    with Session(bind=connection) as orm:  # the cold path: the ORM, in the same transaction
-        merge_guest(orm, guest_id, consumer_id)
-        pending.extend(_revoked(connection.execute(_END_GUEST_SESSIONS, {"now": now, "guest_id": guest_id}).all()))
-        orm.flush()  # the guest's `merged_into`
+    move_guest_places(connection, guest_id, consumer_id)
+    pending.extend(_revoked(connection.execute(_END_GUEST_SESSIONS, {"now": now, "guest_id": guest_id}).all()))
+    connection.execute(_MERGED_INTO, {"guest_id": guest_id, "consumer_id": consumer_id})
     pending.append(ConsumerMerged(organization_id=sign_in.organization.id, mode=sign_in.mode, guest_id=guest_id,
                                   consumer_id=consumer_id))
 
@@ -346,6 +344,8 @@ _CLAIM_GUEST_SESSION = _END.where(SESSIONS.c.revoked_at.is_(None), SESSIONS.c.id
                                   SESSIONS.c.consumer_id == bindparam("guest_id"),
                                   SESSIONS.c.organization_id == bindparam("guest_organization_id"))
 _END_GUEST_SESSIONS = _END.where(SESSIONS.c.revoked_at.is_(None), SESSIONS.c.consumer_id == bindparam("guest_id"))
+_MERGED_INTO = update(CONSUMERS).where(CONSUMERS.c.id == bindparam("guest_id")).values(
+    merged_into=bindparam("consumer_id"))
 
 # The locked path.
 _BY_IDENTIFIER = (_CODES.c.organization_id == bindparam("organization_id"), _CODES.c.mode == bindparam("mode"),
