@@ -26,9 +26,20 @@ from app.grants.identified import insert_consumer
 from app.grants.refresh import RotationPolicy
 from app.models import AuditEvent, AuthSession, ExchangeCode, ExternalIdentity
 from app.security.callers import organization_snapshot
-from app.services.sessions import insert_session, new_session_row, refresh_hash, successor_jtis
+from app.services.sessions import (
+    insert_session,
+    new_session_row,
+    refresh_hash,
+    successor_jtis,
+)
 from app.stores.exchange import ExchangeStore, GenericExchangeStore
-from app.stores.refresh import Decision, GenericRefreshStore, PostgresRefreshStore, RefreshStore, Verdict
+from app.stores.refresh import (
+    Decision,
+    GenericRefreshStore,
+    PostgresRefreshStore,
+    RefreshStore,
+    Verdict,
+)
 from tests.helpers import Actions, TenantActions
 from tests.test_sessions import race
 

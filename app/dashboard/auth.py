@@ -7,7 +7,14 @@ import math
 from flask import flash, redirect, render_template, request, session, url_for
 
 from app.api.ratelimit import client_key
-from app.dashboard.common import bp, ctx, dashboard_sessions, describe, usher, visible_pages
+from app.dashboard.common import (
+    bp,
+    ctx,
+    dashboard_sessions,
+    describe,
+    usher,
+    visible_pages,
+)
 from app.errors import AUTHENTICATION_REQUIRED, SECRET_KEY_REQUIRED, ApiError
 from app.security.keys import parse_key
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
 from app.api.helpers import db_session, now, tenant_get
-from app.dashboard.common import bp, ctx, holding, load, requires_scope, take_reveal, unconfirmed, usher, when
+from app.dashboard.common import (
+    bp,
+    ctx,
+    holding,
+    load,
+    requires_scope,
+    take_reveal,
+    unconfirmed,
+    usher,
+    when,
+)
 from app.errors import ApiError
 from app.models import WebhookEndpoint
 from app.schemas.common import PageArgs

@@ -21,7 +21,12 @@ from app.grants.base import BaseGrant
 from app.models import AuthSession
 from app.security.callers import OrganizationSnapshot
 from app.security.keys import constant_time_equal
-from app.services.sessions import refresh_hash, rotate, successor_generation, successor_jtis
+from app.services.sessions import (
+    refresh_hash,
+    rotate,
+    successor_generation,
+    successor_jtis,
+)
 from app.stores.refresh import Decision, Verdict
 from app.tokens.service import REFRESH, Kids, TokenError
 
