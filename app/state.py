@@ -24,7 +24,6 @@ from app.ratelimit import RateLimits
 from app.security.callers import CallerResolver
 from app.services.events import Events
 from app.stores import Stores
-from app.stores.queues import QueueStore
 
 log = logging.getLogger("usher.db")
 
@@ -43,11 +42,6 @@ class Usher:
     events: Events
     #: The persistence of each aggregate (`app.stores`), for the views and services.
     stores: Stores
-
-    @property
-    def queues(self) -> QueueStore:
-        """Queues' persistence (`app.stores.queues`), as the views hand it to the services."""
-        return self.stores.queues
 
     def session(self) -> Session:
         """The request's session (one per request, closed at teardown)."""

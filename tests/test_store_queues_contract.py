@@ -189,6 +189,6 @@ def test_state_reads_a_pending_session_liveness_in_the_same_row(store, write, te
 
 
 def test_the_app_chooses_its_store_once_for_its_database(app):
-    assert isinstance(app.extensions["usher"].queues, GenericQueueStore)
+    assert isinstance(app.extensions["usher"].stores.queues, GenericQueueStore)
     with pytest.raises(ValueError, match="no queue store"):
         queue_store_for("oracle")

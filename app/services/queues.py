@@ -1,7 +1,7 @@
 """Queues: first come, first served, idempotent enter.
 
 The rules live here; every statement is the app's `QueueStore` (app/stores/queues.py), passed
-in by the caller (`Usher.queues`), as the database connection is."""
+in by the caller (`Usher.stores.queues`), as the database connection is."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ class Queues(MethodView):
         Optionally of one experience (`experienceId`); keyset paging with `limit` and `startingAfter`.
         """
         ctx, usher = current_context(), current_app.extensions["usher"]
-        return queues.list_queues(usher.queues, usher.reader(), ctx.organization_id, ctx.mode,
+        return queues.list_queues(usher.stores.queues, usher.reader(), ctx.organization_id, ctx.mode,
                                   args.get("experience_id"), args["limit"], args.get("starting_after"), now())
 
     @requires("secret", scope="queues:write")
@@ -38,8 +38,8 @@ class Queues(MethodView):
         """
         ctx, usher = current_context(), current_app.extensions["usher"]
         with usher.db.write() as connection:
-            queue = queues.create_queue(usher.queues, connection, ctx.organization_id, ctx.mode, data, now())
+            queue = queues.create_queue(usher.stores.queues, connection, ctx.organization_id, ctx.mode, data, now())
             audit.record(connection, ctx.organization_id, ctx.mode, audit.Actor.of(ctx), "queue.created",
                          ("queue", queue.id), {"experienceId": queue.experience_id, "name": queue.name,
                                                "capacity": queue.capacity}, now())
-            return queues.queue_view(usher.queues, connection, queue, now())
+            return queues.queue_view(usher.stores.queues, connection, queue, now())

@@ -1,5 +1,5 @@
 """Queues for consumers: read one, enter, poll the place, leave. Persistence is the app's
-queue store (`Usher.queues`), handed to the services with the connection."""
+queue store (`Usher.stores.queues`), handed to the services with the connection."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ class QueueById(MethodView):
         """
         ctx, usher = current_context(), _usher()
         reader = usher.reader()
-        queue = queues.queue_for_tenant(usher.queues, reader, queue_id, ctx.organization_id, ctx.mode)
-        return queues.queue_view(usher.queues, reader, queue, now())
+        queue = queues.queue_for_tenant(usher.stores.queues, reader, queue_id, ctx.organization_id, ctx.mode)
+        return queues.queue_view(usher.stores.queues, reader, queue, now())
 
 
 @blp.route("/queues/<string:queue_id>/enter")
@@ -78,7 +78,8 @@ class EnterQueue(MethodView):
         usher = _usher()
         consumer_id = _consumer_id(ctx.consumer_id)
         with usher.db.write() as connection:
-            state = queues.enter(usher.queues, connection, queue_id, consumer_id, ctx.organization_id, ctx.mode, now())
+            state = queues.enter(usher.stores.queues, connection, queue_id, consumer_id, ctx.organization_id,
+                                 ctx.mode, now())
         return json_response(state)
 
 
@@ -96,7 +97,7 @@ class QueueStatus(MethodView):
         ctx = current_context()
         queue_id = _queue_id(queue_id)
         usher = _usher()
-        state = queues.consumer_state(usher.queues, usher.reader(), queue_id, _consumer_id(ctx.consumer_id),
+        state = queues.consumer_state(usher.stores.queues, usher.reader(), queue_id, _consumer_id(ctx.consumer_id),
                                       ctx.organization_id, ctx.mode, ctx.pending_session)
         return json_response(state)
 
@@ -115,6 +116,6 @@ class LeaveQueue(MethodView):
         usher = _usher()
         consumer_id = _consumer_id(ctx.consumer_id)
         with usher.db.write() as connection:
-            state = queues.leave(usher.queues, connection, queue_id, consumer_id, ctx.organization_id, ctx.mode,
+            state = queues.leave(usher.stores.queues, connection, queue_id, consumer_id, ctx.organization_id, ctx.mode,
                                  now())
         return json_response(state)
